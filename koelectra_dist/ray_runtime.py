@@ -1,0 +1,28 @@
+"""Connecting the driver to Ray: the cluster we run under (`ray job submit`, RAY_ADDRESS), or a
+local one started for this process."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from koelectra_dist.config import Config
+from koelectra_dist.storage import use_storage_config
+
+log = logging.getLogger(__name__)
+
+
+def connect(cfg: Config) -> None:
+    """Initialise Ray once; storage settings travel to every worker through the runtime env."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = use_storage_config(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)
+    # Quiet, deterministic workers; the tokenizers library must not fork-bomb its own threads.
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    runtime_env = {"env_vars": env}
+    address = os.environ.get("RAY_ADDRESS")
+    ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+    where = f"cluster at {address}" if address else "local Ray (started here, or the one running on this node)"
+    log.info("connected to %s: %s", where, ray.cluster_resources())

@@ -1,0 +1,209 @@
+"""One storage interface for local paths, s3:// URIs and files shipped inside Python packages.
+
+URIs:
+- `path/to/x` or `file:///abs/x`: local files;
+- `s3://bucket/prefix`: any S3-compatible store; the endpoint comes from AWS_ENDPOINT_URL_S3 /
+  AWS_ENDPOINT_URL (set from `storage.s3_endpoint_url` by `use_storage_config`), credentials only
+  from the environment or the instance profile;
+- `pkg://package/relative/path`: read-only data inside an installed package (the demo corpus).
+
+Writers put a marker file last (`write_json(..., marker)`): readers trust a folder only once its
+marker exists, so a half-written output is never mistaken for a whole one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import posixpath
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import fsspec
+
+from koelectra_dist.errors import StorageError
+
+
+def use_storage_config(s3_endpoint_url: str | None, s3_region: str | None = None) -> dict[str, str]:
+    """Export the S3 endpoint/region as environment variables (inherited by local Ray workers) and
+    return them so that a driver can pass them on in a Ray runtime_env."""
+    env = {}
+    if s3_endpoint_url:
+        env["AWS_ENDPOINT_URL_S3"] = s3_endpoint_url
+    if s3_region:
+        env["AWS_DEFAULT_REGION"] = s3_region
+    os.environ.update(env)
+    return env
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def _package_path(uri: str) -> str:
+    package, _, rest = uri[len("pkg://") :].partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise StorageError(f"{uri}: Python package {package!r} is not installed (pip install {package})")
+    return str(Path(next(iter(spec.submodule_search_locations))) / rest)
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem for `uri` and the path to use with it."""
+    if is_s3(uri):
+        import s3fs
+
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        client_kwargs = {"endpoint_url": endpoint} if endpoint else {}
+        if os.environ.get("AWS_DEFAULT_REGION"):
+            client_kwargs["region_name"] = os.environ["AWS_DEFAULT_REGION"]
+        fs = s3fs.S3FileSystem(client_kwargs=client_kwargs, skip_instance_cache=True)
+        return fs, uri[len("s3://") :]
+    if uri.startswith("pkg://"):
+        uri = _package_path(uri)
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    return fsspec.filesystem("file"), os.path.abspath(uri)
+
+
+def join(uri: str, *parts: str) -> str:
+    if is_s3(uri):
+        return posixpath.join(uri.rstrip("/"), *parts)
+    return os.path.join(uri, *parts)
+
+
+def _wrap(uri: str, exc: Exception) -> StorageError:
+    if isinstance(exc, StorageError):
+        return exc
+    if isinstance(exc, FileNotFoundError):
+        return StorageError(f"{uri}: not found")
+    if isinstance(exc, PermissionError):
+        return StorageError(f"{uri}: permission denied (check the path, or S3 credentials in the environment)")
+    return StorageError(f"{uri}: {type(exc).__name__}: {exc}")
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    try:
+        return fs.exists(path)
+    except Exception as e:  # noqa: BLE001 - any backend failure becomes a StorageError
+        raise _wrap(uri, e) from e
+
+
+@contextmanager
+def open_uri(uri: str, mode: str = "rb", compression: str | None = None) -> Iterator[IO[Any]]:
+    """Open a file for reading or writing; parents are created on write. `compression="infer"`
+    decompresses .gz transparently."""
+    fs, path = filesystem(uri)
+    try:
+        if "w" in mode and not is_s3(uri):
+            fs.makedirs(os.path.dirname(path), exist_ok=True)
+        handle = fs.open(path, mode, compression=compression)
+    except Exception as e:  # noqa: BLE001
+        raise _wrap(uri, e) from e
+    with handle:
+        yield handle
+
+
+def read_bytes(uri: str) -> bytes:
+    with open_uri(uri, "rb") as f:
+        return f.read()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a whole file atomically: a local file appears under its name only when complete; an
+    S3 PUT is atomic by itself."""
+    fs, path = filesystem(uri)
+    try:
+        if is_s3(uri):
+            fs.pipe_file(path, data)
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except Exception as e:  # noqa: BLE001
+        raise _wrap(uri, e) from e
+
+
+def read_json(uri: str) -> Any:
+    try:
+        return json.loads(read_bytes(uri).decode("utf-8"))
+    except json.JSONDecodeError as e:
+        raise StorageError(f"{uri}: not valid JSON ({e}); the file is damaged, delete it to rebuild") from e
+
+
+def write_json(uri: str, obj: Any) -> None:
+    write_bytes(uri, json.dumps(obj, indent=2, ensure_ascii=False).encode("utf-8"))
+
+
+def list_files(uri: str, recursive: bool = False) -> list[str]:
+    """Files directly in (or, recursively, below) a folder, as URIs of the same scheme, sorted."""
+    fs, path = filesystem(uri)
+    try:
+        found = fs.find(path) if recursive else [p for p in fs.ls(path, detail=False) if fs.isfile(p)]
+    except Exception as e:  # noqa: BLE001
+        raise _wrap(uri, e) from e
+    return sorted(f"s3://{p}" if is_s3(uri) else p for p in found)
+
+
+def list_dirs(uri: str) -> list[str]:
+    """Sub-folder names of a folder (empty when the folder does not exist)."""
+    fs, path = filesystem(uri)
+    try:
+        if not fs.exists(path):
+            return []
+        return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False) if fs.isdir(p))
+    except Exception as e:  # noqa: BLE001
+        raise _wrap(uri, e) from e
+
+
+def remove(uri: str) -> None:
+    """Delete a file or a folder tree; a missing one is fine."""
+    fs, path = filesystem(uri)
+    try:
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+    except Exception as e:  # noqa: BLE001
+        raise _wrap(uri, e) from e
+
+
+def upload_dir(local_dir: str, uri: str) -> None:
+    """Copy a local folder's files below `uri` (a plain copy when `uri` is local)."""
+    fs, path = filesystem(uri)
+    try:
+        for root, _, files in os.walk(local_dir):
+            for name in files:
+                src = os.path.join(root, name)
+                rel = os.path.relpath(src, local_dir).replace(os.sep, "/")
+                dst = posixpath.join(path, rel) if is_s3(uri) else os.path.join(path, rel)
+                if not is_s3(uri):
+                    os.makedirs(os.path.dirname(dst), exist_ok=True)
+                fs.put_file(src, dst)
+    except Exception as e:  # noqa: BLE001
+        raise _wrap(uri, e) from e
+
+
+def download_dir(uri: str, local_dir: str) -> str:
+    """Copy the files below `uri` into `local_dir`; return `local_dir`."""
+    fs, path = filesystem(uri)
+    try:
+        for src in fs.find(path):
+            rel = posixpath.relpath(src, path) if is_s3(uri) else os.path.relpath(src, path)
+            dst = os.path.join(local_dir, rel)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            fs.get_file(src, dst)
+    except Exception as e:  # noqa: BLE001
+        raise _wrap(uri, e) from e
+    return local_dir
+
+
+def local_path(uri: str) -> str | None:
+    """The local filesystem path of a non-S3 URI, else None."""
+    return None if is_s3(uri) else filesystem(uri)[1]

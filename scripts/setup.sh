@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Creates .venv in the project root with the pinned dependencies; a second run with unchanged
+# requirements does nothing. Needs Python 3.11 (set PYTHON to use another interpreter path).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3.11}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+stamp=".venv/.installed-$(cat requirements.txt requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
+[ -f "$stamp" ] && exit 0
+pip=(.venv/bin/python -m pip install --disable-pip-version-check -q)
+# torch first and alone, so nothing later asks the resolver for one: a CPU machine never pulls a
+# multi-GB CUDA build. Override for GPU nodes, e.g. TORCH_SPEC="torch==2.13.0" with a CUDA index.
+"${pip[@]}" "${TORCH_SPEC:-torch==2.13.0}"
+"${pip[@]}" -c requirements.lock setuptools wheel ninja py-cpuinfo packaging
+# DeepSpeed is a source package: build it against the torch above, not in an isolated build
+# environment that would fetch a torch of its own.
+"${pip[@]}" --no-build-isolation -c requirements.lock deepspeed==0.19.8
+"${pip[@]}" -c requirements.lock -r requirements.txt
+"${pip[@]}" --no-build-isolation --no-deps -e .
+.venv/bin/python -m pip check
+rm -f .venv/.installed-*
+touch "$stamp"

@@ -230,6 +230,42 @@ class HubConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneTaskConfig:
+    name: str = ""
+    """Task name, as listed in `finetune.tasks`. For a built-in task (nsmc, korsts, kornli, paws,
+    question_pair, hate_speech) only the fields given here change; a new name needs train_file, the
+    evaluated split's file, text_columns, label_column, metric (and labels for classification), and
+    starts from the recipe 10 epochs / batch 32 / lr 5e-5."""
+    folder: str | None = None
+    """Folder of the task's files below `finetune.data_dir`; None: the task name."""
+    train_file: str | None = None
+    """Training file name inside the folder."""
+    dev_file: str | None = None
+    """Development file name inside the folder."""
+    test_file: str | None = None
+    """Test file name inside the folder (None: the task has no test split here)."""
+    delimiter: str | None = None
+    """Field separator; None: a tab. Lines are split on it without quoting, like the original files."""
+    columns: list[str] | None = None
+    """Names of all columns, in order, for files without a header line; None: the first line is the header."""
+    text_columns: list[str] | None = None
+    """One column (single sentence) or two (sentence pair) holding the text."""
+    label_column: str | None = None
+    """Column holding the label (classification) or the score (regression)."""
+    labels: list[str] | None = None
+    """Label values as written in the file, for classification; None (or empty) makes the task a regression
+    with one output."""
+    metric: Literal["accuracy", "macro_f1", "spearman", "pearson"] | None = None
+    """Reported metric (x100): accuracy or macro_f1 for classification, spearman or pearson for regression."""
+    epochs: float | None = None
+    """Training epochs (fractions allowed)."""
+    batch_size: int | None = None
+    """Training batch size."""
+    learning_rate: float | None = None
+    """Peak learning rate (decays linearly to 0, no warm-up)."""
+
+
+@dataclass(frozen=True)
 class FinetuneConfig:
     model_uri: str | None = None
     """Model folder to fine-tune; None: the exported discriminator (<export>/discriminator)."""
@@ -242,10 +278,35 @@ class FinetuneConfig:
     max_length: int = 128
     """Maximum tokens per fine-tuning example."""
     seed: int = 42
-    """Fine-tuning seed."""
+    """Fine-tuning seed (KoELECTRA: 42); repeated runs use seed, seed+1, ..."""
+    repeats: int = 1
+    """Runs per task with different seeds; results report each run, their mean and standard deviation."""
+    task_specs: list[FinetuneTaskConfig] = field(default_factory=list)
+    """New tasks, or changes to built-in ones (by name); see FinetuneTaskConfig."""
+    epochs: float | None = None
+    """Epochs for every task, replacing the built-in recipes' (a task_specs entry still wins); None: recipes."""
+    batch_size: int | None = None
+    """Batch size for every task (like epochs); None: recipes."""
+    learning_rate: float | None = None
+    """Learning rate for every task (like epochs); None: recipes."""
+    max_train_examples: int | None = None
+    """Train on at most the first N rows of each training file (a budget); None: all."""
+    max_eval_examples: int | None = None
+    """Evaluate on at most the first N rows of each evaluation file; None: all."""
+    eval_split: Literal["dev", "test"] = "dev"
+    """Split the results are measured on (KoELECTRA reported test; the shared data has dev only)."""
+    gpus_per_task: float = 1.0
+    """GPUs reserved by each fine-tuning run (fractions share a GPU) when the cluster has GPUs; on a
+    cluster without GPUs runs go to CPUs."""
+    cpus_per_task: int = 1
+    """CPUs reserved by each fine-tuning run (also its torch thread count on CPU)."""
 
     def resolved_output_uri(self, run: RunConfig) -> str:
         return self.output_uri or f"{run.output_uri.rstrip('/')}/finetune"
+
+    def resolved_model_uri(self, export_uri: str) -> str:
+        """The model folder to fine-tune, given the export stage's output folder."""
+        return self.model_uri or f"{export_uri.rstrip('/')}/discriminator"
 
 
 @dataclass(frozen=True)
@@ -431,6 +492,10 @@ def _validate(cfg: Config) -> list[str]:
         )
     if not math.isfinite(t.learning_rate):
         problems.append("train.learning_rate: must be finite")
+    if "finetune" in cfg.run.stages:
+        from koelectra_dist.finetune.tasks import config_problems  # lazy: config must not import stages
+
+        problems += config_problems(cfg.finetune)
     return problems
 
 

@@ -1,0 +1,111 @@
+"""Reading a task's split files (local, s3://, .gz) into examples, with errors that name file and line.
+
+Lines are split on the task's delimiter without quoting, as KoELECTRA's readers did (KorSTS
+sentences contain bare quotes). Blank lines are skipped.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from koelectra_dist import storage
+from koelectra_dist.config import FinetuneTaskConfig
+from koelectra_dist.errors import DataError
+from koelectra_dist.finetune.tasks import is_regression, split_file
+
+
+@dataclass
+class TaskData:
+    """One split of a task: texts (a second list for sentence pairs) and label ids or scores."""
+
+    uri: str
+    text_a: list[str]
+    text_b: list[str] | None
+    labels: list[int] | list[float]
+
+    def __len__(self) -> int:
+        return len(self.text_a)
+
+
+def split_uri(data_dir: str, spec: FinetuneTaskConfig, split: str) -> str:
+    name = split_file(spec, split)
+    if name is None:
+        raise DataError(f"task {spec.name!r} has no {split} file; set {split}_file in finetune.task_specs")
+    return storage.join(data_dir, spec.folder or spec.name, name)
+
+
+def _column_indexes(spec: FinetuneTaskConfig, header: list[str], uri: str) -> list[int]:
+    wanted = [*spec.text_columns, spec.label_column]
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        where = "line 1 (header)" if spec.columns is None else "finetune task columns"
+        raise DataError(
+            f"{uri} {where}: no column {', '.join(map(repr, missing))} for task {spec.name!r} "
+            f"(columns: {', '.join(header)}); fix the file or the task's text_columns/label_column"
+        )
+    return [header.index(c) for c in wanted]
+
+
+def parse_lines(lines: Iterable[str], spec: FinetuneTaskConfig, uri: str, limit: int | None = None) -> TaskData:
+    """Parse a task file's lines (without decoding concerns); `limit` keeps the first N rows."""
+    delimiter = spec.delimiter or "\t"
+    regression = is_regression(spec)
+    label_ids = {label: i for i, label in enumerate(spec.labels or [])}
+    header = spec.columns
+    indexes: list[int] = [] if header is None else _column_indexes(spec, header, uri)
+    texts: list[list[str]] = [[] for _ in spec.text_columns]
+    labels: list = []
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        fields = line.split(delimiter)
+        if header is None:
+            header = [f.strip() for f in fields]
+            indexes = _column_indexes(spec, header, uri)
+            continue
+        if len(fields) != len(header):
+            absent = [header[i] for i in indexes if i >= len(fields)]
+            hint = f" (missing column {', '.join(map(repr, absent))})" if absent else " (a delimiter inside the text?)"
+            raise DataError(f"{uri} line {number}: {len(fields)} fields, expected {len(header)}{hint}")
+        *text_idx, label_idx = indexes
+        raw = fields[label_idx].strip()
+        if regression:
+            try:
+                labels.append(float(raw))
+            except ValueError:
+                raise DataError(f"{uri} line {number}: {spec.label_column} {raw!r} is not a number") from None
+        elif raw in label_ids:
+            labels.append(label_ids[raw])
+        else:
+            raise DataError(
+                f"{uri} line {number}: unknown label {raw!r} in column {spec.label_column!r} for task "
+                f"{spec.name!r} (labels: {', '.join(spec.labels)})"
+            )
+        for column, i in zip(texts, text_idx, strict=True):
+            column.append(fields[i])
+        if limit is not None and len(labels) >= limit:
+            break
+    if header is None:
+        raise DataError(f"{uri}: empty file (no header line); expected the {spec.name!r} task's columns")
+    if not labels:
+        raise DataError(f"{uri}: no data rows after the header")
+    return TaskData(uri, texts[0], texts[1] if len(texts) == 2 else None, labels)
+
+
+def read_split(data_dir: str, spec: FinetuneTaskConfig, split: str, limit: int | None = None) -> TaskData:
+    """Read one split of a task from `data_dir` (local or s3://); DataError naming file and line on bad input."""
+    uri = split_uri(data_dir, spec, split)
+    if not storage.exists(uri):
+        raise DataError(
+            f"{uri}: not found; task {spec.name!r} expects its {split} file there "
+            "(set finetune.data_dir, or the file name in finetune.task_specs)"
+        )
+    with storage.open_uri(uri, "rb", compression="infer") as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="\n")  # a stray \r stays inside its line
+        try:
+            return parse_lines(text, spec, uri, limit)
+        except UnicodeDecodeError as e:
+            raise DataError(f"{uri}: not UTF-8 text ({e.reason} at byte {e.start} of a block)") from None

@@ -1,0 +1,73 @@
+"""Downstream metrics, exact and dependency-free: accuracy, macro F1, Pearson and Spearman."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from koelectra_dist.errors import DataError
+
+
+def _check(gold: Sequence, pred: Sequence) -> None:
+    if len(gold) != len(pred) or not gold:
+        raise DataError(f"metric needs equally many gold and predicted values (got {len(gold)} and {len(pred)})")
+
+
+def accuracy(gold: Sequence[int], pred: Sequence[int]) -> float:
+    _check(gold, pred)
+    return sum(g == p for g, p in zip(gold, pred, strict=True)) / len(gold)
+
+
+def macro_f1(gold: Sequence[int], pred: Sequence[int]) -> float:
+    """Unweighted mean of per-class F1 over the classes that occur in gold or predictions (as
+    scikit-learn's f1_score(average="macro")); a class with no true positives scores 0."""
+    _check(gold, pred)
+    scores = []
+    for label in sorted(set(gold) | set(pred)):
+        tp = sum(g == label and p == label for g, p in zip(gold, pred, strict=True))
+        fp = sum(g != label and p == label for g, p in zip(gold, pred, strict=True))
+        fn = sum(g == label and p != label for g, p in zip(gold, pred, strict=True))
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return sum(scores) / len(scores)
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation; NaN when either side is constant (undefined, as in scipy)."""
+    _check(x, y)
+    n = len(x)
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    if sxx == 0 or syy == 0:
+        return math.nan
+    return sxy / math.sqrt(sxx * syy)
+
+
+def ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks, ties getting the average of the ranks they span."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    result = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for i in order[start : end + 1]:
+            result[i] = (start + end) / 2 + 1
+        start = end + 1
+    return result
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation: Pearson of the tie-averaged ranks."""
+    _check(x, y)
+    return pearson(ranks(x), ranks(y))
+
+
+METRICS: dict[str, Callable[[Sequence, Sequence], float]] = {
+    "accuracy": accuracy,
+    "macro_f1": macro_f1,
+    "spearman": spearman,
+    "pearson": pearson,
+}

@@ -1,0 +1,211 @@
+"""Fine-tuning task specs, task file parsing (every built-in format), bad input, metrics, results table."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+
+import pytest
+from conftest import SHARED_DATA, require_shared_data
+
+from koelectra_dist import storage
+from koelectra_dist.config import FinetuneConfig, FinetuneTaskConfig, load_config
+from koelectra_dist.errors import ConfigError, DataError
+from koelectra_dist.finetune.data import read_split
+from koelectra_dist.finetune.metrics import accuracy, macro_f1, pearson, ranks, spearman
+from koelectra_dist.finetune.report import markdown, summarize
+from koelectra_dist.finetune.tasks import BUILTIN_TASKS, config_problems, resolve_tasks
+
+# Small files in each task's original layout (header first), as the tests write them.
+SAMPLES = {
+    "kornli": (
+        "multinli.train.ko.tsv",
+        "sentence1\tsentence2\tgold_label\n"
+        "개념적으로 크림 스키밍은 두 가지 기본 차원을 가지고 있다.\t제품과 지리학은 크림 스키밍을 작동시키는 것이다.\tneutral\n"
+        "시즌 중에 알고 있는 거 알아?\t사람들이 다시 한번 말해줄게.\tentailment\n"
+        "우리 번호 중 하나가 당신의 지시를 세밀하게 수행할 것이다.\t우리 팀의 일원이 당신의 명령을 엄청나게 정확하게 실행할 것이다.\tcontradiction\n",
+        ["개념적으로 크림 스키밍은 두 가지 기본 차원을 가지고 있다.", "시즌 중에 알고 있는 거 알아?"],
+        [2, 1, 0],
+    ),
+    "paws": (
+        "translated_train.tsv",
+        "id\tsentence1\tsentence2\tlabel\n"
+        "1\t1975년부터 76년까지 NBA 시즌은 전미 농구 협회의 30번째 시즌이었다.\t1975-76 시즌은 NBA의 30번째 시즌이었다.\t1\n"
+        '2\t그는 "조용한" 사람이었다.\t그는 조용하지 않았다.\t0\n',
+        ["1975년부터 76년까지 NBA 시즌은 전미 농구 협회의 30번째 시즌이었다.", '그는 "조용한" 사람이었다.'],
+        [1, 0],
+    ),
+    "question_pair": (
+        "kor_pair_train.csv",
+        "question1\tquestion2\tis_duplicate\n1000일 만난 여자친구와 이별\t10년 연애 이별\t1\n오늘 날씨 어때\t내일 시험 범위\t0\n",
+        ["1000일 만난 여자친구와 이별", "오늘 날씨 어때"],
+        [1, 0],
+    ),
+    "hate_speech": (
+        "train.tsv",
+        "comments\tcontain_gender_bias\tbias\thate\n"
+        "송중기 시대극은 믿고본다. 첫회 신선하고 좋았다.\tFalse\tnone\tnone\n"
+        "지현우 나쁜놈\tFalse\tnone\toffensive\n"
+        "알바쓰고많이만들면되지\tFalse\tnone\thate\n",
+        ["송중기 시대극은 믿고본다. 첫회 신선하고 좋았다.", "지현우 나쁜놈", "알바쓰고많이만들면되지"],
+        [0, 1, 2],
+    ),
+}
+
+
+def _spec(name: str) -> FinetuneTaskConfig:
+    return resolve_tasks(FinetuneConfig(tasks=[name], eval_split="test" if name == "question_pair" else "dev"))[0]
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_builtin_formats_parse(tmp_path, name):
+    file, text, first_texts, labels = SAMPLES[name]
+    spec = _spec(name)
+    folder = tmp_path / (spec.folder or name)
+    folder.mkdir()
+    (folder / file).write_text(text, encoding="utf-8")
+    data = read_split(str(tmp_path), spec, "train")
+    assert data.text_a[: len(first_texts)] == first_texts
+    assert data.labels == labels
+    assert (data.text_b is None) == (len(spec.text_columns) == 1)
+
+
+def test_shared_nsmc_and_korsts_parse():
+    require_shared_data("korsts", "sts-dev.tsv")
+    data_dir = str(SHARED_DATA)
+    sts = read_split(data_dir, BUILTIN_TASKS["korsts"], "dev")
+    assert len(sts) == 1500 and 0 <= min(sts.labels) and max(sts.labels) <= 5
+    assert sts.text_b is not None and sts.text_a[0] and sts.text_b[0]
+    nsmc = read_split(data_dir, BUILTIN_TASKS["nsmc"], "train", limit=500)
+    assert len(nsmc) == 500 and set(nsmc.labels) == {0, 1} and nsmc.text_b is None
+
+
+def test_new_tsv_task_from_config_only(tmp_path):
+    """A header-less, comma-separated regression task defined entirely by a spec, read from gzip."""
+    (tmp_path / "mine").mkdir()
+    with gzip.open(tmp_path / "mine" / "train.csv.gz", "wt", encoding="utf-8") as f:
+        f.write("좋은 영화,0.5,x\r\n\n나쁜 영화,4,y\r\n")
+    cfg = FinetuneConfig(
+        tasks=["mine"],
+        task_specs=[
+            FinetuneTaskConfig(
+                name="mine",
+                train_file="train.csv.gz",
+                dev_file="train.csv.gz",
+                delimiter=",",
+                columns=["text", "score", "other"],
+                text_columns=["text"],
+                label_column="score",
+                metric="pearson",
+            )
+        ],
+    )
+    (spec,) = resolve_tasks(cfg)
+    assert (spec.epochs, spec.batch_size, spec.learning_rate) == (10, 32, 5e-5)  # the common recipe
+    data = read_split(str(tmp_path), spec, "dev")
+    assert data.text_a == ["좋은 영화", "나쁜 영화"] and data.labels == [0.5, 4.0]
+
+
+def test_spec_resolution_order_and_problems():
+    cfg = FinetuneConfig(
+        tasks=["nsmc", "korsts"],
+        epochs=2,
+        task_specs=[FinetuneTaskConfig(name="nsmc", epochs=1, learning_rate=1e-4)],
+    )
+    nsmc, korsts = resolve_tasks(cfg)
+    assert (nsmc.epochs, nsmc.batch_size, nsmc.learning_rate) == (1, 32, 1e-4)  # task entry beats global
+    assert (korsts.epochs, korsts.labels, korsts.metric) == (2, None, "spearman")
+    bad = FinetuneConfig(
+        tasks=["nsmc", "nope", "half", "question_pair"],
+        task_specs=[FinetuneTaskConfig(name="half", train_file="t.tsv", labels=["a", "b"], metric="spearman")],
+    )
+    problems = "\n".join(config_problems(bad))
+    assert "unknown task 'nope'" in problems
+    assert "'half': dev_file" not in problems and "'half': has no dev_file" in problems
+    assert "'half': text_columns is not set" in problems and "metric 'spearman' does not fit" in problems
+    assert "'question_pair': has no dev_file" in problems
+
+
+def test_bad_finetune_config_fails_at_load(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"run": {"stages": ["finetune"]}, "finetune": {"tasks": ["nsmc", "korean_sts"]}}))
+    with pytest.raises(ConfigError, match=r"finetune.tasks\[1\]: unknown task 'korean_sts'"):
+        load_config(path)
+    cfg = load_config(path, ['finetune.tasks=["nsmc"]', "finetune.epochs=0.5", "finetune.repeats=2"])
+    assert cfg.finetune.epochs == 0.5 and cfg.finetune.repeats == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", r"train.tsv: empty file \(no header line\)"),
+        ("comments\tcontain_gender_bias\tbias\thate\n", r"train.tsv: no data rows after the header"),
+        (
+            "text\tbias\thate\nabc\tnone\tnone\n",
+            r"train.tsv line 1 \(header\): no column 'comments' for task 'hate_speech' \(columns: text, bias, hate\)",
+        ),
+        (
+            "comments\tcontain_gender_bias\tbias\thate\nabc\tFalse\tnone\tnone\nxyz\tFalse\tnone\n",
+            r"train.tsv line 3: 3 fields, expected 4 \(missing column 'hate'\)",
+        ),
+        (
+            "comments\tcontain_gender_bias\tbias\thate\nabc\tFalse\tnone\tnone\n\nxyz\tFalse\tnone\tmean\n",
+            r"train.tsv line 4: unknown label 'mean' in column 'hate' for task 'hate_speech' \(labels: none, offensive, hate\)",
+        ),
+    ],
+)
+def test_bad_task_files_name_file_and_line(tmp_path, text, message):
+    (tmp_path / "hate-speech").mkdir()
+    (tmp_path / "hate-speech" / "train.tsv").write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        read_split(str(tmp_path), BUILTIN_TASKS["hate_speech"], "train")
+
+
+def test_bad_score_and_missing_file(tmp_path):
+    (tmp_path / "korsts").mkdir()
+    (tmp_path / "korsts" / "sts-train.tsv").write_text(
+        "genre\tfilename\tyear\tid\tscore\tsentence1\tsentence2\nnews\tf\t2012\t1\tfive\ta\tb\n", encoding="utf-8"
+    )
+    with pytest.raises(DataError, match=r"sts-train.tsv line 2: score 'five' is not a number"):
+        read_split(str(tmp_path), BUILTIN_TASKS["korsts"], "train")
+    with pytest.raises(DataError, match=r"sts-dev.tsv: not found; task 'korsts' expects its dev file there"):
+        read_split(str(tmp_path), BUILTIN_TASKS["korsts"], "dev")
+
+
+def test_reads_from_s3(s3_bucket):
+    file, text, first_texts, labels = SAMPLES["kornli"]
+    storage.write_bytes(f"{s3_bucket}/tasks/kornli/{file}", text.encode("utf-8"))
+    data = read_split(f"{s3_bucket}/tasks", BUILTIN_TASKS["kornli"], "train", limit=2)
+    assert data.text_a == first_texts and data.labels == labels[:2]
+
+
+def test_metrics_exact():
+    assert accuracy([0, 1, 1, 0], [0, 1, 0, 0]) == 0.75
+    # Per class F1: class 0: tp2 fp1 fn0 -> 0.8; class 1: tp1 fp0 fn2 -> 0.5; class 2 only predicted -> 0.
+    assert macro_f1([0, 0, 1, 1, 1], [0, 0, 0, 1, 2]) == pytest.approx((0.8 + 0.5 + 0) / 3)
+    assert ranks([10, 20, 20, 5]) == [2, 3.5, 3.5, 1]
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 400]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # With ties: ranks x = [1.5, 1.5, 3, 4], y = [1, 2, 3, 4]; Pearson of those = 0.9486832980505138 (scipy).
+    assert spearman([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)
+    assert pearson([1, 2, 3], [2, 4, 7]) == pytest.approx(0.9933992677987828)
+    assert math.isnan(pearson([1, 1, 1], [1, 2, 3]))
+    with pytest.raises(DataError):
+        accuracy([], [])
+
+
+def test_results_table():
+    run = {"metric": "accuracy", "train_examples": 1000, "eval_examples": 500, "epochs": 1.0, "batch_size": 32}
+    runs = [
+        {**run, "task": "nsmc", "seed": 42, "score": 80.0, "learning_rate": 5e-5},
+        {**run, "task": "nsmc", "seed": 43, "score": 82.0, "learning_rate": 5e-5},
+        {**run, "task": "korsts", "seed": 42, "score": math.nan, "metric": "spearman", "learning_rate": 5e-5},
+    ]
+    tasks = summarize(runs)
+    assert tasks["nsmc"]["mean"] == 81.0 and tasks["nsmc"]["std"] == pytest.approx(math.sqrt(2))
+    assert tasks["korsts"]["mean"] is None and tasks["korsts"]["runs"][0]["score"] is None
+    table = markdown(tasks, "hf/discriminator", "dev")
+    assert "| nsmc | accuracy | 81.00 ± 1.41 | 42, 43 | 1,000 / 500 | 1 / 32 / 5e-05 |" in table
+    assert "| korsts | spearman | undefined |" in table
+    json.dumps(tasks, allow_nan=False)

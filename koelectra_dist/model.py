@@ -237,3 +237,19 @@ def binary_auc(scores: Tensor, labels: Tensor, weights: Tensor) -> Tensor:
     u = (ranks * positive).sum() - n_pos * (n_pos + 1) / 2
     auc = u / (n_pos * n_neg).clamp(min=1)
     return torch.where(n_pos * n_neg > 0, auc, torch.full_like(auc, 0.5)).float()
+
+
+def train_flops_per_token(model_cfg: ModelConfig, seq_len: int, mask_prob: float = 0.15) -> float:
+    """Matmul FLOPs of one training step per real token (3x forward, reference.md section 4): both
+    towers at `seq_len`, the discriminator head, and the generator head on masked tokens only."""
+
+    def tower(hidden: int, ffn: int) -> float:
+        layer = 2 * (4 * hidden * hidden + 2 * hidden * ffn) + 4 * seq_len * hidden
+        project = 2 * model_cfg.embedding_size * hidden if model_cfg.embedding_size != hidden else 0
+        return model_cfg.num_hidden_layers * layer + project
+
+    hidden, gen_hidden, emb = model_cfg.hidden_size, model_cfg.generator_hidden_size(), model_cfg.embedding_size
+    disc = tower(hidden, model_cfg.intermediate_size) + 2 * hidden * hidden + 2 * hidden
+    gen_head = 2 * gen_hidden * emb + 2 * emb * model_cfg.vocab_size
+    gen = tower(gen_hidden, model_cfg.generator_intermediate_size()) + mask_prob * gen_head
+    return 3.0 * (disc + gen)

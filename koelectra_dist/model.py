@@ -114,6 +114,10 @@ class PretrainOutput:
     """0-d: gen_weight * generator loss + disc_weight * discriminator loss."""
     metrics: dict[str, Tensor]
     """0-d detached tensors, computed on the device (no host sync)."""
+    gen_loss: Tensor
+    """0-d generator cross-entropy at the masked positions (differentiable)."""
+    disc_loss: Tensor
+    """0-d discriminator sigmoid cross-entropy over real tokens (differentiable)."""
     masked: MaskedBatch
     """The generator's input and the prediction slots."""
     fake_input_ids: Tensor
@@ -199,7 +203,14 @@ class ElectraPretrainer(nn.Module):
         metrics = pretrain_metrics(gen_logits, masked, disc_logits, replaced, real)
         metrics.update(gen_loss=gen_loss.detach(), disc_loss=disc_loss.detach())
         return PretrainOutput(
-            loss=loss, metrics=metrics, masked=masked, fake_input_ids=fake, replaced=replaced, disc_logits=disc_logits
+            loss=loss,
+            metrics=metrics,
+            gen_loss=gen_loss,
+            disc_loss=disc_loss,
+            masked=masked,
+            fake_input_ids=fake,
+            replaced=replaced,
+            disc_logits=disc_logits,
         )
 
 

@@ -116,6 +116,11 @@ def test_spec_resolution_order_and_problems():
     nsmc, korsts = resolve_tasks(cfg)
     assert (nsmc.epochs, nsmc.batch_size, nsmc.learning_rate) == (1, 32, 1e-4)  # task entry beats global
     assert (korsts.epochs, korsts.labels, korsts.metric) == (2, None, "spearman")
+    new = FinetuneTaskConfig(
+        name="new", train_file="t", dev_file="d", text_columns=["a"], label_column="b", metric="pearson"
+    )
+    (spec,) = resolve_tasks(FinetuneConfig(tasks=["new"], task_specs=[new], epochs=2, batch_size=8))
+    assert (spec.epochs, spec.batch_size, spec.learning_rate) == (2, 8, 5e-5)  # global overrides, then defaults
     bad = FinetuneConfig(
         tasks=["nsmc", "nope", "half", "question_pair"],
         task_specs=[FinetuneTaskConfig(name="half", train_file="t.tsv", labels=["a", "b"], metric="spearman")],

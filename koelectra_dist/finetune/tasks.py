@@ -161,7 +161,7 @@ def _resolve(cfg: FinetuneConfig) -> tuple[dict[str, FinetuneTaskConfig], list[s
         if entry.name in specs:
             specs[entry.name] = _merge(specs[entry.name], changes)
         else:
-            specs[entry.name] = _merge(NEW_TASK_DEFAULTS, {**overrides, **changes})
+            specs[entry.name] = _merge(_merge(NEW_TASK_DEFAULTS, overrides), changes)
     for i, name in enumerate(cfg.tasks):
         if name not in specs:
             problems.append(

@@ -1,0 +1,167 @@
+"""Fine-tuning one task with one seed: KoELECTRA's recipe on any Hugging Face ELECTRA/BERT folder.
+
+AdamW (eps 1e-8, weight decay 0), learning rate decaying linearly to 0 with no warm-up, gradient
+clipping at 1.0, max length 128. Classification uses the sequence-classification head with one
+output per label; regression (KorSTS) one output and a squared-error loss. A pre-training folder's
+head (ElectraForPreTraining) is dropped and a fresh classifier is initialised.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from koelectra_dist.config import FinetuneTaskConfig
+from koelectra_dist.finetune.data import TaskData
+from koelectra_dist.finetune.metrics import METRICS
+from koelectra_dist.finetune.tasks import is_regression
+
+log = logging.getLogger(__name__)
+
+EVAL_BATCH_SIZE = 128
+
+
+@dataclass
+class Encoded:
+    """Tokenized examples (unpadded) and their targets."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    labels: list[int] | list[float]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def lr_at(step: int, total_steps: int, peak: float) -> float:
+    """Linear decay from `peak` at step 0 to 0 at `total_steps`, no warm-up (KoELECTRA)."""
+    return peak * max(0.0, 1.0 - step / total_steps)
+
+
+def total_steps(n_examples: int, batch_size: int, epochs: float) -> int:
+    return max(1, round(epochs * math.ceil(n_examples / batch_size)))
+
+
+def load_model(model_dir: str, spec: FinetuneTaskConfig) -> tuple[Any, torch.nn.Module]:
+    """The folder's tokenizer and a sequence-classification model built on its encoder."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    regression = is_regression(spec)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir,
+        num_labels=1 if regression else len(spec.labels),
+        problem_type="regression" if regression else "single_label_classification",
+    )
+    return tokenizer, model
+
+
+def encode(tokenizer: Any, data: TaskData, max_length: int) -> Encoded:
+    enc = tokenizer(
+        data.text_a,
+        data.text_b,
+        truncation=True,
+        max_length=max_length,
+        return_token_type_ids=True,
+        return_attention_mask=False,
+    )
+    return Encoded(enc["input_ids"], enc["token_type_ids"], data.labels)
+
+
+def collate(enc: Encoded, indexes: list[int], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """A padded batch (to its longest example) on `device`."""
+    width = max(len(enc.input_ids[i]) for i in indexes)
+    ids = torch.full((len(indexes), width), pad_id, dtype=torch.long)
+    types = torch.zeros((len(indexes), width), dtype=torch.long)
+    mask = torch.zeros((len(indexes), width), dtype=torch.long)
+    for row, i in enumerate(indexes):
+        n = len(enc.input_ids[i])
+        ids[row, :n] = torch.tensor(enc.input_ids[i])
+        types[row, :n] = torch.tensor(enc.token_type_ids[i])
+        mask[row, :n] = 1
+    labels = torch.tensor([enc.labels[i] for i in indexes])
+    batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels}
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, enc: Encoded, pad_id: int, device: torch.device, regression: bool) -> list:
+    """Predicted label ids (classification) or scores (regression), in example order."""
+    model.eval()
+    out: list = []
+    for start in range(0, len(enc.labels), EVAL_BATCH_SIZE):
+        batch = collate(enc, list(range(start, min(start + EVAL_BATCH_SIZE, len(enc.labels)))), pad_id, device)
+        batch.pop("labels")
+        logits = model(**batch).logits
+        out += logits[:, 0].float().tolist() if regression else logits.argmax(-1).tolist()
+    return out
+
+
+def finetune(
+    model_dir: str,
+    spec: FinetuneTaskConfig,
+    train: TaskData,
+    evaluation: TaskData,
+    *,
+    max_length: int,
+    seed: int,
+    device: torch.device | None = None,
+) -> dict[str, Any]:
+    """Fine-tune on `train`, evaluate on `evaluation`; returns the scores and what was run (JSON-able)."""
+    started = time.time()
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    seed_everything(seed)
+    tokenizer, model = load_model(model_dir, spec)
+    model.to(device)
+    pad_id = tokenizer.pad_token_id or 0
+    train_enc, eval_enc = encode(tokenizer, train, max_length), encode(tokenizer, evaluation, max_length)
+    regression = is_regression(spec)
+    steps = total_steps(len(train), spec.batch_size, spec.epochs)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, eps=1e-8, weight_decay=0.0)
+    order = torch.Generator().manual_seed(seed)
+    batches: list[list[int]] = []
+    losses: list[float] = []
+    model.train()
+    for step in range(steps):
+        if not batches:  # a fresh permutation each epoch; the last partial batch is kept
+            perm = torch.randperm(len(train), generator=order).tolist()
+            batches = [perm[i : i + spec.batch_size] for i in range(0, len(perm), spec.batch_size)][::-1]
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, steps, spec.learning_rate)
+        loss = model(**collate(train_enc, batches.pop(), pad_id, device)).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+    predictions = predict(model, eval_enc, pad_id, device, regression)
+    score = METRICS[spec.metric](evaluation.labels, predictions)
+    tail = losses[-max(1, len(losses) // 10) :]
+    result = {
+        "task": spec.name,
+        "seed": seed,
+        "metric": spec.metric,
+        "score": 100 * score,
+        "train_examples": len(train),
+        "eval_examples": len(evaluation),
+        "eval_file": evaluation.uri,
+        "epochs": spec.epochs,
+        "batch_size": spec.batch_size,
+        "learning_rate": spec.learning_rate,
+        "steps": steps,
+        "final_train_loss": sum(tail) / len(tail),
+        "device": str(device),
+        "seconds": round(time.time() - started, 1),
+    }
+    log.info("fine-tuned %s (seed %d): %s %.2f in %d steps", spec.name, seed, spec.metric, 100 * score, steps)
+    return result

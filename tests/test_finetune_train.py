@@ -1,0 +1,161 @@
+"""Fine-tuning on a real Hugging Face ELECTRA folder (tiny ElectraForPreTraining + a WordPiece
+vocabulary trained here), in process and as the pipeline stage on Ray with S3."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from koelectra_dist import storage
+from koelectra_dist.config import FinetuneConfig, FinetuneTaskConfig, config_from_dict
+from koelectra_dist.errors import DataError
+from koelectra_dist.finetune import stage
+from koelectra_dist.finetune.data import read_split
+from koelectra_dist.finetune.tasks import resolve_tasks
+from koelectra_dist.finetune.trainer import finetune, load_model, lr_at, total_steps
+
+FILLERS = "영화 배우 연기 스토리 정말 너무 이 그 음악 감독 장면 결말".split()
+SENTIMENT = {"좋다": "1", "최고": "1", "재밌다": "1", "싫다": "0", "최악": "0", "지루하다": "0"}
+SCORES = {"하나": 1.0, "둘": 2.0, "셋": 3.0, "넷": 4.0, "다섯": 5.0}
+
+
+def _sentence(rng: random.Random, key: str) -> str:
+    words = rng.choices(FILLERS, k=rng.randint(3, 6))
+    words.insert(rng.randint(0, len(words)), key)
+    return " ".join(words)
+
+
+def write_tasks(folder, n_train: int = 400, n_dev: int = 200) -> None:
+    """A sentiment task (NSMC layout) and a similarity-score task (KorSTS layout) a model can learn."""
+    rng = random.Random(0)
+    for split, n in [("train", n_train), ("dev", n_dev)]:
+        rows = ["id\tdocument\tlabel"]
+        for i in range(n):
+            key = rng.choice(list(SENTIMENT))
+            rows.append(f"{i}\t{_sentence(rng, key)}\t{SENTIMENT[key]}")
+        (folder / "sentiment").mkdir(parents=True, exist_ok=True)
+        (folder / "sentiment" / f"{split}.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
+        rows = ["genre\tfilename\tyear\tid\tscore\tsentence1\tsentence2"]
+        for i in range(n):
+            key = rng.choice(list(SCORES))
+            rows.append(f"news\tf\t2017\t{i}\t{SCORES[key]:.3f}\t{_sentence(rng, key)}\t{_sentence(rng, '그리고')}")
+        (folder / "korsts").mkdir(parents=True, exist_ok=True)
+        (folder / "korsts" / f"sts-{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+SENTIMENT_SPEC = FinetuneTaskConfig(
+    name="sentiment",
+    train_file="train.txt",
+    dev_file="dev.txt",
+    text_columns=["document"],
+    label_column="label",
+    labels=["0", "1"],
+    metric="accuracy",
+)
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory):
+    """A real HF ELECTRA discriminator folder: ElectraForPreTraining + WordPiece vocabulary."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import ElectraConfig, ElectraForPreTraining
+
+    folder = tmp_path_factory.mktemp("hf") / "discriminator"
+    folder.mkdir()
+    text = storage.read_bytes("pkg://konlpy/data/corpus/kolaw/constitution.txt").decode("utf-8").splitlines()
+    rng = random.Random(1)
+    text += [_sentence(rng, k) for k in [*SENTIMENT, *SCORES, "그리고"] for _ in range(5)]
+    tokenizer = BertWordPieceTokenizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False)
+    tokenizer.train_from_iterator(
+        text, vocab_size=800, min_frequency=1, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    )
+    tokenizer.save_model(str(folder))
+    tokenizer.save(str(folder / "tokenizer.json"))
+    config = {"do_lower_case": False, "model_max_length": 128, "tokenizer_class": "ElectraTokenizer"}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    torch.manual_seed(0)
+    electra = ElectraConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        embedding_size=32,
+        hidden_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=128,
+    )
+    ElectraForPreTraining(electra).save_pretrained(folder)
+    return folder
+
+
+def test_lr_schedule_and_steps():
+    assert [lr_at(s, 4, 1.0) for s in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    assert total_steps(100, 32, 1) == 4 and total_steps(100, 32, 0.5) == 2 and total_steps(1, 32, 0.01) == 1
+
+
+def test_loads_discriminator_encoder_and_drops_pretraining_head(hf_folder):
+    from transformers import ElectraForPreTraining, ElectraForSequenceClassification
+
+    (korsts,) = resolve_tasks(FinetuneConfig(tasks=["korsts"]))
+    tokenizer, model = load_model(str(hf_folder), korsts)
+    pretrained = ElectraForPreTraining.from_pretrained(hf_folder)
+    assert isinstance(model, ElectraForSequenceClassification) and model.config.num_labels == 1
+    assert model.config.problem_type == "regression"
+    torch.testing.assert_close(model.electra.state_dict(), pretrained.electra.state_dict())
+    pieces = tokenizer.tokenize("대한민국 헌법 영화 좋다")
+    assert "".join(p.removeprefix("##") for p in pieces) == "대한민국헌법영화좋다"  # Hangul not split into jamo
+
+
+def test_finetune_learns_classification_and_regression(tmp_path, hf_folder):
+    write_tasks(tmp_path)
+    cfg = FinetuneConfig(tasks=["sentiment", "korsts"], task_specs=[SENTIMENT_SPEC], epochs=10, learning_rate=1e-3)
+    results = []
+    for spec in resolve_tasks(cfg):
+        train, dev = read_split(str(tmp_path), spec, "train"), read_split(str(tmp_path), spec, "dev")
+        results.append(finetune(str(hf_folder), spec, train, dev, max_length=32, seed=42))
+    sentiment, sts = results
+    assert sentiment["metric"] == "accuracy" and sentiment["score"] >= 90, sentiment
+    assert sts["metric"] == "spearman" and sts["score"] >= 80, sts
+    assert sentiment["steps"] == 10 * 13 and sentiment["device"] == "cpu"
+    again = finetune(str(hf_folder), spec, train, dev, max_length=32, seed=42)
+    assert again["score"] == sts["score"]  # the seed fixes initialisation and data order
+
+
+def test_stage_rejects_a_missing_model_folder(tmp_path):
+    cfg = config_from_dict({"run": {"output_uri": str(tmp_path), "stages": ["finetune"]}})
+    with pytest.raises(DataError, match=r"hf/discriminator: not a Hugging Face ELECTRA/BERT folder .*run the export"):
+        stage.run(cfg)
+
+
+@pytest.mark.slow
+def test_launch_finetune_on_ray_with_s3(tmp_path, hf_folder, ray_local, s3_bucket):
+    """`launch.py --config C finetune`: model on S3, two tasks and two seeds in parallel Ray tasks, results on S3."""
+    from launch import main
+
+    write_tasks(tmp_path, n_train=200, n_dev=100)
+    storage.upload_dir(str(hf_folder), f"{s3_bucket}/hf/discriminator")
+    config = {
+        "run": {"output_uri": f"{s3_bucket}/run"},
+        "export": {"output_uri": f"{s3_bucket}/hf"},
+        "finetune": {
+            "tasks": ["sentiment", "korsts"],
+            "data_dir": str(tmp_path),
+            "task_specs": [{k: v for k, v in vars(SENTIMENT_SPEC).items() if v is not None}],
+            "repeats": 2,
+            "max_train_examples": 100,
+            "max_length": 32,
+        },
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert main(["--config", str(path), "--set", "finetune.epochs=1", "finetune"]) == 0
+    results = storage.read_json(f"{s3_bucket}/run/finetune/results.json")
+    assert results["model"] == f"{s3_bucket}/hf/discriminator"
+    assert list(results["tasks"]) == ["sentiment", "korsts"]
+    for entry in results["tasks"].values():
+        assert [r["seed"] for r in entry["runs"]] == [42, 43]
+        assert all(r["train_examples"] == 100 and r["eval_examples"] == 100 and r["steps"] == 4 for r in entry["runs"])
+    table = storage.read_bytes(f"{s3_bucket}/run/finetune/results.md").decode("utf-8")
+    assert "| korsts | spearman |" in table and "| 42, 43 | 100 / 100 | 1 / 32 / 5e-05 |" in table

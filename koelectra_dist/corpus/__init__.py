@@ -1,0 +1,1 @@
+"""Corpus stage: cleaning, WordPiece vocabulary, ELECTRA example packing, Parquet shards."""

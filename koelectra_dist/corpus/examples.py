@@ -1,0 +1,118 @@
+"""ELECTRA's example packing (build_pretraining_dataset.py's ExampleBuilder), step for step.
+
+Tokenized lines are appended until the target length is reached; then, with probability
+`single_segment_prob` the example is one segment, else segment A takes sentences up to
+(target - 3) // 2 tokens (an overflowing sentence still goes to A half the time when B is empty)
+and B the rest; A is cut to max_length - 2, B to max_length - len(A) - 3; with probability
+`short_seq_prob` the next target is randint(5, max_length). The random draws happen in the same
+order as ELECTRA's, from a `random.Random` seeded per block, so output is deterministic.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from koelectra_dist.tokens import CLS_ID, SEP_ID
+
+
+@dataclass
+class PackedExamples:
+    """Examples as flat arrays: row i is ids[offsets[i]:offsets[i+1]] (same for token types)."""
+
+    ids: list[int] = field(default_factory=list)
+    token_types: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=lambda: [0])
+
+    @property
+    def rows(self) -> int:
+        return len(self.offsets) - 1
+
+    def arrays(self, id_dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (
+            np.asarray(self.ids, dtype=id_dtype),
+            np.asarray(self.token_types, dtype=np.uint8),
+            np.asarray(self.offsets, dtype=np.int64),
+        )
+
+
+class ExampleBuilder:
+    """Packs tokenized sentences into `[CLS] A [SEP] B [SEP]` examples of at most `max_length`."""
+
+    def __init__(
+        self,
+        max_length: int,
+        rng: random.Random,
+        single_segment_prob: float = 0.1,
+        short_seq_prob: float = 0.05,
+    ):
+        self.max_length = max_length
+        self.rng = rng
+        self.single_segment_prob = single_segment_prob
+        self.short_seq_prob = short_seq_prob
+        self.out = PackedExamples()
+        self.single_segment_draws = 0
+        self.short_target_draws = 0
+        self._sentences: list[list[int]] = []
+        self._length = 0
+        self._target = max_length
+
+    def add_sentence(self, ids: list[int]) -> None:
+        self._sentences.append(ids)
+        self._length += len(ids)
+        if self._length >= self._target:
+            self._create_example()
+
+    def end_document(self) -> None:
+        """A document boundary (ELECTRA's blank line) closes the current example, if any."""
+        if self._length:
+            self._create_example()
+
+    def _create_example(self) -> None:
+        rng = self.rng
+        if rng.random() < self.single_segment_prob:
+            first_target = 100_000
+            self.single_segment_draws += 1
+        else:
+            first_target = (self._target - 3) // 2
+        first: list[int] = []
+        second: list[int] = []
+        for sentence in self._sentences:
+            # Short-circuit order matters: the coin is drawn only when the first two tests fail.
+            if (
+                not first
+                or len(first) + len(sentence) < first_target
+                or (not second and len(first) < first_target and rng.random() < 0.5)
+            ):
+                first += sentence
+            else:
+                second += sentence
+        first = first[: self.max_length - 2]
+        second = second[: max(0, self.max_length - len(first) - 3)]
+        self._sentences = []
+        self._length = 0
+        if rng.random() < self.short_seq_prob:
+            self._target = rng.randint(5, self.max_length)
+            self.short_target_draws += 1
+        else:
+            self._target = self.max_length
+        self._emit(first, second)
+
+    def _emit(self, first: list[int], second: list[int]) -> None:
+        out = self.out
+        out.ids.append(CLS_ID)
+        out.ids += first
+        out.ids.append(SEP_ID)
+        out.token_types += [0] * (len(first) + 2)
+        if second:
+            out.ids += second
+            out.ids.append(SEP_ID)
+            out.token_types += [1] * (len(second) + 1)
+        out.offsets.append(len(out.ids))
+
+
+def block_rng(seed: int, block_index: int) -> random.Random:
+    """The packing RNG of one block: depends only on the seed and the block's position."""
+    return random.Random(f"koelectra-pack-{seed}-{block_index}")

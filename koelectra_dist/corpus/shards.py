@@ -1,0 +1,138 @@
+"""Parquet shards of packed examples and their manifest (written last; readers trust only it).
+
+Columns: `input_ids` list<uint16> (uint32 when the vocabulary has more than 65535 tokens),
+unpadded, with [CLS]/[SEP]; `token_type_ids` list<uint8>.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from koelectra_dist import storage
+from koelectra_dist.corpus.vocab import vocab_txt_uri
+from koelectra_dist.errors import DataError, KoelectraError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+MANIFEST_KEYS = (
+    "schema_version",
+    "vocab_sha256",
+    "vocab_size",
+    "max_length",
+    "id_dtype",
+    "shards",
+    "total_rows",
+    "total_tokens",
+    "cleaning",
+    "config",
+)
+
+
+def id_dtype(vocab_size: int) -> str:
+    return "uint16" if vocab_size <= 65535 else "uint32"
+
+
+class ShardWriter:
+    """Collects packed examples in order and writes `part-NNNNN.parquet` files of `rows_per_shard` rows."""
+
+    def __init__(self, shards_uri: str, rows_per_shard: int, dtype: str):
+        self.shards_uri = shards_uri
+        self.rows_per_shard = rows_per_shard
+        self.dtype = dtype
+        self.shards: list[dict[str, Any]] = []
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+
+    def add(self, ids: np.ndarray, types: np.ndarray, offsets: np.ndarray) -> None:
+        if len(offsets) < 2:
+            return
+        arrow_offsets = pa.array(offsets.astype(np.int32))
+        table = pa.table(
+            {
+                "input_ids": pa.ListArray.from_arrays(arrow_offsets, pa.array(ids, pa.from_numpy_dtype(ids.dtype))),
+                "token_type_ids": pa.ListArray.from_arrays(arrow_offsets, pa.array(types, pa.uint8())),
+            }
+        )
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        while self._pending_rows >= self.rows_per_shard:
+            self._write(self.rows_per_shard)
+
+    def add_bytes(self, ids: bytes, types: bytes, offsets: bytes) -> None:
+        self.add(np.frombuffer(ids, self.dtype), np.frombuffer(types, np.uint8), np.frombuffer(offsets, np.int64))
+
+    def _write(self, rows: int) -> None:
+        table = pa.concat_tables(self._pending).combine_chunks()
+        shard, rest = table.slice(0, rows), table.slice(rows)
+        self._pending = [rest] if rest.num_rows else []
+        self._pending_rows = rest.num_rows
+        buf = io.BytesIO()
+        pq.write_table(shard, buf)
+        name = f"part-{len(self.shards):05d}.parquet"
+        storage.write_bytes(storage.join(self.shards_uri, name), buf.getvalue())
+        tokens = pc.sum(pc.list_value_length(shard.column("input_ids"))).as_py() or 0
+        self.shards.append({"path": name, "rows": shard.num_rows, "tokens": tokens, "bytes": buf.tell()})
+
+    def close(self) -> list[dict[str, Any]]:
+        if self._pending_rows:
+            self._write(self._pending_rows)
+        return self.shards
+
+
+def write_manifest(shards_uri: str, manifest: dict[str, Any]) -> None:
+    missing = [k for k in MANIFEST_KEYS if k not in manifest]
+    assert not missing, f"manifest lacks {missing}"
+    storage.write_json(storage.join(shards_uri, MANIFEST), manifest)
+
+
+def read_manifest(shards_uri: str) -> dict[str, Any]:
+    """The manifest of a finished shard set. DataError when it is absent (the corpus stage did not
+    finish: its partial output is never used) or incomplete."""
+    uri = storage.join(shards_uri, MANIFEST)
+    try:
+        found = storage.exists(uri)
+        manifest = storage.read_json(uri) if found else None
+    except KoelectraError as e:
+        raise DataError(f"shard manifest {uri} cannot be read: {e}") from e
+    if manifest is None:
+        raise DataError(
+            f"no {MANIFEST} in {shards_uri}: the corpus stage has not finished there (a partial output is "
+            "never used); run `python launch.py --config CONFIG corpus`, or point train.shards_uri at a "
+            "finished shard folder"
+        )
+    missing = [k for k in MANIFEST_KEYS if k not in manifest] if isinstance(manifest, dict) else list(MANIFEST_KEYS)
+    if missing:
+        raise DataError(f"{uri} is incomplete (missing {', '.join(missing)}); delete it and re-run the corpus stage")
+    if manifest["schema_version"] != SCHEMA_VERSION:
+        raise DataError(
+            f"{uri} has schema_version {manifest['schema_version']}, this version reads {SCHEMA_VERSION}; "
+            "re-run the corpus stage"
+        )
+    return manifest
+
+
+def vocab_sha256(vocab_uri: str) -> str:
+    """sha256 hex of vocab.txt (`vocab_uri` is a vocabulary folder or the vocab.txt itself)."""
+    txt = vocab_txt_uri(vocab_uri)
+    if not storage.exists(txt):
+        raise DataError(f"vocabulary {txt} not found")
+    return hashlib.sha256(storage.read_bytes(txt)).hexdigest()
+
+
+def check_vocab(manifest: dict[str, Any], vocab_uri: str) -> None:
+    """DataError unless the shards were tokenized with the vocabulary at `vocab_uri`."""
+    actual = vocab_sha256(vocab_uri)
+    if actual != manifest["vocab_sha256"]:
+        raise DataError(
+            f"the shards were tokenized with a different vocabulary (manifest vocab_sha256 "
+            f"{manifest['vocab_sha256'][:12]}..., {vocab_txt_uri(vocab_uri)} has {actual[:12]}...): token ids "
+            "would mean different tokens. Use the vocab/ folder written beside those shards, or re-run the "
+            "corpus stage with this vocabulary (corpus.vocab.vocab_uri)"
+        )

@@ -1,0 +1,181 @@
+"""WordPiece vocabulary: Mecab-aware training with `tokenizers`, loading an existing vocab.txt, and
+writing a folder that `ElectraTokenizer(Fast).from_pretrained` loads without Mecab.
+
+KoELECTRA's settings: cased, strip_accents=False (accent stripping is NFD, which splits Hangul into
+jamo), clean_text, handle_chinese_chars, `##` continuation prefix, limit_alphabet, the special
+tokens [PAD] [UNK] [CLS] [SEP] [MASK] as ids 0-4, and [unusedN] tokens appended at the end.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+from koelectra_dist import storage
+from koelectra_dist.config import VocabConfig
+from koelectra_dist.errors import DataError
+from koelectra_dist.tokens import CLS, CLS_ID, MASK, PAD, SEP, SEP_ID, SPECIAL_TOKENS, UNK
+
+MAX_INPUT_CHARS_PER_WORD = 100
+
+
+def bert_normalizer() -> normalizers.Normalizer:
+    return normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False)
+
+
+@functools.lru_cache(maxsize=1)
+def _mecab_tagger():  # one per worker process: loading the dictionary takes a while
+    import mecab
+
+    return mecab.MeCab()._tagger
+
+
+def _morpheme_cuts(text: str) -> set[int]:
+    """Character offsets where Mecab puts a morpheme boundary."""
+    from mecab.utils import create_lattice
+
+    lattice = create_lattice(text)
+    _mecab_tagger().parse(lattice)
+    cuts: set[int] = set()
+    pos = 0
+    # to_string() is several times faster than walking the lattice's nodes from Python.
+    for row in lattice.to_string().split("\n"):
+        if row == "EOS":
+            break
+        surface = row.split("\t", 1)[0]
+        start = text.find(surface, pos)
+        if start < 0 or not surface:
+            continue
+        pos = start + len(surface)
+        cuts.update((start, pos))
+    return cuts
+
+
+class Pretokenizer:
+    """Turns a cleaned line into the words the WordPiece trainer sees. 'mecab': every runtime word
+    (BERT's whitespace+punctuation split) is cut at morpheme boundaries and the non-initial pieces
+    are marked `##`, so pieces follow morphemes while the runtime tokenizer stays plain WordPiece.
+    'whitespace': the line unchanged (the trainer applies BERT's own pre-tokenizer)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._normalizer = bert_normalizer()
+        self._words = pre_tokenizers.BertPreTokenizer()
+
+    def __call__(self, line: str) -> str:
+        if self.kind != "mecab":
+            return line
+        text = self._normalizer.normalize_str(line)
+        cuts = _morpheme_cuts(text)
+        out = []
+        for _, (start, end) in self._words.pre_tokenize_str(text):
+            inner = sorted(c for c in cuts if start < c < end)
+            bounds = [start, *inner, end]
+            pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
+            out.append(pieces[0])
+            out.extend("##" + p for p in pieces[1:])
+        return " ".join(out)
+
+
+def train_vocab(lines: Iterable[str], cfg: VocabConfig, vocab_size: int, length: int | None = None) -> list[str]:
+    """Train WordPiece on pre-tokenized lines; return exactly `vocab_size` tokens (specials first,
+    [unusedN] last). DataError when the corpus cannot fill the vocabulary."""
+    tokenizer = Tokenizer(models.WordPiece(unk_token=UNK, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
+    if cfg.pretokenizer == "mecab":
+        # Lines are already normalised and split; `##` marks must survive as part of the words.
+        tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    else:
+        tokenizer.normalizer = bert_normalizer()
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    learned = vocab_size - cfg.num_unused
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=learned,
+        min_frequency=cfg.min_frequency,
+        limit_alphabet=cfg.limit_alphabet,
+        special_tokens=list(SPECIAL_TOKENS),
+        continuing_subword_prefix="##",
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(lines, trainer=trainer, length=length)
+    vocab = [token for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])]
+    if len(vocab) < learned:
+        raise DataError(
+            f"the corpus supports only {len(vocab)} WordPiece tokens, but model.vocab_size "
+            f"{vocab_size} minus corpus.vocab.num_unused {cfg.num_unused} asks for {learned}: use more "
+            f"text, lower corpus.vocab.min_frequency, or set model.vocab_size <= {len(vocab) + cfg.num_unused}"
+        )
+    return vocab + [f"[unused{i}]" for i in range(cfg.num_unused)]
+
+
+def build_tokenizer(vocab: list[str]) -> Tokenizer:
+    """The runtime tokenizer: BERT normaliser (cased, no accent stripping) + BERT pre-tokenizer +
+    WordPiece over `vocab`, with `[CLS] A [SEP] B [SEP]` post-processing."""
+    tokenizer = Tokenizer(
+        models.WordPiece(
+            {t: i for i, t in enumerate(vocab)}, unk_token=UNK, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD
+        )
+    )
+    tokenizer.normalizer = bert_normalizer()
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{CLS}:0 $A:0 {SEP}:0",
+        pair=f"{CLS}:0 $A:0 {SEP}:0 $B:1 {SEP}:1",
+        special_tokens=[(CLS, CLS_ID), (SEP, SEP_ID)],
+    )
+    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
+    return tokenizer
+
+
+def check_vocab_tokens(vocab: list[str], vocab_size: int, where: str) -> None:
+    if list(vocab[: len(SPECIAL_TOKENS)]) != list(SPECIAL_TOKENS):
+        raise DataError(
+            f"{where}: the first tokens must be {' '.join(SPECIAL_TOKENS)} (ids 0-4), got {' '.join(vocab[:5])}"
+        )
+    if len(vocab) != vocab_size:
+        raise DataError(f"{where} has {len(vocab)} tokens but model.vocab_size is {vocab_size}; make them equal")
+    if len(set(vocab)) != len(vocab):
+        raise DataError(f"{where} has duplicate tokens")
+
+
+def vocab_txt_uri(uri: str) -> str:
+    """vocab.txt inside a vocabulary folder, or `uri` itself when it names a file."""
+    return uri if uri.rstrip("/").endswith(".txt") else storage.join(uri, "vocab.txt")
+
+
+def load_vocab(uri: str) -> list[str]:
+    """Tokens of an existing vocab.txt (or a folder holding one), one per line."""
+    txt = vocab_txt_uri(uri)
+    if not storage.exists(txt):
+        raise DataError(f"vocabulary {txt} not found; fix corpus.vocab.vocab_uri")
+    return storage.read_bytes(txt).decode("utf-8").rstrip("\n").split("\n")
+
+
+def write_vocab_dir(vocab: list[str], uri: str, max_length: int) -> Tokenizer:
+    """Write vocab.txt, tokenizer.json, tokenizer_config.json and special_tokens_map.json to `uri`."""
+    tokenizer = build_tokenizer(vocab)
+    specials = {"pad_token": PAD, "unk_token": UNK, "cls_token": CLS, "sep_token": SEP, "mask_token": MASK}
+    config = {
+        "tokenizer_class": "ElectraTokenizer",
+        "do_lower_case": False,
+        "strip_accents": False,
+        "tokenize_chinese_chars": True,
+        "model_max_length": max_length,
+        "clean_up_tokenization_spaces": False,
+        **specials,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "vocab.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(vocab) + "\n")
+        tokenizer.save(os.path.join(tmp, "tokenizer.json"))
+        for name, obj in [("tokenizer_config.json", config), ("special_tokens_map.json", specials)]:
+            with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
+                json.dump(obj, f, indent=2, ensure_ascii=False)
+        storage.upload_dir(tmp, uri)
+    return tokenizer

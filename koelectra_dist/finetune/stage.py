@@ -42,10 +42,13 @@ def _run_one(
 ) -> dict[str, Any]:
     """One fine-tuning run inside a Ray worker (downloads an s3:// model folder first)."""
     import torch
+    import transformers
 
     from koelectra_dist.finetune.trainer import finetune
 
     torch.set_num_threads(threads)
+    # The load report lists the dropped pre-training head and the new classifier on every run: expected.
+    transformers.logging.set_verbosity_error()
     with tempfile.TemporaryDirectory(prefix="koelectra-finetune-") as tmp:
         local = storage.local_path(model_uri) or storage.download_dir(model_uri, tmp)
         return finetune(local, spec, train, evaluation, max_length=max_length, seed=seed)
@@ -89,5 +92,5 @@ def run(cfg: Config) -> dict[str, Any]:
     storage.write_json(storage.join(out, "results.json"), results)  # last: its presence means complete
     return {
         "output_uri": out,
-        "scores": {name: {e["metric"]: e["mean"]} for name, e in tasks.items()},
+        "scores": {name: {k: e[k] for k in ("metric", "mean", "std")} for name, e in tasks.items()},
     }

@@ -214,6 +214,9 @@ class ExportConfig:
     """Checkpoint to export: a step-N URI; None: the latest committed one."""
     output_uri: str | None = None
     """Export folder; None: <run.output_uri>/hf."""
+    vocab_uri: str | None = None
+    """Vocabulary folder shipped with the models (vocab.txt, tokenizer.json, ...); None: the corpus
+    stage's vocab/ recorded in the checkpoint's config. Checked against the checkpoint's vocab_sha256."""
 
     def resolved_output_uri(self, run: RunConfig) -> str:
         return self.output_uri or f"{run.output_uri.rstrip('/')}/hf"

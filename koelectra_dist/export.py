@@ -1,0 +1,276 @@
+"""Export stage: a committed pre-training checkpoint becomes Hugging Face model folders.
+
+Under HF = `cfg.export.resolved_output_uri(cfg.run)` (local or s3://):
+- `discriminator/`: `ElectraForPreTraining`; `ElectraModel`, `AutoModel` and
+  `ElectraForSequenceClassification` load it (the fine-tuning entry);
+- `generator/`: `ElectraForMaskedLM`, the shared embeddings copied in; `pipeline("fill-mask")` works;
+- both with config.json, model.safetensors and the tokenizer files (TOKENIZER_FILES);
+- `pretraining/`: the joint generator+discriminator weights (`model.safetensors`, keys `generator.*`
+  / `discriminator.*`) and `config.json` (model shape, objective, provenance), read back by
+  `load_pretraining` to continue pre-training;
+- `export_info.json`, written LAST: the checkpoint's meta.json and the corpus manifest's statistics,
+  so that the Hub model card can be built from the export folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from transformers import ElectraTokenizerFast
+
+from koelectra_dist import checkpoint, storage
+from koelectra_dist.config import Config, ModelConfig, config_from_dict
+from koelectra_dist.errors import CheckpointError, ConfigError, DataError
+from koelectra_dist.model import ElectraPretrainer
+from koelectra_dist.tokens import CLS, MASK, PAD, SEP, UNK
+
+log = logging.getLogger(__name__)
+
+TOWERS = ("discriminator", "generator")
+PRETRAINING = "pretraining"
+EXPORT_INFO = "export_info.json"
+MODEL_FILES = ("config.json", "model.safetensors")
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+PRETRAINING_FORMAT = "koelectra_dist.pretraining/1"
+SPECIAL_TOKENS_MAP = {"unk_token": UNK, "sep_token": SEP, "pad_token": PAD, "cls_token": CLS, "mask_token": MASK}
+# Keys transformers writes into tokenizer_config.json about how it was loaded, not about the tokenizer.
+_LOAD_TIME_KEYS = ("is_local", "local_files_only")
+
+
+# ---------------------------------------------------------------- reading the checkpoint
+
+
+def resolve_checkpoint(cfg: Config) -> str:
+    """The step folder to export: `export.checkpoint`, or the latest committed step."""
+    if cfg.export.checkpoint:
+        if not storage.exists(cfg.export.checkpoint):
+            raise CheckpointError(f"export.checkpoint {cfg.export.checkpoint}: no such checkpoint folder")
+        return cfg.export.checkpoint  # checkpoint.read_meta refuses it if it is not committed
+    root = cfg.checkpoint.resolved_storage_uri(cfg.run)
+    latest = checkpoint.latest_committed(root)
+    if latest is None:
+        raise CheckpointError(
+            f"no committed checkpoint under {root}; run the pretrain stage first, or name one with "
+            "--set export.checkpoint=URI_OF_A_step-N_FOLDER"
+        )
+    return latest
+
+
+def training_config(meta: dict[str, Any], uri: str) -> Config:
+    """The resolved config the checkpoint was trained with (saved in its meta.json)."""
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{uri}: meta.json has no 'config' object; the checkpoint is damaged")
+    data = {k: v for k, v in meta["config"].items() if k != "derived"}
+    try:
+        return config_from_dict(data)
+    except ConfigError as e:
+        raise CheckpointError(f"{uri}: the config saved in meta.json is not valid here: {e}") from None
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load a full state dict, strictly: a missing or unexpected key means another model shape."""
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{source}: the weights do not fit the model in its config (missing "
+            f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}); was it written by "
+            "another version of koelectra_dist?"
+        )
+
+
+# ---------------------------------------------------------------- writing the folders
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_tokenizer(vocab_dir: str, out_dir: str, max_length: int) -> None:
+    """The tokenizer files a KoELECTRA user expects: vocab.txt (the slow path, old transformers),
+    tokenizer.json (fast), tokenizer_config.json (cased: do_lower_case false) and
+    special_tokens_map.json. transformers 5 writes neither vocab.txt nor the special tokens map."""
+    tokenizer = ElectraTokenizerFast.from_pretrained(
+        vocab_dir, do_lower_case=False, strip_accents=False, model_max_length=max_length, local_files_only=True
+    )
+    tokenizer.save_pretrained(out_dir)
+    shutil.copyfile(os.path.join(vocab_dir, "vocab.txt"), os.path.join(out_dir, "vocab.txt"))
+    config_path = os.path.join(out_dir, "tokenizer_config.json")
+    with open(config_path, encoding="utf-8") as f:
+        config = json.load(f)
+    for key in _LOAD_TIME_KEYS:
+        config.pop(key, None)
+    config.update(do_lower_case=False, strip_accents=False, model_max_length=max_length)
+    for name, obj in [("tokenizer_config.json", config), ("special_tokens_map.json", SPECIAL_TOKENS_MAP)]:
+        with open(os.path.join(out_dir, name), "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False)
+
+
+def write_folders(model: ElectraPretrainer, train_cfg: Config, vocab_dir: str, out_dir: str, provenance: dict) -> None:
+    """discriminator/, generator/ and pretraining/ under the local folder `out_dir`."""
+    max_length = train_cfg.model.max_length
+    for tower in TOWERS:
+        path = os.path.join(out_dir, tower)
+        getattr(model, tower).save_pretrained(path)
+        write_tokenizer(vocab_dir, path, max_length)
+    path = os.path.join(out_dir, PRETRAINING)
+    os.makedirs(path)
+    # save_model drops the duplicate names of shared tensors (the embeddings); load_model ties them back
+    save_model(model, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    t = train_cfg.train
+    pretraining_config = {
+        "format": PRETRAINING_FORMAT,
+        "model": dataclasses.asdict(train_cfg.model),
+        "objective": {"mask_prob": t.mask_prob, "gen_weight": t.gen_weight, "disc_weight": t.disc_weight},
+        **provenance,
+    }
+    with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(pretraining_config, f, indent=2, ensure_ascii=False)
+    write_tokenizer(vocab_dir, path, max_length)
+
+
+def corpus_statistics(train_cfg: Config) -> dict[str, Any] | None:
+    """The shard manifest without its per-shard list (kept small for the model card), or None."""
+    shards = train_cfg.train.shards_uri or storage.join(train_cfg.corpus.resolved_output_uri(train_cfg.run), "shards")
+    uri = storage.join(shards, "manifest.json")
+    if not storage.exists(uri):
+        log.warning("export: no corpus manifest at %s; the model card will not state corpus statistics", uri)
+        return None
+    manifest = storage.read_json(uri)
+    stats = {k: v for k, v in manifest.items() if k != "shards"}
+    stats["num_shards"] = len(manifest.get("shards", []))
+    return stats
+
+
+def fetch_vocab(vocab_uri: str, local_dir: str, expected_sha256: str | None, vocab_size: int) -> str:
+    """A local copy of the vocabulary folder, checked against the checkpoint and the model."""
+    files = []
+    if storage.exists(vocab_uri):
+        files = [f for f in storage.list_files(vocab_uri) if os.path.basename(f) in TOKENIZER_FILES]
+    if not any(os.path.basename(f) == "vocab.txt" for f in files):
+        raise DataError(
+            f"{vocab_uri}: no vocab.txt; the export ships the vocabulary the model was trained with "
+            "(the corpus stage's vocab/ folder); set export.vocab_uri to where it is"
+        )
+    for f in files:
+        storage.write_bytes(os.path.join(local_dir, os.path.basename(f)), storage.read_bytes(f))
+    vocab_path = os.path.join(local_dir, "vocab.txt")
+    if expected_sha256 and file_sha256(vocab_path) != expected_sha256:
+        raise DataError(
+            f"{vocab_uri}/vocab.txt is not the vocabulary the checkpoint was trained with (sha256 "
+            "differs from meta.json's vocab_sha256); point export.vocab_uri at the right vocab/ folder"
+        )
+    with open(vocab_path, encoding="utf-8") as f:
+        size = sum(1 for line in f if line.rstrip("\n"))
+    if size != vocab_size:
+        raise DataError(f"{vocab_uri}/vocab.txt has {size} tokens but the model has model.vocab_size={vocab_size}")
+    return local_dir
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    start = time.time()
+    storage.use_storage_config(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)
+    ckpt = resolve_checkpoint(cfg)
+    meta = checkpoint.read_meta(ckpt)
+    train_cfg = training_config(meta, ckpt)
+    vocab_uri = cfg.export.vocab_uri or storage.join(train_cfg.corpus.resolved_output_uri(train_cfg.run), "vocab")
+    out = cfg.export.resolved_output_uri(cfg.run)
+    provenance = {"checkpoint": ckpt, "step": meta.get("step"), "vocab_sha256": meta.get("vocab_sha256")}
+    with tempfile.TemporaryDirectory(prefix="koelectra-export-") as scratch:
+        # the vocabulary first: a wrong one fails before the (long) consolidation
+        vocab_dir = fetch_vocab(
+            vocab_uri, os.path.join(scratch, "vocab"), meta.get("vocab_sha256"), train_cfg.model.vocab_size
+        )
+        t = train_cfg.train
+        model = ElectraPretrainer(train_cfg.model, t.mask_prob, t.gen_weight, t.disc_weight)
+        load_weights(model, checkpoint.consolidated_state_dict(ckpt), ckpt)
+        model.eval()
+        staged = os.path.join(scratch, "hf")
+        write_folders(model, train_cfg, vocab_dir, staged, provenance)
+        # An old export_info.json would vouch for a half-replaced folder: remove it first, write it last.
+        storage.remove(storage.join(out, EXPORT_INFO))
+        for name in (*TOWERS, PRETRAINING):
+            storage.remove(storage.join(out, name))
+        storage.upload_dir(staged, out)
+    parameters = {
+        "discriminator": model.discriminator.num_parameters(),
+        "generator": model.generator.num_parameters(),
+        "pretraining": sum(p.numel() for p in model.parameters()),
+    }
+    info = {
+        "schema_version": 1,
+        **provenance,
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "parameters": parameters,
+        "meta": meta,
+        "corpus": corpus_statistics(train_cfg),
+    }
+    storage.write_json(storage.join(out, EXPORT_INFO), info)
+    return {
+        "checkpoint": ckpt,
+        "step": meta.get("step"),
+        "zero_stage": meta.get("zero_stage"),
+        "output_uri": out,
+        "folders": [*TOWERS, PRETRAINING],
+        "parameters": parameters,
+        "seconds": round(time.time() - start, 1),
+    }
+
+
+# ---------------------------------------------------------------- continuing pre-training
+
+
+def load_pretraining(uri: str, expect: ModelConfig | None = None) -> ElectraPretrainer:
+    """The `ElectraPretrainer` saved in an exported `pretraining/` folder (local or s3://), with its
+    exact weights. With `expect`, a different model shape is a ConfigError naming the fields."""
+    config_uri = storage.join(uri, "config.json")
+    if not storage.exists(config_uri):
+        raise CheckpointError(
+            f"{uri}: not an exported pretraining/ folder (no config.json); run `launch.py --config C export` "
+            "and use <export output>/pretraining"
+        )
+    saved = storage.read_json(config_uri)
+    if saved.get("format") != PRETRAINING_FORMAT:
+        raise CheckpointError(
+            f"{uri}: config.json is not a {PRETRAINING_FORMAT} config (format {saved.get('format')!r})"
+        )
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(saved["model"]) - fields)
+    if unknown:
+        raise CheckpointError(f"{uri}: config.json has unknown model fields {unknown}; a newer koelectra_dist wrote it")
+    model_cfg = ModelConfig(**saved["model"])
+    if expect is not None and expect != model_cfg:
+        differ = [
+            f"model.{f}: {getattr(model_cfg, f)!r} in {uri}, {getattr(expect, f)!r} in the config"
+            for f in sorted(fields)
+            if getattr(model_cfg, f) != getattr(expect, f)
+        ]
+        raise ConfigError("the model config differs from the one of train.init_from:\n  - " + "\n  - ".join(differ))
+    model = ElectraPretrainer(model_cfg, **saved["objective"])
+    weights_uri = storage.join(uri, "model.safetensors")
+    with tempfile.TemporaryDirectory(prefix="koelectra-init-") as scratch:
+        path = storage.local_path(weights_uri)
+        if path is None:
+            path = os.path.join(scratch, "model.safetensors")
+            storage.write_bytes(path, storage.read_bytes(weights_uri))
+        try:
+            load_model(model, path, strict=True)
+        except (RuntimeError, FileNotFoundError) as e:
+            raise CheckpointError(f"{weights_uri}: cannot load the pre-training weights: {e}") from None
+    return model

@@ -1,0 +1,276 @@
+"""Export: real DeepSpeed checkpoints (2 gloo ranks, ZeRO 1/2/3, local and S3) become Hugging Face
+folders whose models give the training module's logits, with working tokenizers."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from koelectra_dist import checkpoint, storage
+from koelectra_dist.config import Config, load_config
+from koelectra_dist.errors import CheckpointError, DataError
+from koelectra_dist.export import EXPORT_INFO, MODEL_FILES, TOKENIZER_FILES, TOWERS, load_pretraining, run
+from koelectra_dist.tokens import CLS_ID, MASK, SEP_ID, SPECIAL_TOKENS
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 2
+SENTENCES = [
+    "대한민국은 민주공화국이다.",
+    "모든 국민은 법 앞에 평등하다. ELECTRA를 공유합니다!",
+    "국회의원은 법률이 정하는 직을 겸할 수 없다.",
+]
+
+
+def tiny_config(output_uri: str, zero_stage: int, **extra: str) -> Config:
+    overrides = [f"run.output_uri={output_uri}", f"distributed.zero_stage={zero_stage}", 'run.stages=["export"]']
+    return load_config(ROOT / "configs" / "tiny.json", overrides + [f"{k}={v}" for k, v in extra.items()])
+
+
+def write_vocab(vocab_dir: Path, vocab_size: int) -> None:
+    """What the corpus stage writes: a cased WordPiece vocab.txt (specials 0..4, [unused] padding)
+    and the `tokenizers` library's tokenizer.json, trained on real Korean text."""
+    from tokenizers import BertWordPieceTokenizer
+
+    text = storage.read_bytes("pkg://konlpy/data/corpus/kolaw/constitution.txt").decode("utf-8").splitlines()
+    trainer = BertWordPieceTokenizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False)
+    trainer.train_from_iterator(text, vocab_size=vocab_size, min_frequency=1, special_tokens=list(SPECIAL_TOKENS))
+    vocab = sorted(trainer.get_vocab().items(), key=lambda kv: kv[1])
+    tokens = [t for t, _ in vocab] + [f"[unused{i}]" for i in range(vocab_size - len(vocab))]
+    vocab_dir.mkdir(parents=True)
+    (vocab_dir / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    tokenizer = BertWordPieceTokenizer(
+        str(vocab_dir / "vocab.txt"), clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
+    )
+    tokenizer.save(str(vocab_dir / "tokenizer.json"))
+
+
+def probe_batch(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ids = torch.randint(5, vocab_size, (3, 12), generator=torch.Generator().manual_seed(7))
+    ids[:, 0], ids[:, -1] = CLS_ID, SEP_ID
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    types = torch.zeros_like(ids)
+    types[:, 6:] = 1
+    return ids, mask, types
+
+
+def _train_rank(rank: int, world: int, port: int, runs: list[tuple[Config, dict, str]]) -> None:
+    """One DeepSpeed rank of each run in turn (one process start for all ZeRO stages): a few real
+    training steps, the real checkpoint save, and the live module's logits and weights (gathered
+    under ZeRO-3) as the reference."""
+    import deepspeed
+
+    from koelectra_dist.engine import build_engine
+    from koelectra_dist.model import ElectraPretrainer
+
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank), "WORLD_SIZE": str(world)}
+    os.environ.update(env, LOCAL_RANK=str(rank), LOCAL_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    for cfg, meta, ref_path in runs:
+        torch.manual_seed(cfg.train.seed)
+        t = cfg.train
+        engine, _, _ = build_engine(cfg, ElectraPretrainer(cfg.model, t.mask_prob, t.gen_weight, t.disc_weight))
+        data = torch.Generator().manual_seed(100 + rank)
+        for _ in range(STEPS):
+            ids = torch.randint(5, cfg.model.vocab_size, (t.micro_batch_size, 16), generator=data)
+            ids[:, 0], ids[:, -1] = CLS_ID, SEP_ID
+            out = engine(ids, torch.ones_like(ids), torch.zeros_like(ids))
+            engine.backward(out.loss)
+            engine.step()
+        checkpoint.save(engine, cfg.checkpoint.resolved_storage_uri(cfg.run), STEPS, meta, keep_last=2)
+        module = engine.module.eval()
+        gathered = (
+            deepspeed.zero.GatheredParameters(list(module.parameters()))
+            if cfg.distributed.zero_stage == 3
+            else contextlib.nullcontext()
+        )
+        with gathered, torch.no_grad():
+            # parameters, not state_dict(), and before any forward: under ZeRO-3 only gathered
+            # parameters hold data, and a forward's hooks release them again
+            params = dict(module.named_parameters(remove_duplicate=False))
+            state = {k: params.get(k, v).detach().clone() for k, v in module.state_dict().items()}
+            ids, mask, types = probe_batch(cfg.model.vocab_size)
+            ref = {
+                "disc": module.discriminator(input_ids=ids, attention_mask=mask, token_type_ids=types).logits,
+                "gen": module.generator(input_ids=ids, attention_mask=mask, token_type_ids=types).logits,
+                "state": state,
+            }
+        if rank == 0:
+            torch.save(ref, ref_path)
+        torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def checkpoint_meta(cfg: Config, vocab_sha: str) -> dict:
+    """What the pre-training stage writes as meta.json."""
+    d = cfg.distributed
+    return {
+        "step": STEPS,
+        "consumed_samples": STEPS * cfg.train.global_batch_size,
+        "world_size": d.num_workers,
+        "zero_stage": d.zero_stage,
+        "precision": d.precision,
+        "vocab_sha256": vocab_sha,
+        "config": cfg.to_dict(),
+    }
+
+
+def local_copy(uri: str, tmp: Path) -> Path:
+    if storage.is_s3(uri):
+        return Path(storage.download_dir(uri, str(tmp / "download")))
+    return Path(uri)
+
+
+def check_export(hf: Path, ref: dict, vocab_dir: Path, vocab_size: int) -> None:
+    from tokenizers import Tokenizer
+    from transformers import (
+        AutoModel,
+        AutoTokenizer,
+        ElectraForMaskedLM,
+        ElectraForPreTraining,
+        ElectraForSequenceClassification,
+        ElectraModel,
+        ElectraTokenizer,
+        ElectraTokenizerFast,
+        pipeline,
+    )
+
+    for tower in TOWERS:
+        names = {p.name for p in (hf / tower).iterdir()}
+        assert set(MODEL_FILES + TOKENIZER_FILES) <= names, f"{tower}: {sorted(names)}"
+        config = json.loads((hf / tower / "tokenizer_config.json").read_text())
+        assert config["do_lower_case"] is False and config["model_max_length"] == 64
+    ids, mask, types = probe_batch(vocab_size)
+    disc = ElectraForPreTraining.from_pretrained(hf / "discriminator", local_files_only=True).eval()
+    gen = ElectraForMaskedLM.from_pretrained(hf / "generator", local_files_only=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(disc(ids, mask, types).logits, ref["disc"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(gen(ids, mask, types).logits, ref["gen"], atol=1e-5, rtol=0)
+    base = ElectraModel.from_pretrained(hf / "discriminator", local_files_only=True)
+    assert type(AutoModel.from_pretrained(hf / "discriminator", local_files_only=True)) is ElectraModel
+    classifier = ElectraForSequenceClassification.from_pretrained(hf / "discriminator", local_files_only=True)
+    torch.testing.assert_close(
+        classifier.electra.encoder.layer[1].output.dense.weight, base.encoder.layer[1].output.dense.weight
+    )
+    # the generator's shared embeddings were copied in: they are the discriminator's
+    torch.testing.assert_close(
+        gen.electra.embeddings.word_embeddings.weight, disc.electra.embeddings.word_embeddings.weight
+    )
+
+    training_tokenizer = Tokenizer.from_file(str(vocab_dir / "tokenizer.json"))
+    slow_only = hf.parent / "vocab-txt-only"
+    slow_only.mkdir(exist_ok=True)
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(hf / "discriminator" / name, slow_only / name)
+    for sentence in SENTENCES:
+        expected = training_tokenizer.encode(sentence).ids
+        assert expected.count(1) < len(expected) // 2, "the test vocabulary should know most of these pieces"
+        for folder in (hf / "discriminator", hf / "generator", slow_only):
+            for cls in (ElectraTokenizer, ElectraTokenizerFast, AutoTokenizer):
+                tokenizer = cls.from_pretrained(folder, local_files_only=True)
+                assert tokenizer(sentence)["input_ids"] == expected, (cls.__name__, folder.name, sentence)
+
+    fill = pipeline("fill-mask", model=str(hf / "generator"), device="cpu")
+    guesses = fill(f"대한민국은 {MASK}공화국이다.", top_k=3)
+    assert len(guesses) == 3 and all(g["token_str"] for g in guesses)
+
+    model = load_pretraining(str(hf / "pretraining"))
+    state = model.state_dict()
+    assert state.keys() == ref["state"].keys()
+    for key, value in ref["state"].items():
+        assert torch.equal(state[key], value), key
+    info = json.loads((hf / EXPORT_INFO).read_text())
+    assert info["step"] == STEPS and info["meta"]["zero_stage"] == ref["zero_stage"]
+
+
+@pytest.fixture(scope="module")
+def vocab(tmp_path_factory) -> tuple[Path, str]:
+    vocab_dir = tmp_path_factory.mktemp("corpus") / "vocab"
+    write_vocab(vocab_dir, 1000)
+    return vocab_dir, hashlib.sha256((vocab_dir / "vocab.txt").read_bytes()).hexdigest()
+
+
+CASES = {1: "local", 2: "local", 3: "s3"}
+
+
+@pytest.fixture(scope="module")
+def trained(vocab, tmp_path_factory, s3_endpoint) -> dict[int, tuple[Config, Path]]:
+    """Checkpoints of the same tiny run under ZeRO 1, 2 (local) and 3 (on the S3 server), 2 ranks."""
+    import boto3
+
+    vocab_dir, vocab_sha = vocab
+    base = tmp_path_factory.mktemp("trained")
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="export-trained")
+    runs, out = [], {}
+    for stage, where in CASES.items():
+        output = f"s3://export-trained/zero{stage}" if where == "s3" else str(base / f"zero{stage}")
+        cfg = tiny_config(output, stage, **{"export.vocab_uri": str(vocab_dir)})
+        runs.append((cfg, checkpoint_meta(cfg, vocab_sha), str(base / f"ref{stage}.pt")))
+        out[stage] = (cfg, base / f"ref{stage}.pt")
+    mp.spawn(_train_rank, args=(2, free_port(), runs), nprocs=2)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero_stage", sorted(CASES), ids=[f"zero{s}-{w}" for s, w in sorted(CASES.items())])
+def test_export_matches_training_module(zero_stage, trained, vocab, tmp_path):
+    vocab_dir, _ = vocab
+    cfg, ref_path = trained[zero_stage]
+    root = cfg.checkpoint.resolved_storage_uri(cfg.run)
+    assert checkpoint.committed_steps(root) == [STEPS]
+    report = run(cfg)
+    assert report["step"] == STEPS and report["checkpoint"] == checkpoint.step_uri(root, STEPS)
+    ref = torch.load(ref_path, weights_only=False) | {"zero_stage": zero_stage}
+    hf = local_copy(cfg.export.resolved_output_uri(cfg.run), tmp_path)
+    check_export(hf, ref, vocab_dir, cfg.model.vocab_size)
+
+
+@pytest.mark.slow
+def test_export_refuses_uncommitted_step_and_other_vocab(trained, tmp_path):
+    cfg, _ = trained[1]
+    root = cfg.checkpoint.resolved_storage_uri(cfg.run)
+    # a step folder without its commit marker (an upload cut short) is refused by name
+    broken = checkpoint.step_uri(root, STEPS + 1)
+    shutil.copytree(checkpoint.step_uri(root, STEPS), broken)
+    os.remove(os.path.join(broken, checkpoint.COMMITTED))
+    with pytest.raises(CheckpointError, match="COMMITTED"):
+        run(
+            tiny_config(
+                cfg.run.output_uri, 1, **{"export.checkpoint": broken, "export.vocab_uri": cfg.export.vocab_uri}
+            )
+        )
+
+    # another vocabulary than the one trained with: refused before any consolidation
+    other = tmp_path / "other-vocab"
+    shutil.copytree(cfg.export.vocab_uri, other)
+    lines = (other / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    lines[10], lines[11] = lines[11], lines[10]
+    (other / "vocab.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match="not the vocabulary the checkpoint was trained with"):
+        run(tiny_config(cfg.run.output_uri, 1, **{"export.vocab_uri": str(other)}))
+
+
+def test_export_errors_before_any_work(vocab, tmp_path):
+    vocab_dir, _ = vocab
+    cfg = tiny_config(str(tmp_path / "run"), 1, **{"export.vocab_uri": str(vocab_dir)})
+    with pytest.raises(CheckpointError, match="pretrain stage first"):
+        run(cfg)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        run(tiny_config(str(tmp_path / "run"), 1, **{"export.checkpoint": str(tmp_path / "nope")}))
+    with pytest.raises(CheckpointError, match="not an exported pretraining"):
+        load_pretraining(str(tmp_path))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import queue
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from itertools import islice
@@ -103,6 +105,34 @@ def pack_block(
     return _result(index, counts, ids=ids.tobytes(), types=types.tobytes(), offsets=offsets.tobytes())
 
 
+def _prefetch_windows(blocks: Iterator[bytes], window: int) -> Iterator[list]:
+    """Windows of object refs to blocks, read by a background thread one window ahead, so that
+    reading the input overlaps with the work on the previous window."""
+    import ray
+
+    windows: queue.Queue = queue.Queue(maxsize=1)
+    done = object()
+
+    def produce() -> None:
+        try:
+            start = 0
+            while chunk := list(islice(blocks, window)):
+                table = [
+                    pa.table({"index": [start + i], "data": pa.array([b], pa.binary())}) for i, b in enumerate(chunk)
+                ]
+                windows.put([ray.put(t) for t in table])
+                start += len(chunk)
+            windows.put(done)
+        except BaseException as e:  # noqa: BLE001 - re-raised on the consuming thread
+            windows.put(e)
+
+    threading.Thread(target=produce, name="corpus-reader", daemon=True).start()
+    while (item := windows.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
 def map_blocks(
     blocks: Iterator[bytes],
     fn: Callable[..., pa.Table],
@@ -114,15 +144,8 @@ def map_blocks(
     with `counts` parsed) in block order."""
     import ray
 
-    start = 0
-    while True:
-        chunk = list(islice(blocks, window))
-        if not chunk:
-            return
-        refs = [
-            ray.put(pa.table({"index": [start + i], "data": pa.array([b], pa.binary())})) for i, b in enumerate(chunk)
-        ]
-        del chunk  # the object store holds the window now, not the driver
+    first = 0
+    for refs in _prefetch_windows(blocks, window):
         ds = ray.data.from_arrow_refs(refs).map_batches(
             fn, fn_kwargs=fn_kwargs, batch_size=None, batch_format="pyarrow", zero_copy_batch=True
         )
@@ -132,8 +155,8 @@ def map_blocks(
             results = sorted(ds.iter_rows(), key=lambda row: row["index"])
         except Exception as e:  # a worker failure: surface our own error's message if it was one
             raise _unwrap(e, what) from e
-        log.info("corpus %s: blocks %d-%d done", what, start, start + len(refs) - 1)
-        start += len(refs)
+        log.info("corpus %s: blocks %d-%d done", what, first, first + len(refs) - 1)
+        first += len(refs)
         for row in results:
             row["counts"] = json.loads(row["counts"])
             yield row

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from koelectra_dist.config import CleaningConfig
@@ -21,7 +22,6 @@ _URL = re.compile(r"(?:https?://|www\.)[^\s<>\"']+", re.IGNORECASE)
 _EMAIL = re.compile(r"[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _MENTION = re.compile(r"(?<![\w.])@\w+")
 _HASHTAG = re.compile(r"(?<![\w&])#\w+")
-_SPACES = re.compile(r"\s+")
 
 # Every rule's name in the report, in the order they run.
 RULES = (
@@ -38,6 +38,23 @@ RULES = (
 )
 
 
+def _maybe_url(line: str) -> bool:
+    return "://" in line or "ww" in line.lower()
+
+
+def _has_at(line: str) -> bool:
+    return "@" in line
+
+
+def _has_hash(line: str) -> bool:
+    return "#" in line
+
+
+def _any_run(length: int) -> Callable[[str], object]:
+    """A fast test for any character repeated `length` times in a row."""
+    return re.compile(r"(.)" + r"\1" * (length - 1)).search
+
+
 def _repeat_pattern(max_repeats: int) -> re.Pattern[str]:
     # Any non-space, non-digit character (digits carry meaning: 10000원 must stay).
     return re.compile(r"([^\s\d])\1{" + str(max_repeats) + ",}")
@@ -51,19 +68,23 @@ class Cleaner:
 
     def __post_init__(self) -> None:
         self.counts: Counter[str] = Counter()
-        self._repeats = _repeat_pattern(self.cfg.max_repeats) if self.cfg.max_repeats > 0 else None
+        cfg = self.cfg
+        # (rule, pattern, replacement, cheap test that must pass before the regex runs): most lines
+        # have no '@', '#', URL or run of 3 equal characters, and the substring tests are ~20x faster.
         self._subs = [
-            (name, pattern, "")
-            for name, pattern, on in [
-                ("urls_removed", _URL, self.cfg.remove_urls),
-                ("emails_removed", _EMAIL, self.cfg.remove_emails),
-                ("mentions_removed", _MENTION, self.cfg.remove_mentions),
-                ("hashtags_removed", _HASHTAG, self.cfg.remove_hashtags),
+            (name, pattern, "", guard)
+            for name, pattern, on, guard in [
+                ("urls_removed", _URL, cfg.remove_urls, _maybe_url),
+                ("emails_removed", _EMAIL, cfg.remove_emails, _has_at),
+                ("mentions_removed", _MENTION, cfg.remove_mentions, _has_at),
+                ("hashtags_removed", _HASHTAG, cfg.remove_hashtags, _has_hash),
             ]
             if on
         ]
-        if self._repeats is not None:
-            self._subs.append(("repeats_collapsed", self._repeats, r"\1" * self.cfg.max_repeats))
+        if cfg.max_repeats > 0:
+            repeats = _repeat_pattern(cfg.max_repeats)
+            guard = _any_run(cfg.max_repeats + 1)
+            self._subs.append(("repeats_collapsed", repeats, r"\1" * cfg.max_repeats, guard))
 
     def clean(self, line: str) -> str | None:
         """The cleaned line, or None when a rule drops it."""
@@ -74,15 +95,16 @@ class Cleaner:
         if cfg.normalize_nfc and not unicodedata.is_normalized("NFC", line):
             line = unicodedata.normalize("NFC", line)
             self.counts["nfc_normalized"] += 1
-        if cfg.remove_control_chars:
+        if cfg.remove_control_chars and ("\t" in line or _CONTROL.search(line)):
             line, n = _CONTROL.subn("", line.replace("\t", " "))
             if n:
                 self.counts["control_chars_removed"] += 1
-        for name, pattern, repl in self._subs:
-            line, n = pattern.subn(repl, line)
-            if n:
-                self.counts[name] += 1
-        line = _SPACES.sub(" ", line).strip()
+        for name, pattern, repl, guard in self._subs:
+            if guard(line):
+                line, n = pattern.subn(repl, line)
+                if n:
+                    self.counts[name] += 1
+        line = " ".join(line.split())
         if not line:
             self.counts["emptied"] += 1
             return None

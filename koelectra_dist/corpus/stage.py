@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 def _window(cluster_cpus: float) -> int:
     """Blocks per Ray Data dataset: enough to keep every CPU busy, few enough to bound memory."""
-    return max(8, 4 * int(cluster_cpus))
+    return max(32, 8 * int(cluster_cpus))
 
 
 def fingerprint(cfg: Config, files: list[InputFile]) -> str:

@@ -176,7 +176,13 @@ def train_loop(config: dict[str, Any]) -> None:
         meta = checkpoint.load(engine, latest, rank)
         step, consumed = meta["step"], meta["consumed_samples"]
     stream = ShardStream(
-        shards.uris, shards.rows, seed=t.seed, rank=rank, world_size=world, micro_batch=t.micro_batch_size, start=consumed
+        shards.uris,
+        shards.rows,
+        seed=t.seed,
+        rank=rank,
+        world_size=world,
+        micro_batch=t.micro_batch_size,
+        start=consumed,
     )
     loader = Prefetcher(stream.batches())
     metrics = MetricsLog(cfg, rank, world, root, resumed_step=step)

@@ -135,4 +135,8 @@ class MetricsLog:
 def tensorboard_files(root: str) -> list[str]:
     """Event files written beside the checkpoints under `root`."""
     uri = storage.join(root, "tensorboard")
-    return [f for f in storage.list_files(uri, recursive=True) if "tfevents" in os.path.basename(f)] if storage.exists(uri) else []
+    return (
+        [f for f in storage.list_files(uri, recursive=True) if "tfevents" in os.path.basename(f)]
+        if storage.exists(uri)
+        else []
+    )

@@ -50,9 +50,7 @@ def test_adamw_has_no_bias_correction_and_decoupled_decay():
     w = torch.randn(5, requires_grad=True)
     b = torch.randn(5, requires_grad=True)
     w0, b0 = w.detach().clone(), b.detach().clone()
-    opt = ElectraAdamW(
-        [{"params": [w], "weight_decay": 0.01}, {"params": [b], "weight_decay": 0.0}], lr=0.1, eps=1e-6
-    )
+    opt = ElectraAdamW([{"params": [w], "weight_decay": 0.01}, {"params": [b], "weight_decay": 0.0}], lr=0.1, eps=1e-6)
     grads = [torch.randn(5), torch.randn(5)]
     m, v, ref_w = torch.zeros(5), torch.zeros(5), w0.clone()
     for g in grads:
@@ -83,9 +81,7 @@ def test_adamw_state_dict_round_trip():
     assert torch.equal(other.state_dict()["state"][0]["exp_avg"], opt.state[p]["exp_avg"])
 
 
-@pytest.mark.parametrize(
-    ("precision", "gpus", "key"), [("bf16", 0, "bf16"), ("fp16", 1, "fp16"), ("fp32", 0, None)]
-)
+@pytest.mark.parametrize(("precision", "gpus", "key"), [("bf16", 0, "bf16"), ("fp16", 1, "fp16"), ("fp32", 0, None)])
 def test_ds_config(precision, gpus, key):
     cfg = cfg_with(
         train={"global_batch_size": 64, "micro_batch_size": 4, "grad_clip": 1.0},

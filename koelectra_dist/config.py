@@ -496,6 +496,21 @@ def _validate(cfg: Config) -> list[str]:
         )
     if not math.isfinite(t.learning_rate):
         problems.append("train.learning_rate: must be finite")
+    for path, value in [
+        ("train.grad_clip", t.grad_clip),
+        ("train.adam_eps", t.adam_eps),
+        ("train.log_every", t.log_every),
+    ]:
+        positive(path, value)
+    for path, value in [
+        ("train.weight_decay", t.weight_decay),
+        ("train.gen_weight", t.gen_weight),
+        ("train.disc_weight", t.disc_weight),
+    ]:
+        if value < 0:
+            problems.append(f"{path}: must be >= 0, got {value}")
+    if d.max_failures < -1:
+        problems.append(f"distributed.max_failures: >= 0 retries, or -1 for unlimited; got {d.max_failures}")
     if "finetune" in cfg.run.stages:
         from koelectra_dist.finetune.tasks import config_problems  # lazy: config must not import stages
 

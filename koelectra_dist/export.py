@@ -15,7 +15,6 @@ Under HF = `cfg.export.resolved_output_uri(cfg.run)` (local or s3://):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,8 @@ from transformers import ElectraTokenizerFast
 
 from koelectra_dist import checkpoint, storage
 from koelectra_dist.config import Config, ModelConfig, config_from_dict
+from koelectra_dist.corpus.shards import read_manifest, vocab_sha256
+from koelectra_dist.corpus.vocab import check_vocab_tokens, load_vocab, vocab_txt_uri
 from koelectra_dist.errors import CheckpointError, ConfigError, DataError
 from koelectra_dist.model import ElectraPretrainer
 from koelectra_dist.tokens import CLS, MASK, PAD, SEP, UNK
@@ -91,14 +92,6 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source:
 # ---------------------------------------------------------------- writing the folders
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_tokenizer(vocab_dir: str, out_dir: str, max_length: int) -> None:
     """The tokenizer files a KoELECTRA user expects: vocab.txt (the slow path, old transformers),
     tokenizer.json (fast), tokenizer_config.json (cased: do_lower_case false) and
@@ -145,39 +138,47 @@ def write_folders(model: ElectraPretrainer, train_cfg: Config, vocab_dir: str, o
 def corpus_statistics(train_cfg: Config) -> dict[str, Any] | None:
     """The shard manifest without its per-shard list (kept small for the model card), or None."""
     shards = train_cfg.train.shards_uri or storage.join(train_cfg.corpus.resolved_output_uri(train_cfg.run), "shards")
-    uri = storage.join(shards, "manifest.json")
-    if not storage.exists(uri):
-        log.warning("export: no corpus manifest at %s; the model card will not state corpus statistics", uri)
+    try:
+        manifest = read_manifest(shards)
+    except DataError as e:
+        log.warning("export: the model card will not state corpus statistics: %s", e)
         return None
-    manifest = storage.read_json(uri)
-    stats = {k: v for k, v in manifest.items() if k != "shards"}
-    stats["num_shards"] = len(manifest.get("shards", []))
-    return stats
+    return {**{k: v for k, v in manifest.items() if k != "shards"}, "num_shards": len(manifest["shards"])}
 
 
 def fetch_vocab(vocab_uri: str, local_dir: str, expected_sha256: str | None, vocab_size: int) -> str:
     """A local copy of the vocabulary folder, checked against the checkpoint and the model."""
-    files = []
-    if storage.exists(vocab_uri):
-        files = [f for f in storage.list_files(vocab_uri) if os.path.basename(f) in TOKENIZER_FILES]
-    if not any(os.path.basename(f) == "vocab.txt" for f in files):
+    if not storage.exists(vocab_txt_uri(vocab_uri)):
         raise DataError(
             f"{vocab_uri}: no vocab.txt; the export ships the vocabulary the model was trained with "
             "(the corpus stage's vocab/ folder); set export.vocab_uri to where it is"
         )
-    for f in files:
-        storage.write_bytes(os.path.join(local_dir, os.path.basename(f)), storage.read_bytes(f))
-    vocab_path = os.path.join(local_dir, "vocab.txt")
-    if expected_sha256 and file_sha256(vocab_path) != expected_sha256:
+    if expected_sha256 and vocab_sha256(vocab_uri) != expected_sha256:
         raise DataError(
-            f"{vocab_uri}/vocab.txt is not the vocabulary the checkpoint was trained with (sha256 "
-            "differs from meta.json's vocab_sha256); point export.vocab_uri at the right vocab/ folder"
+            f"{vocab_txt_uri(vocab_uri)} is not the vocabulary the checkpoint was trained with (sha256 differs "
+            "from meta.json's vocab_sha256); point export.vocab_uri at the right vocab/ folder"
         )
-    with open(vocab_path, encoding="utf-8") as f:
-        size = sum(1 for line in f if line.rstrip("\n"))
-    if size != vocab_size:
-        raise DataError(f"{vocab_uri}/vocab.txt has {size} tokens but the model has model.vocab_size={vocab_size}")
+    check_vocab_tokens(load_vocab(vocab_uri), vocab_size, vocab_txt_uri(vocab_uri))
+    for f in storage.list_files(vocab_uri):
+        if os.path.basename(f) in TOKENIZER_FILES:
+            storage.write_bytes(os.path.join(local_dir, os.path.basename(f)), storage.read_bytes(f))
     return local_dir
+
+
+def export_info(model: ElectraPretrainer, train_cfg: Config, meta: dict, provenance: dict) -> dict[str, Any]:
+    """export_info.json: everything the model card states, so that it needs the export folder only."""
+    return {
+        "schema_version": 1,
+        **provenance,
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "parameters": {
+            "discriminator": model.discriminator.num_parameters(),
+            "generator": model.generator.num_parameters(),
+            "pretraining": sum(p.numel() for p in model.parameters()),
+        },
+        "meta": meta,
+        "corpus": corpus_statistics(train_cfg),
+    }
 
 
 # ---------------------------------------------------------------- the stage
@@ -208,19 +209,7 @@ def run(cfg: Config) -> dict[str, Any]:
         for name in (*TOWERS, PRETRAINING):
             storage.remove(storage.join(out, name))
         storage.upload_dir(staged, out)
-    parameters = {
-        "discriminator": model.discriminator.num_parameters(),
-        "generator": model.generator.num_parameters(),
-        "pretraining": sum(p.numel() for p in model.parameters()),
-    }
-    info = {
-        "schema_version": 1,
-        **provenance,
-        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "parameters": parameters,
-        "meta": meta,
-        "corpus": corpus_statistics(train_cfg),
-    }
+    info = export_info(model, train_cfg, meta, provenance)
     storage.write_json(storage.join(out, EXPORT_INFO), info)
     return {
         "checkpoint": ckpt,
@@ -228,7 +217,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "zero_stage": meta.get("zero_stage"),
         "output_uri": out,
         "folders": [*TOWERS, PRETRAINING],
-        "parameters": parameters,
+        "parameters": info["parameters"],
         "seconds": round(time.time() - start, 1),
     }
 
@@ -255,14 +244,23 @@ def load_pretraining(uri: str, expect: ModelConfig | None = None) -> ElectraPret
     if unknown:
         raise CheckpointError(f"{uri}: config.json has unknown model fields {unknown}; a newer koelectra_dist wrote it")
     model_cfg = ModelConfig(**saved["model"])
-    if expect is not None and expect != model_cfg:
-        differ = [
-            f"model.{f}: {getattr(model_cfg, f)!r} in {uri}, {getattr(expect, f)!r} in the config"
-            for f in sorted(fields)
-            if getattr(model_cfg, f) != getattr(expect, f)
-        ]
+    # dropout may change when pre-training continues; the shapes may not
+    differ = [
+        f"model.{f}: {getattr(model_cfg, f)!r} in {uri}, {getattr(expect, f)!r} in the config"
+        for f in sorted(fields - {"hidden_dropout", "attention_dropout"})
+        if expect is not None and getattr(model_cfg, f) != getattr(expect, f)
+    ]
+    if differ:
         raise ConfigError("the model config differs from the one of train.init_from:\n  - " + "\n  - ".join(differ))
-    model = ElectraPretrainer(model_cfg, **saved["objective"])
+    model = ElectraPretrainer(expect or model_cfg, **saved["objective"])
+    load_pretraining_weights(model, uri)
+    return model
+
+
+def load_pretraining_weights(model: ElectraPretrainer, uri: str) -> None:
+    """Put the exact weights of an exported `pretraining/` folder into `model` (same shape). The
+    file stores each shared tensor once (safetensors refuses aliases); `load_model` fills every
+    alias, so a plain `load_state_dict(load_file(...))` would miss the shared embeddings."""
     weights_uri = storage.join(uri, "model.safetensors")
     with tempfile.TemporaryDirectory(prefix="koelectra-init-") as scratch:
         path = storage.local_path(weights_uri)
@@ -272,5 +270,6 @@ def load_pretraining(uri: str, expect: ModelConfig | None = None) -> ElectraPret
         try:
             load_model(model, path, strict=True)
         except (RuntimeError, FileNotFoundError) as e:
-            raise CheckpointError(f"{weights_uri}: cannot load the pre-training weights: {e}") from None
-    return model
+            raise CheckpointError(
+                f"{weights_uri}: cannot load the pre-training weights into this model.* shape: {e}"
+            ) from None

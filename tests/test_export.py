@@ -4,7 +4,6 @@ folders whose models give the training module's logits, with working tokenizers.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -17,9 +16,11 @@ import torch.multiprocessing as mp
 
 from koelectra_dist import checkpoint, storage
 from koelectra_dist.config import Config, load_config
+from koelectra_dist.corpus.shards import vocab_sha256
+from koelectra_dist.corpus.vocab import train_vocab, write_vocab_dir
 from koelectra_dist.errors import CheckpointError, DataError
 from koelectra_dist.export import EXPORT_INFO, MODEL_FILES, TOKENIZER_FILES, TOWERS, load_pretraining, run
-from koelectra_dist.tokens import CLS_ID, MASK, SEP_ID, SPECIAL_TOKENS
+from koelectra_dist.tokens import CLS_ID, MASK, SEP_ID
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 2
@@ -35,22 +36,13 @@ def tiny_config(output_uri: str, zero_stage: int, **extra: str) -> Config:
     return load_config(ROOT / "configs" / "tiny.json", overrides + [f"{k}={v}" for k, v in extra.items()])
 
 
-def write_vocab(vocab_dir: Path, vocab_size: int) -> None:
-    """What the corpus stage writes: a cased WordPiece vocab.txt (specials 0..4, [unused] padding)
-    and the `tokenizers` library's tokenizer.json, trained on real Korean text."""
-    from tokenizers import BertWordPieceTokenizer
-
+def write_vocab(vocab_dir: Path, cfg: Config) -> str:
+    """The corpus stage's vocabulary (its own trainer and writer) from real Korean text; returns
+    the sha256 of vocab.txt."""
     text = storage.read_bytes("pkg://konlpy/data/corpus/kolaw/constitution.txt").decode("utf-8").splitlines()
-    trainer = BertWordPieceTokenizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False)
-    trainer.train_from_iterator(text, vocab_size=vocab_size, min_frequency=1, special_tokens=list(SPECIAL_TOKENS))
-    vocab = sorted(trainer.get_vocab().items(), key=lambda kv: kv[1])
-    tokens = [t for t, _ in vocab] + [f"[unused{i}]" for i in range(vocab_size - len(vocab))]
-    vocab_dir.mkdir(parents=True)
-    (vocab_dir / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
-    tokenizer = BertWordPieceTokenizer(
-        str(vocab_dir / "vocab.txt"), clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False
-    )
-    tokenizer.save(str(vocab_dir / "tokenizer.json"))
+    tokens = train_vocab(text, cfg.corpus.vocab, cfg.model.vocab_size)
+    write_vocab_dir(tokens, str(vocab_dir), cfg.model.max_length)
+    return vocab_sha256(str(vocab_dir))
 
 
 def probe_batch(vocab_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -201,8 +193,7 @@ def check_export(hf: Path, ref: dict, vocab_dir: Path, vocab_size: int) -> None:
 @pytest.fixture(scope="module")
 def vocab(tmp_path_factory) -> tuple[Path, str]:
     vocab_dir = tmp_path_factory.mktemp("corpus") / "vocab"
-    write_vocab(vocab_dir, 1000)
-    return vocab_dir, hashlib.sha256((vocab_dir / "vocab.txt").read_bytes()).hexdigest()
+    return vocab_dir, write_vocab(vocab_dir, tiny_config("unused", 1))
 
 
 CASES = {1: "local", 2: "local", 3: "s3"}

@@ -1,0 +1,405 @@
+"""Publishing an export folder to the Hugging Face Hub: `<prefix>-discriminator` and
+`<prefix>-generator`, one commit each, with a model card built from the export folder alone
+(export_info.json: the checkpoint's meta.json and corpus statistics) and, when present, the
+fine-tuning stage's results.
+
+Every network call goes through `HubClient` (the one seam): tests substitute it and check the
+exact operations offline. The token comes from HF_TOKEN or the user's saved login and is passed
+only to `HfApi`; it is never logged, printed or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, ModelCardData
+from huggingface_hub.errors import HfHubHTTPError
+
+from koelectra_dist import storage
+from koelectra_dist.errors import ConfigError, DataError, KoelectraError
+from koelectra_dist.export import EXPORT_INFO, MODEL_FILES, PRETRAINING, TOKENIZER_FILES, TOWERS
+
+PIPELINE_TAGS = {"discriminator": "feature-extraction", "generator": "fill-mask"}
+CLASSES = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
+CARD = "README.md"
+
+
+@dataclass(frozen=True)
+class RepoPlan:
+    """One repository's commit: what goes where, and the card."""
+
+    repo_id: str
+    tower: str
+    files: list[tuple[str, str]]
+    """(path in the repo, local path), sorted."""
+    card: str
+    private: bool
+    revision: str | None
+
+    def operations(self) -> list[CommitOperationAdd]:
+        ops = [CommitOperationAdd(path_in_repo=dst, path_or_fileobj=src) for dst, src in self.files]
+        return ops + [CommitOperationAdd(path_in_repo=CARD, path_or_fileobj=self.card.encode("utf-8"))]
+
+
+class HubClient:
+    """The only code that talks to the Hub."""
+
+    def __init__(self, token: str):
+        self._api = HfApi(token=token)
+
+    def create_repo(self, repo_id: str, private: bool) -> None:
+        self._api.create_repo(repo_id, private=private, exist_ok=True)
+
+    def create_branch(self, repo_id: str, branch: str) -> None:
+        self._api.create_branch(repo_id, branch=branch, exist_ok=True)
+
+    def commit(self, repo_id: str, operations: list[CommitOperationAdd], message: str, revision: str | None) -> str:
+        return str(self._api.create_commit(repo_id, operations, commit_message=message, revision=revision).commit_url)
+
+
+def resolve_token() -> str:
+    """HF_TOKEN, else the token saved by `hf auth login`; a ConfigError when there is none."""
+    from huggingface_hub import get_token
+
+    token = get_token()
+    if not token:
+        raise ConfigError(
+            "no Hugging Face token: set HF_TOKEN (a write token from https://huggingface.co/settings/tokens) "
+            "or run `hf auth login`; nothing was uploaded"
+        )
+    return token
+
+
+# ---------------------------------------------------------------- the model card
+
+
+def _table(rows: list[tuple[str, Any]]) -> list[str]:
+    return ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows if v is not None)]
+
+
+def _num(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def build_card(
+    tower: str,
+    repo_id: str,
+    sibling: str,
+    info: dict[str, Any],
+    configs: dict[str, dict],
+    license: str,
+    results: str | None,
+) -> str:
+    """README.md with YAML metadata; `configs` are the towers' config.json; `results` the fine-tuning
+    stage's results.md (or None)."""
+    meta = info.get("meta", {})
+    run_cfg = meta.get("config", {})
+    train, dist = run_cfg.get("train", {}), run_cfg.get("distributed", {})
+    disc, gen = configs["discriminator"], configs["generator"]
+    params = info.get("parameters", {})
+    metadata = ModelCardData(
+        language="ko",
+        license=license,
+        library_name="transformers",
+        pipeline_tag=PIPELINE_TAGS[tower],
+        tags=["electra", "koelectra", "korean", tower, "pretraining"],
+    )
+    usage = (
+        f'fill = pipeline("fill-mask", model="{repo_id}")\nfill("대한민국의 수도는 [MASK]이다.")'
+        if tower == "generator"
+        else f'model = {CLASSES[tower]}.from_pretrained("{repo_id}")\n'
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")\n'
+        'logits = model(**tokenizer("한국어 ELECTRA를 공유합니다.", return_tensors="pt")).logits'
+    )
+    imports = "pipeline" if tower == "generator" else f"AutoTokenizer, {CLASSES[tower]}"
+    role = (
+        "the discriminator (replaced-token detection); fine-tune it for downstream tasks "
+        "(`ElectraForSequenceClassification`, `ElectraForTokenClassification`, ...)"
+        if tower == "discriminator"
+        else "the generator (masked language model) used to train the discriminator"
+    )
+    lines = [
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"Korean ELECTRA (KoELECTRA recipe) pre-trained with koelectra_dist: this repository holds {role}. "
+        f"Its pair is [{sibling}](https://huggingface.co/{sibling}).",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        f"from transformers import {imports}",
+        "",
+        usage,
+        "```",
+        "",
+        "## Architecture",
+        "",
+        "| | discriminator | generator |",
+        "|---|---|---|",
+        *(
+            f"| {label} | {_num(disc.get(key))} | {_num(gen.get(key))} |"
+            for label, key in [
+                ("layers", "num_hidden_layers"),
+                ("embedding size", "embedding_size"),
+                ("hidden size", "hidden_size"),
+                ("attention heads", "num_attention_heads"),
+                ("FFN size", "intermediate_size"),
+                ("max sequence length", "max_position_embeddings"),
+            ]
+        ),
+        f"| parameters | {_num(params.get('discriminator'))} | {_num(params.get('generator'))} |",
+        "",
+        "The generator and discriminator share their embeddings (word, position, token type); the "
+        "generator's output layer reuses the word embeddings.",
+        "",
+        "## Vocabulary",
+        "",
+        *_table(
+            [
+                ("type", "WordPiece, cased (`do_lower_case: false`, no accent stripping)"),
+                ("size", _num(disc.get("vocab_size"))),
+                ("pre-tokenizer (training)", run_cfg.get("corpus", {}).get("vocab", {}).get("pretokenizer")),
+                ("special tokens", "`[PAD]` 0, `[UNK]` 1, `[CLS]` 2, `[SEP]` 3, `[MASK]` 4"),
+                ("vocab.txt sha256", f"`{info['vocab_sha256']}`" if info.get("vocab_sha256") else None),
+            ]
+        ),
+        "",
+        "## Corpus",
+        "",
+        *_corpus_section(info.get("corpus")),
+        "",
+        "## Pre-training",
+        "",
+        *_table(
+            [
+                ("steps", _num(info.get("step"))),
+                ("examples seen", _num(meta.get("consumed_samples"))),
+                ("global batch size", train.get("global_batch_size")),
+                ("peak learning rate", train.get("learning_rate")),
+                ("warm-up steps", train.get("warmup_steps")),
+                ("schedule", "lr x min(1, step/warmup) x (1 - step/total)"),
+                ("optimizer", "Adam, decoupled weight decay, no bias correction"),
+                ("weight decay", train.get("weight_decay")),
+                ("Adam betas / eps", f"{train.get('adam_betas')} / {train.get('adam_eps')}" if train else None),
+                ("gradient clipping", train.get("grad_clip")),
+                ("mask probability", train.get("mask_prob")),
+                ("loss weights (generator / discriminator)", f"{train.get('gen_weight')} / {train.get('disc_weight')}"),
+                ("generator size", run_cfg.get("model", {}).get("generator_size")),
+                (
+                    "workers / ZeRO stage / precision",
+                    f"{meta.get('world_size')} / {meta.get('zero_stage')} / {meta.get('precision')}",
+                ),
+            ]
+        ),
+        "",
+        "## Throughput",
+        "",
+        *_throughput_section(meta.get("metrics"), train.get("global_batch_size"), dist.get("gpus_per_worker")),
+        "",
+        "## Downstream results",
+        "",
+        results.strip() if results else "Not evaluated yet (run the finetune stage, then publish again).",
+        "",
+    ]
+    card = ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(lines))
+    validate_card(card.content, tower)
+    return card.content
+
+
+def _corpus_section(corpus: dict[str, Any] | None) -> list[str]:
+    if not corpus:
+        return ["Corpus statistics were not recorded (no shard manifest at export time)."]
+    rows = [
+        ("examples", _num(corpus.get("total_rows"))),
+        ("tokens", _num(corpus.get("total_tokens"))),
+        ("shards", _num(corpus.get("num_shards"))),
+        ("max length", corpus.get("max_length")),
+    ]
+    cleaning = corpus.get("cleaning") or {}
+    rows += [(f"cleaning: {k}", _num(v)) for k, v in cleaning.items() if isinstance(v, int | float)]
+    return _table(rows)
+
+
+def _throughput_section(metrics: dict[str, Any] | None, batch: int | None, gpus: int | None) -> list[str]:
+    if not metrics:
+        return ["Not recorded in the checkpoint."]
+    step_time = metrics.get("step_time_s")
+    rows = [
+        ("device", "GPU" if gpus else "CPU"),
+        ("tokens / s (non-padding)", f"{metrics['tokens_per_s']:,.0f}" if "tokens_per_s" in metrics else None),
+        ("sequences / s", f"{batch / step_time:,.1f}" if batch and step_time else None),
+        ("step time", f"{step_time:.3f} s" if step_time else None),
+        ("MFU", f"{100 * metrics['mfu']:.1f}%" if "mfu" in metrics else None),
+    ]
+    return _table(rows)
+
+
+def validate_card(text: str, tower: str) -> None:
+    """Parse the card's YAML the way the Hub does (offline) and check the fields it must carry."""
+    data = ModelCard(text).data
+    problems = [
+        f"{key}: {getattr(data, key, None)!r}"
+        for key, want in [("language", "ko"), ("library_name", "transformers"), ("pipeline_tag", PIPELINE_TAGS[tower])]
+        if getattr(data, key, None) != want
+    ]
+    if not data.license or not data.tags:
+        problems.append("license and tags are required")
+    if problems:
+        raise DataError("model card metadata is wrong: " + "; ".join(problems))
+
+
+# ---------------------------------------------------------------- planning and publishing
+
+
+def read_export(export_dir: str) -> tuple[dict[str, Any], dict[str, dict]]:
+    """export_info.json and the towers' config.json; DataError naming what is missing."""
+    if not os.path.isdir(export_dir):
+        raise DataError(f"export folder {export_dir} does not exist; run `launch.py --config C export` first")
+    missing = [EXPORT_INFO] if not os.path.exists(os.path.join(export_dir, EXPORT_INFO)) else []
+    for tower in TOWERS:
+        missing += [
+            f"{tower}/{f}"
+            for f in MODEL_FILES + TOKENIZER_FILES
+            if not os.path.isfile(os.path.join(export_dir, tower, f))
+        ]
+    if missing:
+        raise DataError(
+            f"{export_dir} is not a complete export (missing {', '.join(missing)}); run the export stage again"
+        )
+    with open(os.path.join(export_dir, EXPORT_INFO), encoding="utf-8") as f:
+        info = json.load(f)
+    configs = {}
+    for tower in TOWERS:
+        with open(os.path.join(export_dir, tower, "config.json"), encoding="utf-8") as f:
+            configs[tower] = json.load(f)
+    return info, configs
+
+
+def _folder_files(folder: str, prefix: str = "") -> list[tuple[str, str]]:
+    files = []
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, folder).replace(os.sep, "/")
+            if rel != CARD:
+                files.append((prefix + rel, path))
+    return sorted(files)
+
+
+def plan(
+    export_dir: str,
+    repo_prefix: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    license: str = "apache-2.0",
+    results_dir: str | None = None,
+    with_pretraining: bool = False,
+) -> list[RepoPlan]:
+    """What publishing `export_dir` (a local folder) would do; no network."""
+    if repo_prefix.count("/") != 1 or not all(repo_prefix.split("/")):
+        raise ConfigError(f"--repo-prefix {repo_prefix!r}: expected ORG/NAME (repos ORG/NAME-discriminator, ...)")
+    info, configs = read_export(export_dir)
+    results = None
+    if results_dir and storage.exists(storage.join(results_dir, "results.md")):
+        results = storage.read_bytes(storage.join(results_dir, "results.md")).decode("utf-8")
+    repos = {tower: f"{repo_prefix}-{tower}" for tower in TOWERS}
+    plans = []
+    for tower in TOWERS:
+        sibling = repos["generator" if tower == "discriminator" else "discriminator"]
+        files = _folder_files(os.path.join(export_dir, tower))
+        if with_pretraining and tower == "discriminator":
+            files += _folder_files(os.path.join(export_dir, PRETRAINING), prefix=f"{PRETRAINING}/")
+        card = build_card(tower, repos[tower], sibling, info, configs, license, results)
+        plans.append(RepoPlan(repos[tower], tower, files, card, private, revision))
+    return plans
+
+
+def describe(plans: list[RepoPlan]) -> str:
+    """The dry-run report: repos, files with sizes, and each card."""
+    out = []
+    for p in plans:
+        where = f" (branch {p.revision})" if p.revision else ""
+        out.append(f"== {p.repo_id}{where}: {'private' if p.private else 'public'}, one commit")
+        for dst, src in p.files:
+            out.append(f"   {os.path.getsize(src):>12,}  {dst}")
+        out.append(f"   {len(p.card.encode('utf-8')):>12,}  {CARD} (model card, below)")
+        out += ["", p.card, ""]
+    return "\n".join(out)
+
+
+def publish(plans: list[RepoPlan], client: HubClient) -> list[str]:
+    """Create/update each repository with one commit; return the commit URLs."""
+    urls = []
+    for p in plans:
+        client.create_repo(p.repo_id, private=p.private)
+        if p.revision and p.revision != "main":
+            client.create_branch(p.repo_id, p.revision)
+        message = f"Upload KoELECTRA {p.tower} (koelectra_dist export)"
+        urls.append(client.commit(p.repo_id, p.operations(), message, p.revision))
+    return urls
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Publish an export folder (discriminator/, generator/) to the Hugging Face Hub."
+    )
+    p.add_argument("export_dir", metavar="EXPORT_DIR", help="the export stage's output (local or s3://)")
+    p.add_argument(
+        "--repo-prefix", required=True, metavar="ORG/NAME", help="creates ORG/NAME-discriminator and ORG/NAME-generator"
+    )
+    p.add_argument("--private", action="store_true", help="create private repositories")
+    p.add_argument("--revision", metavar="BRANCH", help="commit to this branch (created if absent); default main")
+    p.add_argument("--license", default="apache-2.0", help="license in the model card metadata (default apache-2.0)")
+    p.add_argument(
+        "--results-dir",
+        metavar="URI",
+        help="the finetune stage's output (results.md) for the card; default: EXPORT_DIR/../finetune when present",
+    )
+    p.add_argument(
+        "--with-pretraining", action="store_true", help="also upload pretraining/ into the discriminator repo"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the plan (repos, files, sizes, cards); no network")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, client_factory: Callable[[str], HubClient] = HubClient) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        results_dir = args.results_dir or storage.join(os.path.dirname(args.export_dir.rstrip("/")), "finetune")
+        with tempfile.TemporaryDirectory(prefix="koelectra-publish-") as scratch:
+            export_dir = args.export_dir
+            if storage.is_s3(export_dir):
+                export_dir = storage.download_dir(export_dir, scratch)
+            plans = plan(
+                export_dir,
+                args.repo_prefix,
+                private=args.private,
+                revision=args.revision,
+                license=args.license,
+                results_dir=results_dir,
+                with_pretraining=args.with_pretraining,
+            )
+            if args.dry_run:
+                print(describe(plans))
+                return 0
+            client = client_factory(resolve_token())
+            for url in publish(plans, client):
+                print(f"published: {url}")
+        return 0
+    except KoelectraError as e:
+        print(f"publish_to_hub {e.kind}: {e.message}", file=sys.stderr)
+        return 2
+    except HfHubHTTPError as e:  # the Hub refused (permissions, name taken...): its message, no traceback
+        print(f"publish_to_hub hub error: {e}", file=sys.stderr)
+        return 1

@@ -15,6 +15,7 @@ import launch
 from koelectra_dist import storage
 from koelectra_dist.config import Config, config_from_dict
 from koelectra_dist.corpus import stage
+from koelectra_dist.corpus.blocks import map_blocks, reports_errors
 from koelectra_dist.corpus.shards import check_vocab, read_manifest, vocab_sha256
 from koelectra_dist.errors import DataError
 from koelectra_dist.tokens import CLS_ID, SEP_ID
@@ -157,3 +158,18 @@ def test_unreadable_s3_object_is_a_clear_error(tiny_run, s3_bucket, tmp_path):
         launch.main(["--config", str(ROOT / "configs/tiny.json"), "--set", 'corpus.inputs=["/no/such/dir"]', "corpus"])
         == 2
     )
+
+
+def test_worker_errors_reach_the_driver_as_clear_errors(ray_local):
+    @reports_errors
+    def data_error(batch, **_):
+        raise DataError("block 0: something specific is wrong")
+
+    def bug(batch, **_):
+        raise ValueError("unexpected")
+
+    with pytest.raises(DataError) as info:
+        list(map_blocks(iter([b"x"]), data_error, {}, 4, "test"))
+    assert str(info.value) == "block 0: something specific is wrong"
+    with pytest.raises(DataError, match="(?s)corpus test failed in a Ray worker: .*ValueError: unexpected"):
+        list(map_blocks(iter([b"x"]), bug, {}, 4, "test"))

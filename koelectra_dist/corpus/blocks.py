@@ -21,12 +21,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from koelectra_dist import errors
 from koelectra_dist.config import CleaningConfig
 from koelectra_dist.corpus.clean import Cleaner
 from koelectra_dist.corpus.examples import ExampleBuilder, block_rng
 from koelectra_dist.corpus.read import decode_documents
 from koelectra_dist.corpus.vocab import Pretokenizer
-from koelectra_dist.errors import DataError
+from koelectra_dist.errors import DataError, KoelectraError
 from koelectra_dist.tokens import UNK_ID
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,22 @@ def _result(index: int, counts: Counter[str], **columns: bytes) -> pa.Table:
     )
 
 
+def reports_errors(fn: Callable[..., pa.Table]) -> Callable[..., pa.Table]:
+    """Return a worker's KoelectraError as a result row: Ray Data re-raises a task's exception as a
+    UserCodeException that has lost the original, and the user must see our message."""
+
+    @functools.wraps(fn)
+    def wrapper(batch: pa.Table, **kwargs: Any) -> pa.Table:
+        try:
+            return fn(batch, **kwargs)
+        except KoelectraError as e:
+            error = json.dumps({"kind": type(e).__name__, "message": e.message})
+            return pa.table({"index": [batch.column("index")[0].as_py()], "error": [error]})
+
+    return wrapper
+
+
+@reports_errors
 def clean_pretokenize_block(batch: pa.Table, cleaning: CleaningConfig, pretokenizer: str) -> pa.Table:
     """Vocabulary pass: the block's cleaned lines, pre-tokenized for WordPiece training, '\\n'-joined."""
     index, data = _block_input(batch)
@@ -64,6 +81,7 @@ def _tokenizer(tokenizer_json: str):  # parsed once per worker process, not once
     return Tokenizer.from_str(tokenizer_json)
 
 
+@reports_errors
 def pack_block(
     batch: pa.Table,
     cleaning: CleaningConfig,
@@ -158,17 +176,13 @@ def map_blocks(
         log.info("corpus %s: blocks %d-%d done", what, first, first + len(refs) - 1)
         first += len(refs)
         for row in results:
+            if row.get("error"):
+                error = json.loads(row["error"])
+                raise getattr(errors, error["kind"])(error["message"])
             row["counts"] = json.loads(row["counts"])
             yield row
 
 
 def _unwrap(exc: Exception, what: str) -> Exception:
-    from koelectra_dist.errors import KoelectraError
-
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, KoelectraError):
-            return seen
-        cause = getattr(seen, "cause", None)
-        seen = cause if isinstance(cause, BaseException) else seen.__cause__
+    """A worker failure that is not one of our errors (those come back as rows): name the stage."""
     return DataError(f"corpus {what} failed in a Ray worker: {type(exc).__name__}: {str(exc)[:2000]}")

@@ -132,15 +132,16 @@ def iter_blocks(
     documents. Raw duplicates are dropped here when `dedup` is given."""
     limit = lines_per_block if split_anywhere else lines_per_block * MAX_BLOCK_FACTOR
     block: list[bytes] = []
-    doc_lines = 0
+    doc_lines = 0  # kept lines of the current document
+    doc_read = False  # whether it had any line at all (all may be duplicates)
     block_lines = 0
 
     def end_document() -> None:
-        nonlocal doc_lines
+        nonlocal doc_lines, doc_read
+        stats.documents += doc_read
         if doc_lines:
             block.append(b"")
-            stats.documents += 1
-            doc_lines = 0
+        doc_lines, doc_read = 0, False
 
     for file in files:
         for line in iter_file_lines(file, stats):
@@ -151,6 +152,7 @@ def iter_blocks(
                     block, block_lines = [], 0
                 continue
             stats.lines_read += 1
+            doc_read = True
             if dedup is not None and dedup.is_duplicate(line):
                 continue
             block.append(line)

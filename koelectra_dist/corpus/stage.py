@@ -33,7 +33,14 @@ from koelectra_dist.corpus.shards import (
     vocab_sha256,
     write_manifest,
 )
-from koelectra_dist.corpus.vocab import check_vocab_tokens, load_vocab, train_vocab, write_vocab_dir
+from koelectra_dist.corpus.vocab import (
+    build_tokenizer,
+    check_vocab_tokens,
+    load_vocab,
+    train_vocab,
+    vocab_txt_uri,
+    write_vocab_dir,
+)
 from koelectra_dist.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -66,6 +73,10 @@ def _finished(shards_uri: str, vocab_uri: str, fp: str) -> dict[str, Any] | None
     except DataError:
         pass
     return None
+
+
+def _same_file(a: str, b: str) -> bool:
+    return (storage.local_path(a) or a) == (storage.local_path(b) or b)
 
 
 def _empty_corpus(cfg: Config, stats: ReadStats) -> DataError:
@@ -154,7 +165,10 @@ def run(cfg: Config) -> dict[str, Any]:
         check_vocab_tokens(vocab, m.vocab_size, c.vocab.vocab_uri)
     else:
         vocab = build_vocab(cfg, files, window)
-    tokenizer = write_vocab_dir(vocab, vocab_uri, m.max_length)
+    if c.vocab.vocab_uri and _same_file(vocab_txt_uri(c.vocab.vocab_uri), vocab_txt_uri(vocab_uri)):
+        tokenizer = build_tokenizer(vocab)  # the configured vocabulary is already in place
+    else:
+        tokenizer = write_vocab_dir(vocab, vocab_uri, m.max_length)
     vocab_seconds = time.time() - started
 
     dtype = id_dtype(m.vocab_size)

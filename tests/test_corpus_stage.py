@@ -173,3 +173,27 @@ def test_worker_errors_reach_the_driver_as_clear_errors(ray_local):
     assert str(info.value) == "block 0: something specific is wrong"
     with pytest.raises(DataError, match="(?s)corpus test failed in a Ray worker: .*ValueError: unexpected"):
         list(map_blocks(iter([b"x"]), bug, {}, 4, "test"))
+
+
+def test_sampled_vocabulary_and_packing_across_documents(ray_local, tmp_path):
+    cfg = make_cfg(
+        str(tmp_path / "run"),
+        flush_documents=False,
+        vocab={"pretokenizer": "mecab", "sample_lines": 300, "num_unused": 10, "min_frequency": 1},
+    )
+    report = stage.run(cfg)
+    shards = str(tmp_path / "run" / "corpus" / "shards")
+    lengths = [len(r) for r in read_rows(shards).column("input_ids").to_pylist()]
+    # Across documents, only the 5% short targets and the corpus end leave examples short.
+    assert sum(n >= 60 for n in lengths) / len(lengths) > 0.85
+    assert report["vocab_size"] == 1000 and read_manifest(shards)["config"]["corpus"]["vocab"]["sample_lines"] == 300
+
+
+def test_reservoir_sample_is_uniform_seeded_and_in_order():
+    lines = [str(i).encode() for i in range(10_000)]
+    a = stage._reservoir(iter(lines), 1000, seed=1)
+    assert a == stage._reservoir(iter(lines), 1000, seed=1) != stage._reservoir(iter(lines), 1000, seed=2)
+    picked = [int(x) for x in a]
+    assert len(picked) == 1000 and picked == sorted(picked)
+    assert 0.4 < sum(p < 5000 for p in picked) / 1000 < 0.6  # both halves of the corpus
+    assert stage._reservoir(iter(lines[:10]), 1000, seed=1) == lines[:10]

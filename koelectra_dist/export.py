@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 from transformers import ElectraTokenizerFast
 
 from koelectra_dist import checkpoint, storage
@@ -32,16 +32,12 @@ from koelectra_dist.config import Config, ModelConfig, config_from_dict
 from koelectra_dist.corpus.shards import read_manifest, vocab_sha256
 from koelectra_dist.corpus.vocab import check_vocab_tokens, load_vocab, vocab_txt_uri
 from koelectra_dist.errors import CheckpointError, ConfigError, DataError
+from koelectra_dist.hf_layout import EXPORT_INFO, PRETRAINING, TOKENIZER_FILES, TOWERS
 from koelectra_dist.model import ElectraPretrainer
 from koelectra_dist.tokens import CLS, MASK, PAD, SEP, UNK
 
 log = logging.getLogger(__name__)
 
-TOWERS = ("discriminator", "generator")
-PRETRAINING = "pretraining"
-EXPORT_INFO = "export_info.json"
-MODEL_FILES = ("config.json", "model.safetensors")
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 PRETRAINING_FORMAT = "koelectra_dist.pretraining/1"
 SPECIAL_TOKENS_MAP = {"unk_token": UNK, "sep_token": SEP, "pad_token": PAD, "cls_token": CLS, "mask_token": MASK}
 # Keys transformers writes into tokenizer_config.json about how it was loaded, not about the tokenizer.
@@ -80,12 +76,14 @@ def training_config(meta: dict[str, Any], uri: str) -> Config:
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load a full state dict, strictly: a missing or unexpected key means another model shape."""
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of another shape
+        raise CheckpointError(f"{source}: the weights do not fit the model.* config: {e}") from None
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
-            f"{source}: the weights do not fit the model in its config (missing "
-            f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}); was it written by "
-            "another version of koelectra_dist?"
+            f"{source}: the weights do not fit the model.* config (missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}); use the model config they were trained with"
         )
 
 
@@ -121,8 +119,10 @@ def write_folders(model: ElectraPretrainer, train_cfg: Config, vocab_dir: str, o
         write_tokenizer(vocab_dir, path, max_length)
     path = os.path.join(out_dir, PRETRAINING)
     os.makedirs(path)
-    # save_model drops the duplicate names of shared tensors (the embeddings); load_model ties them back
-    save_model(model, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    # Every state-dict key, shared embeddings under both names (safetensors refuses aliases, hence the
+    # clones): a plain `load_state_dict(load_file(...), strict=True)` restores the model exactly.
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
     t = train_cfg.train
     pretraining_config = {
         "format": PRETRAINING_FORMAT,
@@ -258,18 +258,15 @@ def load_pretraining(uri: str, expect: ModelConfig | None = None) -> ElectraPret
 
 
 def load_pretraining_weights(model: ElectraPretrainer, uri: str) -> None:
-    """Put the exact weights of an exported `pretraining/` folder into `model` (same shape). The
-    file stores each shared tensor once (safetensors refuses aliases); `load_model` fills every
-    alias, so a plain `load_state_dict(load_file(...))` would miss the shared embeddings."""
+    """Put the exact weights of an exported `pretraining/` folder (local or s3://) into `model`,
+    which must have the same shape (CheckpointError naming the keys otherwise)."""
     weights_uri = storage.join(uri, "model.safetensors")
     with tempfile.TemporaryDirectory(prefix="koelectra-init-") as scratch:
         path = storage.local_path(weights_uri)
         if path is None:
             path = os.path.join(scratch, "model.safetensors")
             storage.write_bytes(path, storage.read_bytes(weights_uri))
-        try:
-            load_model(model, path, strict=True)
-        except (RuntimeError, FileNotFoundError) as e:
-            raise CheckpointError(
-                f"{weights_uri}: cannot load the pre-training weights into this model.* shape: {e}"
-            ) from None
+        if not os.path.exists(path):
+            raise CheckpointError(f"{weights_uri}: not found; export the checkpoint again")
+        state = load_file(path)
+    load_weights(model, state, weights_uri)

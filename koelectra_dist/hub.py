@@ -24,7 +24,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from koelectra_dist import storage
 from koelectra_dist.errors import ConfigError, DataError, KoelectraError
-from koelectra_dist.export import EXPORT_INFO, MODEL_FILES, PRETRAINING, TOKENIZER_FILES, TOWERS
+from koelectra_dist.hf_layout import EXPORT_INFO, MODEL_FILES, PRETRAINING, TOKENIZER_FILES, TOWERS
 
 PIPELINE_TAGS = {"discriminator": "feature-extraction", "generator": "fill-mask"}
 CLASSES = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
@@ -282,6 +282,16 @@ def read_export(export_dir: str) -> tuple[dict[str, Any], dict[str, dict]]:
     return info, configs
 
 
+def finetune_results(results_dir: str, repo_id: str) -> str | None:
+    """The finetune stage's results.md, once complete (results.json is its marker), with the local
+    path of the fine-tuned model replaced by the repository name (no private paths in a public card)."""
+    if not storage.exists(storage.join(results_dir, "results.json")):
+        return None
+    model = storage.read_json(storage.join(results_dir, "results.json")).get("model")
+    text = storage.read_bytes(storage.join(results_dir, "results.md")).decode("utf-8")
+    return text.replace(f"`{model}`", f"`{repo_id}`") if model else text
+
+
 def _folder_files(folder: str, prefix: str = "") -> list[tuple[str, str]]:
     files = []
     for root, _, names in os.walk(folder):
@@ -307,10 +317,8 @@ def plan(
     if repo_prefix.count("/") != 1 or not all(repo_prefix.split("/")):
         raise ConfigError(f"--repo-prefix {repo_prefix!r}: expected ORG/NAME (repos ORG/NAME-discriminator, ...)")
     info, configs = read_export(export_dir)
-    results = None
-    if results_dir and storage.exists(storage.join(results_dir, "results.md")):
-        results = storage.read_bytes(storage.join(results_dir, "results.md")).decode("utf-8")
     repos = {tower: f"{repo_prefix}-{tower}" for tower in TOWERS}
+    results = finetune_results(results_dir, repos["discriminator"]) if results_dir else None
     plans = []
     for tower in TOWERS:
         sibling = repos["generator" if tower == "discriminator" else "discriminator"]

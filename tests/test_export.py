@@ -4,6 +4,7 @@ folders whose models give the training module's logits, with working tokenizers.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -15,11 +16,12 @@ import torch
 import torch.multiprocessing as mp
 
 from koelectra_dist import checkpoint, storage
-from koelectra_dist.config import Config, load_config
+from koelectra_dist.config import Config, ModelConfig, load_config
 from koelectra_dist.corpus.shards import vocab_sha256
 from koelectra_dist.corpus.vocab import train_vocab, write_vocab_dir
-from koelectra_dist.errors import CheckpointError, DataError
-from koelectra_dist.export import EXPORT_INFO, MODEL_FILES, TOKENIZER_FILES, TOWERS, load_pretraining, run
+from koelectra_dist.errors import CheckpointError, ConfigError, DataError
+from koelectra_dist.export import load_pretraining, run
+from koelectra_dist.hf_layout import EXPORT_INFO, MODEL_FILES, TOKENIZER_FILES, TOWERS
 from koelectra_dist.tokens import CLS_ID, MASK, SEP_ID
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +130,7 @@ def local_copy(uri: str, tmp: Path) -> Path:
     return Path(uri)
 
 
-def check_export(hf: Path, ref: dict, vocab_dir: Path, vocab_size: int) -> None:
+def check_export(hf: Path, ref: dict, vocab_dir: Path, model_cfg: ModelConfig) -> None:
     from tokenizers import Tokenizer
     from transformers import (
         AutoModel,
@@ -147,7 +149,7 @@ def check_export(hf: Path, ref: dict, vocab_dir: Path, vocab_size: int) -> None:
         assert set(MODEL_FILES + TOKENIZER_FILES) <= names, f"{tower}: {sorted(names)}"
         config = json.loads((hf / tower / "tokenizer_config.json").read_text())
         assert config["do_lower_case"] is False and config["model_max_length"] == 64
-    ids, mask, types = probe_batch(vocab_size)
+    ids, mask, types = probe_batch(model_cfg.vocab_size)
     disc = ElectraForPreTraining.from_pretrained(hf / "discriminator", local_files_only=True).eval()
     gen = ElectraForMaskedLM.from_pretrained(hf / "generator", local_files_only=True).eval()
     with torch.no_grad():
@@ -182,6 +184,9 @@ def check_export(hf: Path, ref: dict, vocab_dir: Path, vocab_size: int) -> None:
     assert len(guesses) == 3 and all(g["token_str"] for g in guesses)
 
     model = load_pretraining(str(hf / "pretraining"))
+    wider = dataclasses.replace(model_cfg, hidden_size=2 * model_cfg.hidden_size)
+    with pytest.raises(ConfigError, match="model.hidden_size: 64 in .*, 128 in the config"):
+        load_pretraining(str(hf / "pretraining"), expect=wider)
     state = model.state_dict()
     assert state.keys() == ref["state"].keys()
     for key, value in ref["state"].items():
@@ -228,7 +233,7 @@ def test_export_matches_training_module(zero_stage, trained, vocab, tmp_path):
     assert report["step"] == STEPS and report["checkpoint"] == checkpoint.step_uri(root, STEPS)
     ref = torch.load(ref_path, weights_only=False) | {"zero_stage": zero_stage}
     hf = local_copy(cfg.export.resolved_output_uri(cfg.run), tmp_path)
-    check_export(hf, ref, vocab_dir, cfg.model.vocab_size)
+    check_export(hf, ref, vocab_dir, cfg.model)
 
 
 @pytest.mark.slow

@@ -16,8 +16,9 @@ from huggingface_hub import CommitOperationAdd, ModelCard
 from test_export import tiny_config, write_vocab
 
 from koelectra_dist import hub, storage
-from koelectra_dist.export import EXPORT_INFO, MODEL_FILES, TOKENIZER_FILES, export_info, write_folders
+from koelectra_dist.export import export_info, write_folders
 from koelectra_dist.finetune.report import markdown, summarize
+from koelectra_dist.hf_layout import EXPORT_INFO, MODEL_FILES, TOKENIZER_FILES
 from koelectra_dist.model import ElectraPretrainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +66,7 @@ def export_dir(tmp_path_factory) -> Path:
     run |= {"eval_examples": 200, "epochs": 1, "batch_size": 32, "learning_rate": 5e-5}
     results = markdown(summarize([run]), str(hf / "discriminator"), "dev")
     storage.write_bytes(str(run_dir / "finetune" / "results.md"), results.encode("utf-8"))
+    storage.write_json(str(run_dir / "finetune" / "results.json"), {"model": str(hf / "discriminator")})
     return hf
 
 
@@ -118,6 +120,7 @@ def test_plan_files_and_cards(export_dir):
         )
         assert "| tokens / s (non-padding) | 4,322 |" in text and "| sequences / s | 32.0 |" in text
         assert "| nsmc | accuracy | 81.25 |" in text
+        assert f"Fine-tuned from `{PREFIX}-discriminator`" in text and str(export_dir) not in text
         assert f'"{p.repo_id}"' in text  # the usage snippet names the repo
     with_pt = hub.plan(str(export_dir), PREFIX, with_pretraining=True)
     assert "pretraining/model.safetensors" in [dst for dst, _ in with_pt[0].files]

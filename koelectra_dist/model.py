@@ -81,7 +81,9 @@ def mask_tokens(input_ids: Tensor, attention_mask: Tensor, mask_prob: float, cap
     tokens that are not [CLS]/[SEP]/[MASK]/[PAD], uniformly, with the device's default RNG."""
     batch, length = input_ids.shape
     real = attention_mask.bool()
-    candidates = real & ~torch.isin(input_ids, torch.tensor(NEVER_MASKED, device=input_ids.device))
+    candidates = real
+    for token_id in NEVER_MASKED:  # comparisons with Python ints: no host-to-device copy
+        candidates = candidates & (input_ids != token_id)
     # float64 so that the per-row count and the Python slot count K round the same way
     wanted = torch.round(real.sum(-1).double() * mask_prob).clamp(min=1, max=cap)
     count = torch.minimum(wanted.long(), candidates.sum(-1))

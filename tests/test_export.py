@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -229,8 +231,18 @@ def test_export_matches_training_module(zero_stage, trained, vocab, tmp_path):
     cfg, ref_path = trained[zero_stage]
     root = cfg.checkpoint.resolved_storage_uri(cfg.run)
     assert checkpoint.committed_steps(root) == [STEPS]
-    report = run(cfg)
-    assert report["step"] == STEPS and report["checkpoint"] == checkpoint.step_uri(root, STEPS)
+    if zero_stage == 2:  # once through the user's command line
+        overrides = [f"run.output_uri={cfg.run.output_uri}", "distributed.zero_stage=2"]
+        overrides.append(f"export.vocab_uri={cfg.export.vocab_uri}")
+        args = [sys.executable, "launch.py", "--config", "configs/tiny.json", "export"]
+        done = subprocess.run(
+            args + [a for o in overrides for a in ("--set", o)], cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "stage export: done" in done.stderr
+    else:
+        report = run(cfg)
+        assert report["step"] == STEPS and report["checkpoint"] == checkpoint.step_uri(root, STEPS)
     ref = torch.load(ref_path, weights_only=False) | {"zero_stage": zero_stage}
     hf = local_copy(cfg.export.resolved_output_uri(cfg.run), tmp_path)
     check_export(hf, ref, vocab_dir, cfg.model)

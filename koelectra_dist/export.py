@@ -104,7 +104,9 @@ def write_tokenizer(vocab_dir: str, out_dir: str, max_length: int) -> None:
         config = json.load(f)
     for key in _LOAD_TIME_KEYS:
         config.pop(key, None)
-    config.update(do_lower_case=False, strip_accents=False, model_max_length=max_length)
+    config.update(
+        tokenizer_class="ElectraTokenizer", do_lower_case=False, strip_accents=False, model_max_length=max_length
+    )
     for name, obj in [("tokenizer_config.json", config), ("special_tokens_map.json", SPECIAL_TOKENS_MAP)]:
         with open(os.path.join(out_dir, name), "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2, ensure_ascii=False)

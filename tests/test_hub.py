@@ -16,10 +16,12 @@ from huggingface_hub import CommitOperationAdd, ModelCard
 from test_export import tiny_config, write_vocab
 
 from koelectra_dist import hub, storage
+from koelectra_dist.errors import DataError
 from koelectra_dist.export import export_info, write_folders
 from koelectra_dist.finetune.report import markdown, summarize
 from koelectra_dist.hf_layout import EXPORT_INFO, MODEL_FILES, TOKENIZER_FILES
 from koelectra_dist.model import ElectraPretrainer
+from koelectra_dist.model_card import validate_card
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "hf_TestTokenThatMustNeverAppear0123456789"
@@ -137,6 +139,11 @@ def test_card_without_finetune_results_or_manifest(export_dir, tmp_path):
     (plan,) = [p for p in hub.plan(str(copy), PREFIX, license="mit") if p.tower == "generator"]
     assert "Not evaluated yet" in plan.card and "were not recorded" in plan.card
     assert ModelCard(plan.card).data.license == "mit"
+    # the offline metadata check is the one that would catch a broken card
+    with pytest.raises(DataError, match="language: 'en'"):
+        validate_card(plan.card.replace("language: ko", "language: en"), "generator")
+    with pytest.raises(DataError, match="pipeline_tag"):
+        validate_card(plan.card, "discriminator")
 
 
 def test_publish_goes_through_the_seam_with_the_token_hidden(export_dir, monkeypatch, capsys, caplog):

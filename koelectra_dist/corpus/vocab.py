@@ -8,6 +8,7 @@ tokens [PAD] [UNK] [CLS] [SEP] [MASK] as ids 0-4, and [unusedN] tokens appended 
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 import json
@@ -72,11 +73,10 @@ class Pretokenizer:
         if self.kind != "mecab":
             return line
         text = self._normalizer.normalize_str(line)
-        cuts = _morpheme_cuts(text)
+        cuts = sorted(_morpheme_cuts(text))
         out = []
         for _, (start, end) in self._words.pre_tokenize_str(text):
-            inner = sorted(c for c in cuts if start < c < end)
-            bounds = [start, *inner, end]
+            bounds = [start, *cuts[bisect.bisect_right(cuts, start) : bisect.bisect_left(cuts, end)], end]
             pieces = [text[a:b] for a, b in itertools.pairwise(bounds)]
             out.append(pieces[0])
             out.extend("##" + p for p in pieces[1:])

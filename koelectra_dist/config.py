@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -545,13 +546,49 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> list[str]:
     return problems
 
 
+# Fields naming locations. A relative local path in them is made absolute where the config is
+# loaded: Ray workers run in other working directories than the driver.
+LOCATION_FIELDS = (
+    "run.output_uri",
+    "corpus.inputs",
+    "corpus.output_uri",
+    "corpus.vocab.vocab_uri",
+    "train.shards_uri",
+    "train.init_from",
+    "checkpoint.storage_uri",
+    "export.checkpoint",
+    "export.output_uri",
+    "export.vocab_uri",
+    "finetune.model_uri",
+    "finetune.data_dir",
+    "finetune.output_uri",
+)
+
+
+def _absolute(location: str | list[str] | None) -> str | list[str] | None:
+    if isinstance(location, list):
+        return [_absolute(x) for x in location]
+    if location is None or "://" in location:
+        return location
+    return os.path.abspath(location)
+
+
+def _replace_at(obj: Any, path: list[str], fn: Any) -> Any:
+    head, *rest = path
+    value = getattr(obj, head)
+    return dataclasses.replace(obj, **{head: _replace_at(value, rest, fn) if rest else fn(value)})
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build and check a Config; relative local paths become absolute against the current directory."""
     errors: list[str] = []
     cfg = _build(Config, data, "", errors)
     if cfg is not None:
         errors += _validate(cfg)
     if errors:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))
+    for dotted in LOCATION_FIELDS:
+        cfg = _replace_at(cfg, dotted.split("."), _absolute)
     return cfg
 
 

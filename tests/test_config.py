@@ -1,12 +1,14 @@
+import dataclasses
 import json
 import pickle
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
 
-from koelectra_dist.config import Config, config_from_dict, load_config, resolved_json
+from koelectra_dist.config import LOCATION_FIELDS, Config, config_from_dict, load_config, resolved_json
 from koelectra_dist.errors import CheckpointError, ConfigError, DataError, StorageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,13 +87,13 @@ def test_overrides_parse_json_values_and_strings():
         [
             "train.steps=20",
             "checkpoint.storage_uri=s3://bucket/ckpt",
-            'corpus.inputs=["a", "b"]',
+            'corpus.inputs=["s3://b/a", "s3://b/b"]',
             "distributed.precision=bf16",
         ],
     )
     assert cfg.train.steps == 20
     assert cfg.checkpoint.storage_uri == "s3://bucket/ckpt"
-    assert cfg.corpus.inputs == ["a", "b"]
+    assert cfg.corpus.inputs == ["s3://b/a", "s3://b/b"]
     assert cfg.distributed.precision == "bf16"
 
 
@@ -184,3 +186,29 @@ def test_derived_values_are_methods():
 def test_errors_survive_pickling(cls):
     err = pickle.loads(pickle.dumps(cls("what is wrong; how to fix it")))
     assert type(err) is cls and str(err) == "what is wrong; how to fix it"
+
+
+def test_relative_local_locations_become_absolute(tmp_path, monkeypatch):
+    # Ray workers run in other directories than the driver: paths are fixed where the config loads.
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(
+        ROOT / "configs" / "tiny.json",
+        ["run.output_uri=out", 'corpus.inputs=["a.txt", "s3://b/c", "pkg://konlpy/data"]', "train.init_from=/abs/x"],
+    )
+    assert cfg.run.output_uri == str(tmp_path / "out")
+    assert cfg.corpus.inputs == [str(tmp_path / "a.txt"), "s3://b/c", "pkg://konlpy/data"]
+    assert cfg.train.init_from == "/abs/x" and cfg.export.output_uri is None
+    assert cfg.checkpoint.resolved_storage_uri(cfg.run) == str(tmp_path / "out" / "checkpoints")
+
+
+def test_every_location_field_is_listed():
+    def dotted_fields(tp, prefix=""):
+        for name, field_type in typing.get_type_hints(tp).items():
+            if dataclasses.is_dataclass(field_type):
+                yield from dotted_fields(field_type, f"{prefix}{name}.")
+            else:
+                yield f"{prefix}{name}"
+
+    every = set(dotted_fields(Config))
+    assert set(LOCATION_FIELDS) <= every
+    assert {f for f in every if f.endswith(("_uri", "_dir", "inputs", "init_from"))} <= set(LOCATION_FIELDS)

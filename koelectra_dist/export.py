@@ -227,9 +227,9 @@ def run(cfg: Config) -> dict[str, Any]:
 # ---------------------------------------------------------------- continuing pre-training
 
 
-def load_pretraining(uri: str, expect: ModelConfig | None = None) -> ElectraPretrainer:
-    """The `ElectraPretrainer` saved in an exported `pretraining/` folder (local or s3://), with its
-    exact weights. With `expect`, a different model shape is a ConfigError naming the fields."""
+def pretraining_config(uri: str, expect: ModelConfig | None = None) -> tuple[ModelConfig, dict[str, Any]]:
+    """The model shape and the whole config.json of an exported `pretraining/` folder (local or
+    s3://). With `expect`, a different model shape is a ConfigError naming the fields."""
     config_uri = storage.join(uri, "config.json")
     if not storage.exists(config_uri):
         raise CheckpointError(
@@ -254,6 +254,13 @@ def load_pretraining(uri: str, expect: ModelConfig | None = None) -> ElectraPret
     ]
     if differ:
         raise ConfigError("the model config differs from the one of train.init_from:\n  - " + "\n  - ".join(differ))
+    return model_cfg, saved
+
+
+def load_pretraining(uri: str, expect: ModelConfig | None = None) -> ElectraPretrainer:
+    """The `ElectraPretrainer` saved in an exported `pretraining/` folder (local or s3://), with its
+    exact weights (see `pretraining_config` for `expect`)."""
+    model_cfg, saved = pretraining_config(uri, expect)
     model = ElectraPretrainer(expect or model_cfg, **saved["objective"])
     load_pretraining_weights(model, uri)
     return model

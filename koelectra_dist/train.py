@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from typing import Any
 
 import torch
@@ -20,7 +18,7 @@ import torch
 from koelectra_dist import checkpoint, storage
 from koelectra_dist.config import Config
 from koelectra_dist.data import Prefetcher, ShardStream, open_shards
-from koelectra_dist.errors import CheckpointError, ConfigError, KoelectraError
+from koelectra_dist.errors import CheckpointError, KoelectraError
 from koelectra_dist.train_metrics import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -58,6 +56,20 @@ def check_resume(cfg: Config, meta: dict[str, Any], vocab_sha256: str, where: st
         )
     if meta["step"] > cfg.train.steps:
         raise CheckpointError(f"{where} is at step {meta['step']}, beyond train.steps={cfg.train.steps}")
+
+
+def check_init_from(cfg: Config, vocab_sha256: str) -> None:
+    """Refuse an exported pretraining/ folder of another model shape or vocabulary."""
+    from koelectra_dist.export import pretraining_config
+
+    uri = cfg.train.init_from
+    _, saved = pretraining_config(uri, expect=cfg.model)
+    if saved.get("vocab_sha256") != vocab_sha256:
+        raise CheckpointError(
+            f"train.init_from={uri} was pre-trained with another vocabulary than the shards' (sha256 "
+            f"{str(saved.get('vocab_sha256'))[:12]}... vs {vocab_sha256[:12]}...); build the shards with its "
+            f"vocabulary: --set corpus.vocab.vocab_uri={uri} and run the corpus stage again"
+        )
 
 
 def _unwrap_user_error(exc: BaseException) -> KoelectraError | None:
@@ -98,6 +110,8 @@ def run(cfg: Config) -> dict[str, Any]:
     d = cfg.distributed
     shards = open_shards(cfg)
     root = cfg.checkpoint.resolved_storage_uri(cfg.run)
+    if cfg.train.init_from:
+        check_init_from(cfg, shards.manifest["vocab_sha256"])
     latest = checkpoint.latest_committed(root)
     if latest:
         meta = checkpoint.read_meta(latest)
@@ -163,7 +177,9 @@ def train_loop(config: dict[str, Any]) -> None:
     _seed_all(t.seed)
     model = ElectraPretrainer(cfg.model, mask_prob=t.mask_prob, gen_weight=t.gen_weight, disc_weight=t.disc_weight)
     if t.init_from:
-        _load_init(model, t.init_from)
+        from koelectra_dist.export import load_pretraining_weights
+
+        load_pretraining_weights(model, t.init_from)
     engine, _, _ = build_engine(cfg, model)
     # Masking and dropout differ across ranks (a checkpoint restores these states per rank).
     _seed_all(t.seed * 1_000_003 + rank + 1)
@@ -214,23 +230,3 @@ def train_loop(config: dict[str, Any]) -> None:
     finally:
         loader.close()
         metrics.close()
-
-
-def _load_init(model: torch.nn.Module, uri: str) -> None:
-    """Weights for continued pre-training: an exported pretraining/ folder holding this model's
-    state dict as model.safetensors."""
-    from safetensors.torch import load_file
-
-    scratch = tempfile.mkdtemp(prefix="koelectra-init-")
-    try:
-        path = os.path.join(scratch, "model.safetensors")
-        with open(path, "wb") as f:
-            f.write(storage.read_bytes(storage.join(uri, "model.safetensors")))
-        missing, unexpected = model.load_state_dict(load_file(path), strict=False)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    if missing or unexpected:
-        raise ConfigError(
-            f"train.init_from={uri}: its weights do not fit model.* (missing {missing[:3]}, unexpected "
-            f"{unexpected[:3]}); use the model section the checkpoint was trained with"
-        )

@@ -282,3 +282,51 @@ def test_export_errors_before_any_work(vocab, tmp_path):
         run(tiny_config(str(tmp_path / "run"), 1, **{"export.checkpoint": str(tmp_path / "nope")}))
     with pytest.raises(CheckpointError, match="not an exported pretraining"):
         load_pretraining(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_pretraining_folder_continues_pretraining_exactly(trained, ray_local, tmp_path):
+    """`pretrain --set train.init_from=<hf>/pretraining` starts from exactly the exported weights:
+    ELECTRA's warm-up gives step 0 a learning rate of 0, so after one step the new run's committed
+    checkpoint still holds them bit for bit."""
+    from pretrain_shards import write_shard_set
+
+    from koelectra_dist import train
+
+    cfg, _ = trained[1]
+    hf = str(tmp_path / "hf")
+    run(load_config(ROOT / "configs" / "tiny.json", [*overrides_of(cfg), f"export.output_uri={hf}"]))
+    corpus = tmp_path / "corpus"
+    write_shard_set(str(corpus), cfg.model.vocab_size, cfg.model.max_length, [16])
+    overrides = [
+        f"run.output_uri={tmp_path / 'continued'}",
+        f"train.shards_uri={corpus / 'shards'}",
+        f"train.init_from={hf}/pretraining",
+        "train.steps=1",
+        "distributed.zero_stage=1",
+    ]
+    with pytest.raises(CheckpointError, match="another vocabulary"):  # the shards' vocabulary is not its own
+        train.run(load_config(ROOT / "configs" / "tiny.json", overrides))
+    # the same shards relabelled with the exported vocabulary
+    shutil.copy(Path(cfg.export.vocab_uri) / "vocab.txt", corpus / "vocab" / "vocab.txt")
+    manifest = json.loads((corpus / "shards" / "manifest.json").read_text())
+    manifest["vocab_sha256"] = vocab_sha256(str(corpus / "vocab"))
+    (corpus / "shards" / "manifest.json").write_text(json.dumps(manifest))
+
+    continued = load_config(ROOT / "configs" / "tiny.json", overrides)
+    report = train.run(continued)
+    weights = checkpoint.consolidated_state_dict(report["checkpoint"])
+    exported = checkpoint.consolidated_state_dict(
+        checkpoint.step_uri(cfg.checkpoint.resolved_storage_uri(cfg.run), STEPS)
+    )
+    assert weights.keys() == exported.keys()
+    for key, value in exported.items():
+        assert torch.equal(weights[key], value), key
+
+    # a model shape other than the exported one is refused before any worker starts
+    with pytest.raises(ConfigError, match="model.hidden_size"):
+        train.run(dataclasses.replace(continued, model=dataclasses.replace(continued.model, hidden_size=128)))
+
+
+def overrides_of(cfg: Config) -> list[str]:
+    return [f"run.output_uri={cfg.run.output_uri}", f"export.vocab_uri={cfg.export.vocab_uri}"]

@@ -42,12 +42,14 @@ def check_resume(cfg: Config, meta: dict[str, Any], vocab_sha256: str, where: st
             f"{where} used train.global_batch_size={saved['train']['global_batch_size']}; the data position and "
             f"schedule depend on it, so resume with that value (now {cfg.train.global_batch_size})"
         )
-    if meta["world_size"] != cfg.distributed.num_workers and meta["zero_stage"] > 0:
+    if meta["world_size"] != cfg.distributed.num_workers:
+        # The data position would carry over (it does not depend on the worker count), but the
+        # engine state does not: ZeRO and DeepSpeed's bf16 optimizer partition it per worker, and
+        # each rank restores its own RNG state.
         raise CheckpointError(
-            f"{where} was written by {meta['world_size']} workers with ZeRO stage {meta['zero_stage']}, whose "
-            f"optimizer state is partitioned per worker; resume with distributed.num_workers="
-            f"{meta['world_size']} (the data position, {meta['consumed_samples']} samples, does not depend "
-            "on the worker count), or export this checkpoint and start a new run from it with train.init_from"
+            f"{where} was written by {meta['world_size']} workers; resume with distributed.num_workers="
+            f"{meta['world_size']} (the data position, {meta['consumed_samples']} samples, does not depend on "
+            "the worker count), or export this checkpoint and start a new run from it with train.init_from"
         )
     if meta["zero_stage"] != cfg.distributed.zero_stage:
         raise CheckpointError(

@@ -39,6 +39,9 @@ RAY=${RAY:-ray}
 DASHBOARD_PORT=$((PORT + 1))
 GCS=127.0.0.1:$PORT
 export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$DIR/auth_token
+# Ray processes that look up "the" local cluster (Ray Train's helpers use the state API) would find
+# every Ray instance on this machine; point them at this one.
+export RAY_ADDRESS=$GCS
 
 usage() {
   echo "usage: $0 start N | status | stop   (N = worker nodes besides the head)" >&2
@@ -55,8 +58,10 @@ node_ports() {
     "--min-worker-port $workers --max-worker-port $((workers + 99))"
 }
 
+# Each node gets its own temp dir: nodes sharing one would unpack job working dirs into the same
+# folder at the same time and forward each other's logs.
 common_args() {
-  echo "--temp-dir $DIR --object-store-memory $OBJECT_STORE_BYTES --disable-usage-stats"
+  echo "--temp-dir $DIR/$1 --object-store-memory $OBJECT_STORE_BYTES --disable-usage-stats"
 }
 
 # PIDs of this cluster's processes: the node daemons carry its temp dir (ours alone) on their
@@ -84,13 +89,23 @@ start() {
   # shellcheck disable=SC2046  # the helpers print space-separated flags on purpose
   "$RAY" start --head --port "$PORT" --dashboard-host 127.0.0.1 --dashboard-port "$DASHBOARD_PORT" \
     --ray-client-server-port $((PORT + 2)) --num-cpus "$HEAD_CPUS" --num-gpus 0 \
-    --resources '{"head": 1}' $(common_args) $(node_ports 0) >"$DIR/head.log" 2>&1 ||
+    --resources '{"head": 1}' $(common_args head) $(node_ports 0) >"$DIR/head.log" 2>&1 ||
     fail "head" "$DIR/head.log"
-  for i in $(seq 1 "$n"); do
+  local pids=()
+  for i in $(seq 1 "$n"); do  # in parallel: each node takes seconds to come up
     # shellcheck disable=SC2046
     "$RAY" start --address "$GCS" --num-cpus "$WORKER_CPUS" --num-gpus 0 \
-      --resources "{\"worker\": 1, \"worker_$i\": 1}" $(common_args) $(node_ports "$i") \
-      >"$DIR/worker-$i.log" 2>&1 || fail "worker $i" "$DIR/worker-$i.log"
+      --resources "{\"worker\": 1, \"worker_$i\": 1}" $(common_args "worker-$i") $(node_ports "$i") \
+      >"$DIR/worker-$i.log" 2>&1 &
+    pids+=($!)
+  done
+  for i in $(seq 1 "$n"); do
+    wait "${pids[$((i - 1))]}" || fail "worker $i" "$DIR/worker-$i.log"
+  done
+  # Ready once the autoscaler's status (what `status` shows) lists every node.
+  for _ in $(seq 1 30); do
+    [ "$("$RAY" status --address "$GCS" 2>/dev/null | grep -c ' node_')" -ge $((n + 1)) ] && break
+    sleep 2
   done
   echo "started a head and $n worker node(s) under $DIR"
   echo "export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH"

@@ -19,6 +19,7 @@ import functools
 import math
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -326,11 +327,6 @@ def free_port_base() -> int:
 @pytest.fixture
 def local_cluster():
     """Head (no CPUs, like the AWS head) + 2 worker nodes of 1 CPU each, via the script."""
-    from ray._private.utils import get_dashboard_dependency_error
-
-    missing = get_dashboard_dependency_error()
-    if missing:
-        pytest.skip(f"`ray job submit` needs the job server of ray[default] ({missing}); add ray[default]==2.60.0")
     base = free_port_base()
     env = {**os.environ, "KOELECTRA_RAY_PORT": str(base), "HEAD_CPUS": "0", "WORKER_CPUS": "1"}
     script = [str(ROOT / "scripts" / "local_cluster.sh")]
@@ -345,6 +341,7 @@ def local_cluster():
         }
     finally:
         subprocess.run([*script, "stop"], cwd=ROOT, env=env, check=False, capture_output=True)
+        shutil.rmtree(f"/tmp/koelectra-ray-{base}", ignore_errors=True)
 
 
 @pytest.mark.slow
@@ -355,28 +352,21 @@ def test_job_submit_pretrains_on_local_multinode_cluster(local_cluster, tmp_path
     )
     for resource in ("/1.0 head", "/2.0 worker", "/1.0 worker_1", "/1.0 worker_2"):
         assert resource in status.stdout, status.stdout + status.stderr
-    out = tmp_path / "run"
+    # A short run: 4 steps, a checkpoint every 2.
+    overrides = [f"run.output_uri={tmp_path / 'run'}", "train.steps=4", "checkpoint.interval_steps=2"]
     # The 2 training workers need 1 CPU each and the head has none: they run on the two worker nodes.
-    cmd = [
-        str(Path(sys.executable).parent / "ray"),
-        "job",
-        "submit",
-        "--runtime-env",
-        str(RUNTIME_ENV.relative_to(ROOT)),
-        "--",
-        "python",
-        "launch.py",
-        "--config",
-        "configs/tiny.json",
-        "--set",
-        f"run.output_uri={out}",
-        "corpus",
-        "pretrain",
-    ]
+    cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--runtime-env", "cluster/runtime_env.yaml"]
+    cmd += ["--", "python", "launch.py", "--config", "configs/tiny.json"]
+    cmd += [arg for o in overrides for arg in ("--set", o)] + ["corpus", "pretrain"]
     job = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
     from koelectra_dist.checkpoint import committed_steps
 
-    cfg = load_config(ROOT / "configs" / "tiny.json", [f"run.output_uri={out}"])
-    assert committed_steps(cfg.checkpoint.resolved_storage_uri(cfg.run))[-1] == cfg.train.steps
+    cfg = load_config(ROOT / "configs" / "tiny.json", overrides)
+    root = cfg.checkpoint.resolved_storage_uri(cfg.run)
+    assert committed_steps(root)[-1] == cfg.train.steps
     assert "stage pretrain: done" in job.stdout, job.stdout[-4000:]
+    # Submitting the same job again resumes from the last committed checkpoint (here: the final one).
+    again = subprocess.run(cmd[:-2] + ["pretrain"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
+    assert f'"resumed_from": "{root}/step-{cfg.train.steps:08d}"' in again.stdout, again.stdout[-4000:]

@@ -97,3 +97,12 @@ def test_existing_vocab_checks(nsmc_vocab_dir):
 def test_too_small_corpus_for_the_vocab_is_a_clear_error():
     with pytest.raises(DataError, match="supports only .* WordPiece tokens.*model.vocab_size <="):
         train_vocab(["영화 정말 좋아요", "정말 좋은 영화"], VocabConfig(pretokenizer="whitespace", num_unused=0), 500)
+
+
+def test_alphabet_larger_than_the_vocab_is_a_clear_error():
+    # Many distinct syllables: WordPiece keeps them all (and their ## forms) beyond the asked size,
+    # which would give ids past model.vocab_size.
+    syllables = [chr(0xAC00 + i) for i in range(0, 11172, 7)]
+    lines = ["".join(syllables[i : i + 3]) + " " + "".join(syllables[i + 1 : i + 4]) for i in range(len(syllables) - 4)]
+    with pytest.raises(DataError, match="alphabet alone takes .* set model.vocab_size >= "):
+        train_vocab(lines, VocabConfig(pretokenizer="whitespace", num_unused=0, min_frequency=1), 1000)

@@ -110,6 +110,15 @@ def train_vocab(lines: Iterable[str], cfg: VocabConfig, vocab_size: int, length:
             f"{vocab_size} minus corpus.vocab.num_unused {cfg.num_unused} asks for {learned}: use more "
             f"text, lower corpus.vocab.min_frequency, or set model.vocab_size <= {len(vocab) + cfg.num_unused}"
         )
+    if len(vocab) > learned:
+        # WordPiece keeps its whole initial alphabet (each character also as a ## continuation),
+        # even beyond the requested size; ids past model.vocab_size would crash the model later.
+        raise DataError(
+            f"the corpus's alphabet alone takes {len(vocab)} WordPiece tokens (characters and their ## "
+            f"forms, up to corpus.vocab.limit_alphabet={cfg.limit_alphabet} characters), more than the "
+            f"{learned} that model.vocab_size {vocab_size} minus corpus.vocab.num_unused {cfg.num_unused} "
+            f"leaves: set model.vocab_size >= {len(vocab) + cfg.num_unused} or lower corpus.vocab.limit_alphabet"
+        )
     return vocab + [f"[unused{i}]" for i in range(cfg.num_unused)]
 
 

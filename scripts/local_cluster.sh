@@ -109,7 +109,7 @@ start() {
   done
   echo "started a head and $n worker node(s) under $DIR"
   echo "export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH"
-  echo "export RAY_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT   # for ray job submit / status / logs"
+  echo "export RAY_ADDRESS=http://127.0.0.1:$DASHBOARD_PORT   # for ray job submit / ray job logs / ray job status"
   echo "GCS address: $GCS   ($0 status)"
 }
 

@@ -105,7 +105,11 @@ def test_aws_config_passes_ray_and_ec2_validation():
     # The pinned install: a revision variable, setup.sh, and Ray from the project's venv.
     setup = " ".join(config["setup_commands"])
     assert "KOELECTRA_REV=" in setup and "scripts/setup.sh" in setup
-    assert all(".venv/bin/ray start" in " ".join(c) for c in (config["head_start_ray_commands"],))
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = " ".join(config[key])
+        assert ".venv/bin/ray start" in start, key
+        # Job entrypoints run `python` from the PATH of `ray start`: the project's venv must come first.
+        assert "PATH=$HOME/koelectra_dist/.venv/bin:$PATH" in start, key
     assert "FI_PROVIDER=efa" in " ".join(config["worker_start_ray_commands"])
 
 

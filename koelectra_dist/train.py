@@ -9,6 +9,7 @@ latest committed checkpoint, so retries need no special path.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
@@ -161,6 +162,14 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _quiet_ray_train_reports() -> None:
+    """Ray Train logs every report in full, per rank, at INFO; rank 0's metric line says it once."""
+    with contextlib.suppress(ImportError):
+        from ray.train.v2._internal.execution import context
+
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
 def train_loop(config: dict[str, Any]) -> None:
     """One Ray Train worker: build, resume, train, checkpoint."""
     import ray.train
@@ -169,6 +178,7 @@ def train_loop(config: dict[str, Any]) -> None:
     from koelectra_dist.model import ElectraPretrainer
 
     cfg: Config = config["cfg"]
+    _quiet_ray_train_reports()
     storage.use_storage_config(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()

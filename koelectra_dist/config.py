@@ -565,6 +565,23 @@ LOCATION_FIELDS = (
 )
 
 
+PLACEHOLDER = "YOUR-"
+"""Marks the values the shipped configs leave to the user (s3://YOUR-BUCKET/..., YOUR-ORG/...)."""
+
+
+def placeholder_problems(cfg: Config) -> list[str]:
+    """Locations that still hold a placeholder: fine for `--check`, fatal for a run."""
+    problems = []
+    for dotted in LOCATION_FIELDS:
+        value: Any = cfg
+        for part in dotted.split("."):
+            value = getattr(value, part)
+        for v in value if isinstance(value, list) else [value]:
+            if v and PLACEHOLDER in v:
+                problems.append(f"{dotted}: {v} is a placeholder; set it, e.g. --set {dotted}=s3://my-bucket/...")
+    return problems
+
+
 def _absolute(location: str | list[str] | None) -> str | list[str] | None:
     if isinstance(location, list):
         return [_absolute(x) for x in location]

@@ -7,12 +7,16 @@ import logging
 import time
 
 from koelectra_dist import ray_runtime, stages
-from koelectra_dist.config import Config
+from koelectra_dist.config import Config, placeholder_problems
+from koelectra_dist.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
 def run_stages(cfg: Config) -> dict[str, dict]:
+    problems = placeholder_problems(cfg)
+    if problems:
+        raise ConfigError("the config still has placeholders:\n  - " + "\n  - ".join(problems))
     reports = {}
     if stages.NEEDS_RAY & set(cfg.run.stages):
         ray_runtime.connect(cfg)

@@ -212,3 +212,25 @@ def test_every_location_field_is_listed():
     every = set(dotted_fields(Config))
     assert set(LOCATION_FIELDS) <= every
     assert {f for f in every if f.endswith(("_uri", "_dir", "inputs", "init_from"))} <= set(LOCATION_FIELDS)
+
+
+def test_placeholders_pass_check_but_stop_a_run_before_ray_starts():
+    check = subprocess.run(
+        [sys.executable, "launch.py", "--config", "configs/base_v3.json", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        check.returncode == 0 and "run.output_uri: s3://YOUR-BUCKET/koelectra/base-v3 is a placeholder" in check.stderr
+    )
+    run = subprocess.run(
+        [sys.executable, "launch.py", "--config", "configs/base_v3.json", "corpus"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "koelectra_dist config error: the config still has placeholders" in run.stderr
+    assert "corpus.inputs: s3://YOUR-BUCKET/corpora/koelectra-v3/ is a placeholder" in run.stderr
+    assert "Started a local Ray instance" not in run.stderr

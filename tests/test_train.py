@@ -121,13 +121,18 @@ def test_resumed_run_equals_uninterrupted_run(
 
 
 def train_worker_pids() -> set[int]:
-    """PIDs of live Ray Train worker processes (Ray titles them ray::RayTrainWorker...)."""
+    """PIDs of this test session's live Ray Train worker processes (Ray titles them
+    ray::RayTrainWorker...). Only descendants of this process (the local Ray instance's raylet
+    forks them), so another Ray instance on the same machine is never touched."""
     import psutil
 
     pids = set()
-    for proc in psutil.process_iter(["cmdline"]):
-        if any("RayTrainWorker" in part for part in proc.info["cmdline"] or []):
-            pids.add(proc.pid)
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if any("RayTrainWorker" in part for part in proc.cmdline()):
+                pids.add(proc.pid)
+        except psutil.Error:  # exited meanwhile
+            continue
     return pids
 
 

@@ -139,7 +139,7 @@ def test_rates_on_real_korean_reviews():
     with gzip.open(path, "rt", encoding="utf-8") as f:
         lines = [line.strip() for _, line in zip(range(60_000), f, strict=False)]
     vocab = train_vocab(
-        (line for line in lines[:20_000] if line), VocabConfig(pretokenizer="whitespace", num_unused=0), 2000
+        (line for line in lines[:20_000] if line), VocabConfig(pretokenizer="whitespace", num_unused=0), 4000
     )
     tokenizer = build_tokenizer(vocab)
     encodings = tokenizer.encode_batch([line for line in lines if line], add_special_tokens=False)

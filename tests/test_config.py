@@ -15,6 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.json"))
 
 
+def launch(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """`python launch.py ARGS` from the project root, output captured."""
+    return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True, text=True, check=check)
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_config_file_loads(path):
     cfg = load_config(path)
@@ -47,13 +52,7 @@ def test_config_files_mirror_koelectra():
 
 
 def test_check_prints_base_v3_resolved():
-    out = subprocess.run(
-        [sys.executable, "launch.py", "--config", "configs/base_v3.json", "--check"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = launch("--config", "configs/base_v3.json", "--check", check=True).stdout
     resolved = json.loads(out)
     assert resolved["model"]["vocab_size"] == 35000
     assert resolved["train"]["global_batch_size"] == 256
@@ -70,12 +69,7 @@ def test_check_prints_base_v3_resolved():
 
 
 def test_check_names_a_misspelled_key_and_does_not_start_ray():
-    proc = subprocess.run(
-        [sys.executable, "launch.py", "--config", "configs/base_v3.json", "--set", "model.hiden_size=1", "--check"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    proc = launch("--config", "configs/base_v3.json", "--set", "model.hiden_size=1", "--check")
     assert proc.returncode != 0
     assert "model.hiden_size" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -141,29 +135,10 @@ def test_corpus_stage_needs_inputs():
 
 
 def test_named_stages_replace_configured_ones_for_validation():
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "launch.py",
-            "--config",
-            "configs/tiny.json",
-            "--set",
-            "corpus.inputs=[]",
-            "pretrain",
-            "--check",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    proc = launch("--config", "configs/tiny.json", "--set", "corpus.inputs=[]", "pretrain", "--check")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["run"]["stages"] == ["pretrain"]
-    proc = subprocess.run(
-        [sys.executable, "launch.py", "--config", "configs/tiny.json", "bogus", "--check"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    proc = launch("--config", "configs/tiny.json", "bogus", "--check")
     assert proc.returncode == 2 and "unknown stage" in proc.stderr
 
 
@@ -215,21 +190,11 @@ def test_every_location_field_is_listed():
 
 
 def test_placeholders_pass_check_but_stop_a_run_before_ray_starts():
-    check = subprocess.run(
-        [sys.executable, "launch.py", "--config", "configs/base_v3.json", "--check"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    check = launch("--config", "configs/base_v3.json", "--check")
     assert (
         check.returncode == 0 and "run.output_uri: s3://YOUR-BUCKET/koelectra/base-v3 is a placeholder" in check.stderr
     )
-    run = subprocess.run(
-        [sys.executable, "launch.py", "--config", "configs/base_v3.json", "corpus"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    run = launch("--config", "configs/base_v3.json", "corpus")
     assert run.returncode == 2, run.stderr
     assert "koelectra_dist config error: the config still has placeholders" in run.stderr
     assert "corpus.inputs: s3://YOUR-BUCKET/corpora/koelectra-v3/ is a placeholder" in run.stderr

@@ -175,6 +175,17 @@ def test_worker_errors_reach_the_driver_as_clear_errors(ray_local):
         list(map_blocks(iter([b"x"]), bug, {}, 4, "test"))
 
 
+def test_blocks_come_back_in_order_across_overlapping_windows(ray_local):
+    def echo_block(batch, **_):  # defined here so that Ray pickles it by value
+        return batch.append_column("counts", pa.array(['{"blocks": 1}']))
+
+    blocks = [f"block {i}".encode() for i in range(23)]
+    rows = list(map_blocks(iter(blocks), echo_block, {}, 8, "test"))  # windows of 2, 8, 8, 5 blocks
+    assert [row["data"] for row in rows] == blocks
+    assert [row["index"] for row in rows] == list(range(23))
+    assert all(row["counts"] == {"blocks": 1} for row in rows)
+
+
 def test_sampled_vocabulary_and_packing_across_documents(ray_local, tmp_path):
     cfg = make_cfg(
         str(tmp_path / "run"),

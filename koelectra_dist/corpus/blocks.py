@@ -10,13 +10,12 @@ and the output does not depend on scheduling.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
-import queue
-import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from itertools import islice
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -99,7 +98,8 @@ def pack_block(
     cleaner = Cleaner(cleaning)
     documents = cleaner.clean_documents(decode_documents(data, counts))
     lines = [line for doc in documents for line in doc]
-    encodings = _tokenizer(tokenizer_json).encode_batch(lines, add_special_tokens=False)
+    # encode_batch_fast: the same ids without character offsets (~20% faster), which packing never reads
+    encodings = _tokenizer(tokenizer_json).encode_batch_fast(lines, add_special_tokens=False)
     builder = ExampleBuilder(max_length, block_rng(seed, index), single_segment_prob, short_seq_prob)
     position = 0
     for doc in documents:
@@ -123,32 +123,32 @@ def pack_block(
     return _result(index, counts, ids=ids.tobytes(), types=types.tobytes(), offsets=offsets.tobytes())
 
 
-def _prefetch_windows(blocks: Iterator[bytes], window: int) -> Iterator[list]:
-    """Windows of object refs to blocks, read by a background thread one window ahead, so that
-    reading the input overlaps with the work on the previous window."""
+def _windows(blocks: Iterator[bytes], window: int) -> Iterator[list]:
+    """Object refs to blocks, `window` at a time; the first window is small so that the cluster
+    starts working while the driver reads the next one."""
     import ray
 
-    windows: queue.Queue = queue.Queue(maxsize=1)
-    done = object()
+    start, size = 0, max(2, window // 8)
+    while chunk := list(itertools.islice(blocks, size)):
+        yield [
+            ray.put(pa.table({"index": [start + i], "data": pa.array([b], pa.binary())})) for i, b in enumerate(chunk)
+        ]
+        start, size = start + len(chunk), window
 
-    def produce() -> None:
-        try:
-            start = 0
-            while chunk := list(islice(blocks, window)):
-                table = [
-                    pa.table({"index": [start + i], "data": pa.array([b], pa.binary())}) for i, b in enumerate(chunk)
-                ]
-                windows.put([ray.put(t) for t in table])
-                start += len(chunk)
-            windows.put(done)
-        except BaseException as e:  # noqa: BLE001 - re-raised on the consuming thread
-            windows.put(e)
 
-    threading.Thread(target=produce, name="corpus-reader", daemon=True).start()
-    while (item := windows.get()) is not done:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+def _run_window(refs: list, fn: Callable[..., pa.Table], fn_kwargs: dict[str, Any], what: str) -> list[dict[str, Any]]:
+    """One Ray Data dataset with one task per block; its result rows in block order."""
+    import ray
+
+    ds = ray.data.from_arrow_refs(refs).map_batches(
+        fn, fn_kwargs=fn_kwargs, batch_size=None, batch_format="pyarrow", zero_copy_batch=True
+    )
+    # A single operator: reserving part of the CPUs for other operators would idle them.
+    ds.context.op_resource_reservation_enabled = False
+    try:
+        return sorted(ds.iter_rows(), key=lambda row: row["index"])
+    except Exception as e:  # a worker failure: surface our own error's message if it was one
+        raise _unwrap(e, what) from e
 
 
 def map_blocks(
@@ -159,28 +159,29 @@ def map_blocks(
     what: str,
 ) -> Iterator[dict[str, Any]]:
     """Run `fn` over `blocks` with Ray Data, `window` blocks at a time; yield result rows (dicts
-    with `counts` parsed) in block order."""
-    import ray
-
+    with `counts` parsed) in block order. Two windows run at once, so the next window's tasks fill
+    the CPUs while the last tasks of the current one finish and while the caller consumes its rows;
+    memory stays bounded by two windows of input and one of results."""
+    running: deque[Future] = deque()
     first = 0
-    for refs in _prefetch_windows(blocks, window):
-        ds = ray.data.from_arrow_refs(refs).map_batches(
-            fn, fn_kwargs=fn_kwargs, batch_size=None, batch_format="pyarrow", zero_copy_batch=True
-        )
-        # A single operator: reserving part of the CPUs for other operators would idle them.
-        ds.context.op_resource_reservation_enabled = False
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"corpus-{what}") as pool:
         try:
-            results = sorted(ds.iter_rows(), key=lambda row: row["index"])
-        except Exception as e:  # a worker failure: surface our own error's message if it was one
-            raise _unwrap(e, what) from e
-        log.info("corpus %s: blocks %d-%d done", what, first, first + len(refs) - 1)
-        first += len(refs)
-        for row in results:
-            if row.get("error"):
-                error = json.loads(row["error"])
-                raise getattr(errors, error["kind"])(error["message"])
-            row["counts"] = json.loads(row["counts"])
-            yield row
+            for refs in itertools.chain(_windows(blocks, window), [None]):
+                if refs is not None:
+                    running.append(pool.submit(_run_window, refs, fn, fn_kwargs, what))
+                while running and (refs is None or len(running) == 2):
+                    results = running.popleft().result()
+                    log.info("corpus %s: blocks %d-%d done", what, first, first + len(results) - 1)
+                    first += len(results)
+                    for row in results:
+                        if row.get("error"):
+                            error = json.loads(row["error"])
+                            raise getattr(errors, error["kind"])(error["message"])
+                        row["counts"] = json.loads(row["counts"])
+                        yield row
+        finally:
+            for future in running:
+                future.cancel()
 
 
 def _unwrap(exc: Exception, what: str) -> Exception:

@@ -1,18 +1,15 @@
 """The ELECTRA objective learns on real Korean text (../shared/data/nsmc): a tiny ElectraPretrainer
-trained for 200 steps in a plain torch loop (no Ray, no DeepSpeed), tokenized with a small WordPiece
-vocabulary trained by the corpus stage's own functions.
+trained for 200 steps with the full objective in a plain torch loop (no Ray, no DeepSpeed),
+tokenized with a small WordPiece vocabulary trained by the corpus stage's own functions.
 
-What 200 steps of a tiny model can and cannot show (measured on 2 shared cores, seeds 0-3, ~7 s each):
-- Replaced-token detection itself is learnable from the objective's samples: with the generator left
-  at its initialisation (`gen_weight=0`, so its samples are near-uniform tokens), the discriminator
-  reaches precision 0.69-0.80, recall 0.41-0.74, AUC 0.89-0.95 on held-out sequences after 200
-  steps, where any guess independent of the labels has precision = the replaced fraction (0.14).
-- With the full objective (`gen_weight=1`) the generator learns the unigram distribution within ~100
-  steps (its held-out loss falls from ln(2000) = 7.6 to 5.9-6.1), its samples become plausible
-  tokens, and detecting them needs context that a 2-layer, 64-wide model has not learned after 200
-  steps: the discriminator stays near chance (AUC 0.55-0.58, no positive predictions). So the
-  full-objective test asserts that the generator learns, not discriminator precision; README,
-  "Quality check", has the longer runs.
+Measured on 2 cores, seeds 0-3, ~7 s each, at peak lr 3e-4 with ELECTRA's warm-up and linear decay
+(ELECTRA-Small uses 5e-4): the generator's held-out loss falls from ln(2000) = 7.6 to 6.62-6.67,
+and the discriminator reaches precision 0.55-0.57, recall 0.09-0.14 and AUC 0.76-0.78 on held-out
+sequences, where a guess independent of the labels has precision = the replaced fraction (0.14)
+and recall = its own positive rate (0.02-0.03 here).
+The generator's pace matters: at lr 3e-3 it reaches the unigram distribution within ~100 steps, its
+samples are then plausible tokens that only context gives away, and the discriminator stays at
+chance (AUC 0.55-0.58) for thousands of steps at this size (ELECTRA's "too strong a generator").
 """
 
 from __future__ import annotations
@@ -26,6 +23,7 @@ import torch
 
 from koelectra_dist.config import ModelConfig, VocabConfig
 from koelectra_dist.corpus.vocab import build_tokenizer, train_vocab
+from koelectra_dist.engine import lr_factor
 from koelectra_dist.model import ElectraPretrainer
 from koelectra_dist.tokens import CLS_ID, PAD_ID, SEP_ID
 from tests.conftest import require_shared_data
@@ -56,7 +54,7 @@ def nsmc_sequences() -> torch.Tensor:
     return ids
 
 
-def train_and_evaluate(ids: torch.Tensor, gen_weight: float, seed: int = 0) -> dict[str, float]:
+def train_and_evaluate(ids: torch.Tensor, seed: int = 0, lr: float = 3e-4) -> dict[str, float]:
     """Train on all but the last HELD_OUT rows; the objective's metrics on those (eval mode)."""
     torch.manual_seed(seed)
     cfg = ModelConfig(
@@ -69,9 +67,10 @@ def train_and_evaluate(ids: torch.Tensor, gen_weight: float, seed: int = 0) -> d
         generator_size=0.25,
         max_length=LENGTH,
     )
-    model = ElectraPretrainer(cfg, gen_weight=gen_weight)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 20))
+    model = ElectraPretrainer(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    # ELECTRA's schedule: linear warm-up, then linear decay to 0 at the last step
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step + 1, 20, STEPS))
     train, held_out = ids[:-HELD_OUT], ids[-HELD_OUT:]
     for _ in range(STEPS):
         batch = train[torch.randint(0, len(train), (BATCH,))]
@@ -80,7 +79,7 @@ def train_and_evaluate(ids: torch.Tensor, gen_weight: float, seed: int = 0) -> d
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        warmup.step()
+        schedule.step()
     model.eval()
     with torch.no_grad():
         out = model(held_out, (held_out != PAD_ID).long(), torch.zeros_like(held_out))
@@ -93,19 +92,14 @@ def sequences() -> torch.Tensor:
 
 
 @pytest.mark.slow
-def test_discriminator_learns_replaced_token_detection_on_nsmc(sequences):
-    m = train_and_evaluate(sequences, gen_weight=0.0)
-    chance = m["replaced_frac"]  # the precision of any guess independent of the labels
-    assert 0.08 < chance < 0.2
-    # measured over seeds 0-3: precision 0.69-0.80, recall 0.41-0.74, AUC 0.89-0.95
-    assert m["disc_precision"] > 3 * chance, m
-    assert m["disc_recall"] > 0.25, m
-    assert m["disc_auc"] > 0.75, m
-
-
-@pytest.mark.slow
-def test_full_objective_generator_learns_on_nsmc(sequences):
-    m = train_and_evaluate(sequences, gen_weight=1.0)
-    # measured over seeds 0-3: 5.9-6.1 after 200 steps, from ln(2000) = 7.6 at initialisation
-    assert m["gen_loss"] < math.log(VOCAB) - 1.0, m
-    assert math.isfinite(m["disc_loss"]) and m["disc_loss"] < 0.5, m
+def test_full_objective_learns_on_nsmc(sequences):
+    m = train_and_evaluate(sequences)
+    replaced = m["replaced_frac"]
+    assert 0.08 < replaced < 0.2
+    assert m["gen_loss"] < math.log(VOCAB) - 0.5, m
+    # Better than chance: a guess independent of the labels has precision = the replaced fraction
+    # and recall = its positive rate (= recall * replaced / precision).
+    positive_rate = m["disc_recall"] * replaced / max(m["disc_precision"], 1e-9)
+    assert m["disc_precision"] > 3 * replaced, m
+    assert m["disc_recall"] > max(0.05, 2 * positive_rate), m
+    assert m["disc_auc"] > 0.7, m

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
 from koelectra_dist.config import ModelConfig
+from koelectra_dist.dropout import use_cpu_fast_dropout
 from koelectra_dist.errors import ConfigError, DataError
 from koelectra_dist.tokens import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 
@@ -157,6 +158,8 @@ class ElectraPretrainer(nn.Module):
         # One embeddings module (word, position, token type, LayerNorm) for both towers; each tower
         # keeps its own embeddings_project.
         self.discriminator.electra.embeddings = self.generator.electra.embeddings
+        for tower in (self.generator, self.discriminator):
+            use_cpu_fast_dropout(tower)
 
     def generator_logits(self, masked: MaskedBatch, attention_mask: Tensor, token_type_ids: Tensor) -> Tensor:
         """[B, K, V] generator logits at the prediction slots only; the head never sees an unmasked

@@ -285,7 +285,7 @@ def test_towers_equal_transformers_outputs_and_export_rename_free(tmp_path):
         )
 
 
-def test_attention_goes_through_pytorch_sdpa(monkeypatch):
+def test_attention_goes_through_pytorch_sdpa_except_cpu_training_with_dropout(monkeypatch):
     calls = []
     real_sdpa = F.scaled_dot_product_attention
 
@@ -295,8 +295,13 @@ def test_attention_goes_through_pytorch_sdpa(monkeypatch):
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
     model = ElectraPretrainer(TINY)
-    model(*make_batch(2, 40, 97))
+    with torch.no_grad():
+        model.eval()(*make_batch(2, 40, 97))
     assert len(calls) == 2 * TINY.num_hidden_layers
+    model.train()(*make_batch(2, 40, 97))  # attention dropout on CPU: koelectra_dist.dropout's math path
+    assert len(calls) == 2 * TINY.num_hidden_layers
+    ElectraPretrainer(no_dropout(TINY)).train()(*make_batch(2, 40, 97))
+    assert len(calls) == 4 * TINY.num_hidden_layers
 
 
 def test_electra_initialisation():

@@ -4,7 +4,8 @@ Both towers are plain `transformers` classes (`ElectraForMaskedLM`, `ElectraForP
 `model.generator.save_pretrained(...)` / `model.discriminator.save_pretrained(...)` export them with
 no renaming. What this module adds is the objective (reference.md section 2), done on the device
 without host syncs: masking, the generator head on masked positions only, Gumbel-max sampling,
-replaced-token labels, both losses and the health metrics.
+replaced-token labels, both losses and the health metrics. Attention is PyTorch's SDPA; on CPU the
+towers' dropout comes from `koelectra_dist.dropout` (p rounded to 1/65536, a quarter of the random draws).
 """
 
 from __future__ import annotations

@@ -1,0 +1,210 @@
+"""Why tiny pre-training does not help yet: the discriminator's learning curve and where transfer breaks.
+
+Pre-trains an ElectraPretrainer in a plain torch loop (no Ray, no DeepSpeed, so minutes go to steps)
+on the first lines of ../shared/data/nsmc/corpus.txt.gz, packed by the corpus stage's ExampleBuilder,
+then fine-tunes four NSMC starts with the finetune stage's own trainer and recipe:
+
+  pretrained        the pre-trained discriminator
+  fresh_embeddings  its encoder layers, freshly initialised word embeddings
+  fresh_layers      its embeddings module, freshly initialised encoder layers
+  random            the same architecture from random initialisation
+
+    python benchmarks/diagnose_transfer.py --steps 600
+    python benchmarks/diagnose_transfer.py --steps 3000 --replacements unigram --variants ""   # discriminator alone
+
+`--replacements unigram|uniform` trains the discriminator alone against replacements drawn from the
+corpus's unigram distribution or uniformly (no generator), to see how long it takes to learn each.
+Prints JSON lines: held-out pre-training metrics every --log-every steps (eval mode, 16 held-out
+rows), then one line per start with the NSMC dev accuracy of each fine-tuning seed (x100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import itertools
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import transformers
+
+from koelectra_dist.config import FinetuneConfig, ModelConfig, VocabConfig
+from koelectra_dist.corpus.examples import ExampleBuilder
+from koelectra_dist.corpus.vocab import train_vocab, write_vocab_dir
+from koelectra_dist.engine import lr_factor
+from koelectra_dist.export import write_tokenizer
+from koelectra_dist.finetune.data import read_split
+from koelectra_dist.finetune.tasks import resolve_tasks
+from koelectra_dist.finetune.trainer import finetune
+from koelectra_dist.model import ElectraPretrainer, binary_auc, mask_tokens
+from koelectra_dist.tokens import PAD_ID
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+HELD_OUT = 16
+
+
+def packed_rows(lines: list[str], tokenizer, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, length] ids and token types: ELECTRA's packing of the lines (blank line = document end)."""
+    builder = ExampleBuilder(length, random.Random(0))
+    encodings = iter(tokenizer.encode_batch([line for line in lines if line], add_special_tokens=False))
+    for line in lines:
+        if line:
+            builder.add_sentence(next(encodings).ids)
+        else:
+            builder.end_document()
+    builder.end_document()
+    out = builder.out
+    ids = torch.full((out.rows, length), PAD_ID, dtype=torch.long)
+    types = torch.zeros_like(ids)
+    for row, (start, end) in enumerate(itertools.pairwise(out.offsets)):
+        ids[row, : end - start] = torch.tensor(out.ids[start:end])
+        types[row, : end - start] = torch.tensor(out.token_types[start:end])
+    return ids, types
+
+
+class FixedReplacements:
+    """The discriminator alone, against replacements from a fixed distribution over ordinary tokens."""
+
+    def __init__(self, model: ElectraPretrainer, probs: torch.Tensor):
+        self.model, self.probs = model, probs
+
+    def __call__(self, ids, mask, types) -> tuple[torch.Tensor, dict[str, float]]:
+        masked = mask_tokens(ids, mask, self.model.mask_prob, self.model.cap)
+        drawn = torch.multinomial(self.probs, masked.positions.numel(), replacement=True).view_as(masked.positions)
+        fake = ids.scatter(1, masked.positions, torch.where(masked.valid, drawn, masked.targets))
+        real = mask.bool()
+        replaced = (fake != ids) & real
+        logits = self.model.discriminator_logits(fake, mask, types)
+        loss = (
+            F.binary_cross_entropy_with_logits(logits, replaced.float(), reduction="none") * real
+        ).sum() / real.sum()
+        auc = binary_auc(logits.detach(), replaced, real)
+        return loss, {"disc_loss": round(loss.item(), 4), "disc_auc": round(auc.item(), 4)}
+
+
+def full_objective(model: ElectraPretrainer):
+    def step(ids, mask, types) -> tuple[torch.Tensor, dict[str, float]]:
+        out = model(ids, mask, types)
+        return out.loss, {k: round(v.item(), 4) for k, v in out.metrics.items()}
+
+    return step
+
+
+def pretrain(model: ElectraPretrainer, objective, ids, types, args) -> None:
+    train, held = slice(0, len(ids) - HELD_OUT), slice(len(ids) - HELD_OUT, None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, eps=1e-6)
+    warmup = max(1, args.steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s + 1, warmup, args.steps))
+    started = time.time()
+    for step in range(1, args.steps + 1):
+        rows = torch.randint(0, len(ids) - HELD_OUT, (args.batch,))
+        batch = ids[train][rows], (ids[train][rows] != PAD_ID).long(), types[train][rows]
+        loss, _ = objective(*batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % args.log_every == 0 or step == args.steps:
+            model.eval()
+            with torch.no_grad():
+                _, metrics = objective(ids[held], (ids[held] != PAD_ID).long(), types[held])
+            model.train()
+            print(json.dumps({"step": step, "seconds": round(time.time() - started), **metrics}), flush=True)
+
+
+def start_folder(model: ElectraPretrainer, variant: str, vocab_dir: str, folder: str, seed: int) -> str:
+    """A Hugging Face discriminator folder for one fine-tuning start."""
+    torch.manual_seed(seed)
+    fresh = transformers.ElectraForPreTraining(model.discriminator.config)
+    pretrained = model.discriminator.state_dict()
+    keep = {
+        "pretrained": lambda key: True,
+        "fresh_embeddings": lambda key: key != "electra.embeddings.word_embeddings.weight",
+        "fresh_layers": lambda key: key.startswith("electra.embeddings."),
+        "random": lambda key: False,
+    }[variant]
+    fresh.load_state_dict({k: v for k, v in pretrained.items() if keep(k)}, strict=False)
+    fresh.save_pretrained(folder)
+    write_tokenizer(vocab_dir, folder, model.max_length)
+    return folder
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lines", type=int, default=150_000, help="corpus lines to pre-train on")
+    p.add_argument("--vocab", type=int, default=4000)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--generator-size", type=float, default=1.0)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak; ELECTRA's warm-up (10%% of steps) and decay")
+    p.add_argument("--replacements", choices=["generator", "unigram", "uniform"], default="generator")
+    p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--variants", default="pretrained,fresh_embeddings,fresh_layers,random")
+    p.add_argument("--finetune-rows", type=int, default=4000)
+    p.add_argument("--finetune-lr", type=float, default=1e-3)
+    p.add_argument("--finetune-epochs", type=float, default=2)
+    p.add_argument("--seeds", type=int, default=2, help="fine-tuning seeds per start")
+    args = p.parse_args()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    torch.manual_seed(0)
+    with gzip.open(SHARED / "nsmc" / "corpus.txt.gz", "rt", encoding="utf-8") as f:
+        lines = [line.strip() for line in itertools.islice(f, args.lines)]
+    vocab = train_vocab(lines, VocabConfig(pretokenizer="whitespace", num_unused=0, limit_alphabet=1000), args.vocab)
+    work = tempfile.TemporaryDirectory(prefix="diagnose-transfer-")
+    vocab_dir = str(Path(work.name) / "vocab")
+    tokenizer = write_vocab_dir(vocab, vocab_dir, args.seq)
+    ids, types = packed_rows(lines, tokenizer, args.seq)
+    print(json.dumps({"rows": len(ids), "tokens": int((ids != PAD_ID).sum()), "vocab": len(vocab)}), flush=True)
+    cfg = ModelConfig(
+        vocab_size=len(vocab),
+        embedding_size=args.hidden,
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=max(1, args.hidden // 64),
+        intermediate_size=4 * args.hidden,
+        generator_size=args.generator_size,
+        max_length=args.seq,
+    )
+    model = ElectraPretrainer(cfg)
+    if args.replacements == "generator":
+        objective = full_objective(model)
+    else:
+        probs = torch.bincount(ids.flatten(), minlength=len(vocab)).float()
+        if args.replacements == "uniform":
+            probs = torch.ones(len(vocab))
+        probs[:5] = 0  # never a special token
+        objective = FixedReplacements(model, probs / probs.sum())
+    pretrain(model, objective, ids, types, args)
+
+    spec = resolve_tasks(FinetuneConfig(tasks=["nsmc"]))[0]
+    spec = dataclasses.replace(spec, learning_rate=args.finetune_lr, epochs=args.finetune_epochs, batch_size=32)
+    train = read_split(str(SHARED), spec, "train", limit=args.finetune_rows)
+    dev = read_split(str(SHARED), spec, "dev", limit=2000)
+    for variant in filter(None, args.variants.split(",")):
+        folder = start_folder(model, variant, vocab_dir, str(Path(work.name) / variant), seed=1)
+        runs = [finetune(folder, spec, train, dev, max_length=64, seed=42 + s) for s in range(args.seeds)]
+        print(
+            json.dumps(
+                {
+                    "start": variant,
+                    "nsmc_dev_accuracy": [round(r["score"], 1) for r in runs],
+                    "final_train_loss": [round(r["final_train_loss"], 3) for r in runs],
+                }
+            ),
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -13,6 +13,8 @@ keys and the saved config are unchanged, so export is not affected.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -28,9 +30,7 @@ _LANES = 65536
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> Tensor:
     """Bool mask of `shape`, each element kept with probability 1 - round(p * 65536) / 65536,
     from the device's default generator (so seeding and RNG-state checkpoints cover it)."""
-    numel = 1
-    for size in shape:
-        numel *= size
+    numel = math.prod(shape)
     words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
     lanes = words.view(torch.int16)[:numel].view(shape)  # uniform over [-32768, 32767]
     return lanes >= round(p * _LANES) - _LANES // 2
@@ -46,7 +46,7 @@ def fast_dropout(x: Tensor, p: float) -> Tensor:
     return x * keep_mask(x.shape, p, x.device) * (1.0 / kept_fraction(p))
 
 
-class Dropout(nn.Dropout):
+class CpuFastDropout(nn.Dropout):
     """`nn.Dropout` that uses `fast_dropout` above when training on CPU."""
 
     def forward(self, x: Tensor) -> Tensor:
@@ -78,7 +78,7 @@ def attention(
         else:
             scores = scores + attention_mask
     probs = fast_dropout(scores.softmax(-1), dropout)
-    return torch.matmul(probs.to(value.dtype), value).transpose(1, 2).contiguous(), None
+    return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
 
 
 AttentionInterface.register(ATTENTION, attention)
@@ -90,5 +90,5 @@ def use_cpu_fast_dropout(model: PreTrainedModel) -> None:
     for parent in list(model.modules()):
         for name, child in parent.named_children():
             if type(child) is nn.Dropout:
-                setattr(parent, name, Dropout(child.p, child.inplace).train(child.training))
+                setattr(parent, name, CpuFastDropout(child.p, child.inplace).train(child.training))
     model.set_attn_implementation(ATTENTION)

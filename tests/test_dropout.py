@@ -6,7 +6,14 @@ import torch
 from transformers import ElectraConfig, ElectraForPreTraining
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from koelectra_dist.dropout import Dropout, attention, fast_dropout, keep_mask, kept_fraction, use_cpu_fast_dropout
+from koelectra_dist.dropout import (
+    CpuFastDropout,
+    attention,
+    fast_dropout,
+    keep_mask,
+    kept_fraction,
+    use_cpu_fast_dropout,
+)
 
 
 def test_keep_mask_keeps_one_minus_p_in_every_lane():
@@ -34,10 +41,10 @@ def test_fast_dropout_is_seeded_unbiased_and_its_gradient_is_the_mask():
 
 
 def test_dropout_module_is_torch_dropout_off_cpu_training():
-    layer = Dropout(0.1)
+    layer = CpuFastDropout(0.1)
     x = torch.randn(64, 64)
     assert torch.equal(layer.eval()(x), x)
-    assert torch.equal(Dropout(0.0).train()(x), x)
+    assert torch.equal(CpuFastDropout(0.0).train()(x), x)
     assert (layer.train()(x) == 0).float().mean().item() > 0.05
 
 

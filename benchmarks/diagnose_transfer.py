@@ -52,13 +52,8 @@ HELD_OUT = 16
 def packed_rows(lines: list[str], tokenizer, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """[N, length] ids and token types: ELECTRA's packing of the lines (blank line = document end)."""
     builder = ExampleBuilder(length, random.Random(0))
-    encodings = iter(tokenizer.encode_batch([line for line in lines if line], add_special_tokens=False))
-    for line in lines:
-        if line:
-            builder.add_sentence(next(encodings).ids)
-        else:
-            builder.end_document()
-    builder.end_document()
+    encodings = tokenizer.encode_batch([line for line in lines if line], add_special_tokens=False)
+    builder.add_lines(lines, (encoding.ids for encoding in encodings))
     out = builder.out
     ids = torch.full((out.rows, length), PAD_ID, dtype=torch.long)
     types = torch.zeros_like(ids)
@@ -97,15 +92,14 @@ def full_objective(model: ElectraPretrainer):
 
 
 def pretrain(model: ElectraPretrainer, objective, ids, types, args) -> None:
-    train, held = slice(0, len(ids) - HELD_OUT), slice(len(ids) - HELD_OUT, None)
+    held = slice(len(ids) - HELD_OUT, None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, eps=1e-6)
     warmup = max(1, args.steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s + 1, warmup, args.steps))
     started = time.time()
     for step in range(1, args.steps + 1):
         rows = torch.randint(0, len(ids) - HELD_OUT, (args.batch,))
-        batch = ids[train][rows], (ids[train][rows] != PAD_ID).long(), types[train][rows]
-        loss, _ = objective(*batch)
+        loss, _ = objective(ids[rows], (ids[rows] != PAD_ID).long(), types[rows])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

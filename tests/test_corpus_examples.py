@@ -134,6 +134,12 @@ def test_document_end_flushes_example():
     assert builder.out.ids == [CLS_ID, 10, 11, SEP_ID, CLS_ID, 12, SEP_ID]
 
 
+def test_add_lines_reads_blank_lines_as_document_ends():
+    builder = ExampleBuilder(64, random.Random(0))
+    builder.add_lines(["a b", "c", "", "", "d"], [[10, 11], [12], [13]])
+    assert builder.out.ids == [CLS_ID, 10, 11, 12, SEP_ID, CLS_ID, 13, SEP_ID]
+
+
 def test_rates_on_real_korean_reviews():
     path = require_shared_data("nsmc", "corpus.txt.gz")
     with gzip.open(path, "rt", encoding="utf-8") as f:
@@ -144,13 +150,7 @@ def test_rates_on_real_korean_reviews():
     tokenizer = build_tokenizer(vocab)
     encodings = tokenizer.encode_batch([line for line in lines if line], add_special_tokens=False)
     builder = ExampleBuilder(128, random.Random(42))
-    it = iter(encodings)
-    for line in lines:
-        if line:
-            builder.add_sentence(next(it).ids)
-        else:
-            builder.end_document()
-    builder.end_document()
+    builder.add_lines(lines, (encoding.ids for encoding in encodings))
     rows = builder.out.rows
     assert rows > 4000
     assert builder.single_segment_draws / rows == pytest.approx(0.10, abs=0.015)

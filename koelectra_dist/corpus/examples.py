@@ -11,6 +11,7 @@ order as ELECTRA's, from a `random.Random` seeded per block, so output is determ
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,6 +70,17 @@ class ExampleBuilder:
         """A document boundary (ELECTRA's blank line) closes the current example, if any."""
         if self._length:
             self._create_example()
+
+    def add_lines(self, lines: list[str], encodings: Iterable[list[int]]) -> None:
+        """ELECTRA's text format: `encodings` are the ids of the non-blank `lines`, in order; a blank
+        line ends a document, and so does the end of `lines`."""
+        ids = iter(encodings)
+        for line in lines:
+            if line:
+                self.add_sentence(next(ids))
+            else:
+                self.end_document()
+        self.end_document()
 
     def _create_example(self) -> None:
         rng = self.rng

@@ -14,8 +14,9 @@ then fine-tunes four NSMC starts with the finetune stage's own trainer and recip
 
 `--replacements unigram|uniform` trains the discriminator alone against replacements drawn from the
 corpus's unigram distribution or uniformly (no generator), to see how long it takes to learn each.
-Prints JSON lines: held-out pre-training metrics every --log-every steps (eval mode, 16 held-out
-rows), then one line per start with the NSMC dev accuracy of each fine-tuning seed (x100).
+Prints JSON lines: held-out pre-training metrics every --log-every steps (eval mode, the last
+~2,048 tokens' rows; with --replacements unigram the first line also has the AUC of a count-based
+bigram detector on the same task, what context alone gives away), then one line per start with the NSMC dev accuracy of each fine-tuning seed (x100).
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ from koelectra_dist.finetune.data import read_split
 from koelectra_dist.finetune.tasks import resolve_tasks
 from koelectra_dist.finetune.trainer import finetune
 from koelectra_dist.model import ElectraPretrainer, binary_auc, mask_tokens
-from koelectra_dist.tokens import PAD_ID
+from koelectra_dist.tokens import PAD_ID, SPECIAL_TOKENS
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-HELD_OUT = 16
+HELD_OUT_TOKENS = 2048
 
 
 def packed_rows(lines: list[str], tokenizer, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,6 +62,35 @@ def packed_rows(lines: list[str], tokenizer, length: int) -> tuple[torch.Tensor,
         ids[row, : end - start] = torch.tensor(out.ids[start:end])
         types[row, : end - start] = torch.tensor(out.token_types[start:end])
     return ids, types
+
+
+def held_out_rows(ids: torch.Tensor) -> int:
+    return max(16, HELD_OUT_TOKENS // ids.size(1))
+
+
+def bigram_auc(ids: torch.Tensor, probs: torch.Tensor) -> float:
+    """AUC of a count-based detector of unigram-sampled replacements on the held-out rows: a token
+    is suspicious when its pointwise mutual information with both neighbours is low."""
+    train, held = ids[: -held_out_rows(ids)], ids[-held_out_rows(ids) :]
+    vocab = len(probs)
+    pairs = torch.zeros(vocab, vocab, dtype=torch.float64)
+    pairs.index_put_(
+        (train[:, :-1].flatten(), train[:, 1:].flatten()), torch.ones(1, dtype=torch.float64), accumulate=True
+    )
+    pairs += 0.1  # add-0.1 smoothing
+    log_next = (pairs / pairs.sum(1, keepdim=True)).log()  # log P(b | a)
+    log_prev = (pairs / pairs.sum(0, keepdim=True)).log()  # log P(a | b)
+    log_unigram = (torch.bincount(train.flatten(), minlength=vocab).double() + 1).log()
+    log_unigram -= log_unigram.logsumexp(0)
+    generator = torch.Generator().manual_seed(0)
+    chosen = (torch.rand(held.shape, generator=generator) < 0.15) & (held >= len(SPECIAL_TOKENS))
+    chosen[:, [0, -1]] = False
+    fake = held.clone()
+    fake[chosen] = torch.multinomial(probs, int(chosen.sum()), replacement=True, generator=generator)
+    x, before, after = fake[:, 1:-1], fake[:, :-2], fake[:, 2:]
+    pmi = log_next[before, x] + log_prev[x, after] - 2 * log_unigram[x]
+    replaced = (fake != held)[:, 1:-1]
+    return round(binary_auc(-pmi.float(), replaced, held[:, 1:-1] != PAD_ID).item(), 4)
 
 
 class FixedReplacements:
@@ -92,13 +122,13 @@ def full_objective(model: ElectraPretrainer):
 
 
 def pretrain(model: ElectraPretrainer, objective, ids, types, args) -> None:
-    held = slice(len(ids) - HELD_OUT, None)
+    held = slice(len(ids) - held_out_rows(ids), None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, eps=1e-6)
     warmup = max(1, args.steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s + 1, warmup, args.steps))
     started = time.time()
     for step in range(1, args.steps + 1):
-        rows = torch.randint(0, len(ids) - HELD_OUT, (args.batch,))
+        rows = torch.randint(0, len(ids) - held_out_rows(ids), (args.batch,))
         loss, _ = objective(ids[rows], (ids[rows] != PAD_ID).long(), types[rows])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -136,6 +166,8 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=4000)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=1)
+    p.add_argument("--dropout", type=float, default=0.1, help="hidden and attention dropout")
     p.add_argument("--generator-size", type=float, default=1.0)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--batch", type=int, default=32)
@@ -165,10 +197,12 @@ def main() -> None:
         embedding_size=args.hidden,
         hidden_size=args.hidden,
         num_hidden_layers=args.layers,
-        num_attention_heads=max(1, args.hidden // 64),
+        num_attention_heads=args.heads,
         intermediate_size=4 * args.hidden,
         generator_size=args.generator_size,
         max_length=args.seq,
+        hidden_dropout=args.dropout,
+        attention_dropout=args.dropout,
     )
     model = ElectraPretrainer(cfg)
     if args.replacements == "generator":
@@ -177,8 +211,11 @@ def main() -> None:
         probs = torch.bincount(ids.flatten(), minlength=len(vocab)).float()
         if args.replacements == "uniform":
             probs = torch.ones(len(vocab))
-        probs[:5] = 0  # never a special token
-        objective = FixedReplacements(model, probs / probs.sum())
+        probs[: len(SPECIAL_TOKENS)] = 0  # never a special token
+        probs /= probs.sum()
+        objective = FixedReplacements(model, probs)
+        if args.replacements == "unigram":
+            print(json.dumps({"bigram_detector_auc": bigram_auc(ids, probs)}), flush=True)
     pretrain(model, objective, ids, types, args)
 
     spec = resolve_tasks(FinetuneConfig(tasks=["nsmc"]))[0]
@@ -187,7 +224,9 @@ def main() -> None:
     dev = read_split(str(SHARED), spec, "dev", limit=2000)
     for variant in filter(None, args.variants.split(",")):
         folder = start_folder(model, variant, vocab_dir, str(Path(work.name) / variant), seed=1)
-        runs = [finetune(folder, spec, train, dev, max_length=64, seed=42 + s) for s in range(args.seeds)]
+        runs = [
+            finetune(folder, spec, train, dev, max_length=min(64, args.seq), seed=42 + s) for s in range(args.seeds)
+        ]
         print(
             json.dumps(
                 {

@@ -180,10 +180,11 @@ def main() -> None:
     p.add_argument("--finetune-lr", type=float, default=1e-3)
     p.add_argument("--finetune-epochs", type=float, default=2)
     p.add_argument("--seeds", type=int, default=2, help="fine-tuning seeds per start")
+    p.add_argument("--seed", type=int, default=0, help="pre-training seed (initialisation, batches, masking)")
     args = p.parse_args()
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     with gzip.open(SHARED / "nsmc" / "corpus.txt.gz", "rt", encoding="utf-8") as f:
         lines = [line.strip() for line in itertools.islice(f, args.lines)]
     vocab = train_vocab(lines, VocabConfig(pretokenizer="whitespace", num_unused=0, limit_alphabet=1000), args.vocab)

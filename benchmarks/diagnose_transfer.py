@@ -15,8 +15,9 @@ then fine-tunes four NSMC starts with the finetune stage's own trainer and recip
 `--replacements unigram|uniform` trains the discriminator alone against replacements drawn from the
 corpus's unigram distribution or uniformly (no generator), to see how long it takes to learn each.
 Prints JSON lines: held-out pre-training metrics every --log-every steps (eval mode, the last
-~2,048 tokens' rows; with --replacements unigram the first line also has the AUC of a count-based
-bigram detector on the same task, what context alone gives away), then one line per start with the NSMC dev accuracy of each fine-tuning seed (x100).
+~2,048 tokens' rows; with --replacements unigram first the AUC of a count-based bigram detector on
+the same task, what context alone gives away), then one line per start with the NSMC dev accuracy
+of each fine-tuning seed (x100).
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def held_out_rows(ids: torch.Tensor) -> int:
 def bigram_auc(ids: torch.Tensor, probs: torch.Tensor) -> float:
     """AUC of a count-based detector of unigram-sampled replacements on the held-out rows: a token
     is suspicious when its pointwise mutual information with both neighbours is low."""
-    train, held = ids[: -held_out_rows(ids)], ids[-held_out_rows(ids) :]
+    first_held = len(ids) - held_out_rows(ids)
+    train, held = ids[:first_held], ids[first_held:]
     vocab = len(probs)
     pairs = torch.zeros(vocab, vocab, dtype=torch.float64)
     pairs.index_put_(
@@ -122,13 +124,14 @@ def full_objective(model: ElectraPretrainer):
 
 
 def pretrain(model: ElectraPretrainer, objective, ids, types, args) -> None:
-    held = slice(len(ids) - held_out_rows(ids), None)
+    first_held = len(ids) - held_out_rows(ids)
+    held = slice(first_held, None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, eps=1e-6)
     warmup = max(1, args.steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s + 1, warmup, args.steps))
     started = time.time()
     for step in range(1, args.steps + 1):
-        rows = torch.randint(0, len(ids) - held_out_rows(ids), (args.batch,))
+        rows = torch.randint(0, first_held, (args.batch,))
         loss, _ = objective(ids[rows], (ids[rows] != PAD_ID).long(), types[rows])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -166,7 +169,7 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=4000)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--heads", type=int, default=1)
+    p.add_argument("--heads", type=int, help="attention heads (default: hidden / 64, at least 1)")
     p.add_argument("--dropout", type=float, default=0.1, help="hidden and attention dropout")
     p.add_argument("--generator-size", type=float, default=1.0)
     p.add_argument("--seq", type=int, default=128)
@@ -198,7 +201,7 @@ def main() -> None:
         embedding_size=args.hidden,
         hidden_size=args.hidden,
         num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
+        num_attention_heads=args.heads or max(1, args.hidden // 64),
         intermediate_size=4 * args.hidden,
         generator_size=args.generator_size,
         max_length=args.seq,

@@ -25,13 +25,14 @@ import torch
 
 from koelectra_dist.config import ModelConfig
 from koelectra_dist.model import ElectraPretrainer, mask_tokens
-from koelectra_dist.tokens import CLS_ID, MASK_ID, SEP_ID
+from koelectra_dist.tokens import CLS_ID, MASK_ID, SEP_ID, SPECIAL_TOKENS
 
-FIRST_ID, DISTINCT = 5, 1000  # ids 0-4 are the special tokens
+FIRST_ID, DISTINCT = len(SPECIAL_TOKENS), 1000  # the ids below FIRST_ID are the special tokens
 
 
 def copy_batch(rows: int, length: int) -> torch.Tensor:
-    """[rows, length] ids: [CLS] a a b b ... [SEP], every ordinary token next to its copy."""
+    """[rows, length] ids: [CLS] a a b b ... [SEP], every ordinary token next to its copy (at an odd
+    length the last one has none)."""
     drawn = torch.randint(FIRST_ID, FIRST_ID + DISTINCT, (rows, (length - 2 + 1) // 2))
     ids = drawn.repeat_interleave(2, dim=1)[:, : length - 2]
     cls = torch.full((rows, 1), CLS_ID)

@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import transformers
 
 from koelectra_dist.config import FinetuneConfig, ModelConfig, VocabConfig
@@ -44,7 +43,7 @@ from koelectra_dist.export import write_tokenizer
 from koelectra_dist.finetune.data import read_split
 from koelectra_dist.finetune.tasks import resolve_tasks
 from koelectra_dist.finetune.trainer import finetune
-from koelectra_dist.model import ElectraPretrainer, binary_auc, mask_tokens
+from koelectra_dist.model import ElectraPretrainer, binary_auc, mask_tokens, replaced_token_loss
 from koelectra_dist.tokens import PAD_ID, SPECIAL_TOKENS
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -108,9 +107,7 @@ class FixedReplacements:
         real = mask.bool()
         replaced = (fake != ids) & real
         logits = self.model.discriminator_logits(fake, mask, types)
-        loss = (
-            F.binary_cross_entropy_with_logits(logits, replaced.float(), reduction="none") * real
-        ).sum() / real.sum()
+        loss = replaced_token_loss(logits, replaced, real)
         auc = binary_auc(logits.detach(), replaced, real)
         return loss, {"disc_loss": round(loss.item(), 4), "disc_auc": round(auc.item(), 4)}
 

@@ -198,13 +198,10 @@ class ElectraPretrainer(nn.Module):
         disc_logits = self.discriminator_logits(fake, attention_mask, token_type_ids)
 
         valid_f = masked.valid.float()
-        real_f = real.float()
         n_masked = valid_f.sum().clamp(min=1.0)
-        n_real = real_f.sum().clamp(min=1.0)
         gen_ce = F.cross_entropy(gen_logits.float().flatten(0, 1), masked.targets.flatten(), reduction="none")
         gen_loss = (gen_ce * valid_f.flatten()).sum() / n_masked
-        disc_bce = F.binary_cross_entropy_with_logits(disc_logits.float(), replaced.float(), reduction="none")
-        disc_loss = (disc_bce * real_f).sum() / n_real
+        disc_loss = replaced_token_loss(disc_logits, replaced, real)
         loss = self.gen_weight * gen_loss + self.disc_weight * disc_loss
         metrics = pretrain_metrics(gen_logits, masked, disc_logits, replaced, real)
         metrics.update(gen_loss=gen_loss.detach(), disc_loss=disc_loss.detach())
@@ -218,6 +215,12 @@ class ElectraPretrainer(nn.Module):
             replaced=replaced,
             disc_logits=disc_logits,
         )
+
+
+def replaced_token_loss(disc_logits: Tensor, replaced: Tensor, real: Tensor) -> Tensor:
+    """0-d discriminator sigmoid cross-entropy (fp32), averaged over the real tokens."""
+    bce = F.binary_cross_entropy_with_logits(disc_logits.float(), replaced.float(), reduction="none")
+    return (bce * real).sum() / real.sum().clamp(min=1)
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ keeps tiny CPU pre-training at unigram level (README, "Quality check").
 
     python benchmarks/diagnose_positions.py                          # seq 16, 32, 64, 128; 1,500 steps each
     python benchmarks/diagnose_positions.py --seqs 128 --steps 5000
+    python benchmarks/diagnose_positions.py --seqs 128 --window-steps 1000   # first 1,000 steps on 16-token windows
 
 Prints one JSON line per sequence length: the masked-position accuracy every --log-every steps and
 the first logged step at which it passed 0.5 (null: not within --steps).
@@ -24,7 +25,7 @@ import time
 import torch
 
 from koelectra_dist.config import ModelConfig
-from koelectra_dist.model import ElectraPretrainer, mask_tokens
+from koelectra_dist.model import ElectraPretrainer, mask_tokens, short_windows
 from koelectra_dist.tokens import CLS_ID, MASK_ID, SEP_ID, SPECIAL_TOKENS
 
 FIRST_ID, DISTINCT = len(SPECIAL_TOKENS), 1000  # the ids below FIRST_ID are the special tokens
@@ -72,7 +73,10 @@ def learn_to_copy(length: int, args: argparse.Namespace) -> dict:
     curve, learned_at, started = {}, None, time.time()
     for step in range(1, args.steps + 1):
         ids = copy_batch(args.batch, length)
-        loss = model(ids, torch.ones_like(ids), torch.zeros_like(ids)).loss
+        batch = (ids, torch.ones_like(ids), torch.zeros_like(ids))
+        if step <= args.window_steps:
+            batch = short_windows(*batch, args.window)
+        loss = model(*batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -94,6 +98,8 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=1)
+    p.add_argument("--window", type=int, default=16, help="short-window width for --window-steps")
+    p.add_argument("--window-steps", type=int, default=0, help="first steps on short windows of each row")
     args = p.parse_args()
     for length in map(int, args.seqs.split(",")):
         print(json.dumps(learn_to_copy(length, args)), flush=True)

@@ -43,7 +43,7 @@ from koelectra_dist.export import write_tokenizer
 from koelectra_dist.finetune.data import read_split
 from koelectra_dist.finetune.tasks import resolve_tasks
 from koelectra_dist.finetune.trainer import finetune
-from koelectra_dist.model import ElectraPretrainer, binary_auc, mask_tokens, replaced_token_loss
+from koelectra_dist.model import ElectraPretrainer, binary_auc, mask_tokens, replaced_token_loss, short_windows
 from koelectra_dist.tokens import PAD_ID, SPECIAL_TOKENS
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -100,21 +100,21 @@ class FixedReplacements:
     def __init__(self, model: ElectraPretrainer, probs: torch.Tensor):
         self.model, self.probs = model, probs
 
-    def __call__(self, ids, mask, types) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, ids, mask, types, positions=None) -> tuple[torch.Tensor, dict[str, float]]:
         masked = mask_tokens(ids, mask, self.model.mask_prob, self.model.cap)
         drawn = torch.multinomial(self.probs, masked.positions.numel(), replacement=True).view_as(masked.positions)
         fake = ids.scatter(1, masked.positions, torch.where(masked.valid, drawn, masked.targets))
         real = mask.bool()
         replaced = (fake != ids) & real
-        logits = self.model.discriminator_logits(fake, mask, types)
+        logits = self.model.discriminator_logits(fake, mask, types, positions)
         loss = replaced_token_loss(logits, replaced, real)
         auc = binary_auc(logits.detach(), replaced, real)
         return loss, {"disc_loss": round(loss.item(), 4), "disc_auc": round(auc.item(), 4)}
 
 
 def full_objective(model: ElectraPretrainer):
-    def step(ids, mask, types) -> tuple[torch.Tensor, dict[str, float]]:
-        out = model(ids, mask, types)
+    def step(ids, mask, types, positions=None) -> tuple[torch.Tensor, dict[str, float]]:
+        out = model(ids, mask, types, positions)
         return out.loss, {k: round(v.item(), 4) for k, v in out.metrics.items()}
 
     return step
@@ -129,7 +129,10 @@ def pretrain(model: ElectraPretrainer, objective, ids, types, args) -> None:
     started = time.time()
     for step in range(1, args.steps + 1):
         rows = torch.randint(0, first_held, (args.batch,))
-        loss, _ = objective(ids[rows], (ids[rows] != PAD_ID).long(), types[rows])
+        batch = (ids[rows], (ids[rows] != PAD_ID).long(), types[rows])
+        if step <= args.window_steps:
+            batch = short_windows(*batch, args.window)
+        loss, _ = objective(*batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -173,6 +176,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--lr", type=float, default=1e-3, help="peak; ELECTRA's warm-up (10%% of steps) and decay")
+    p.add_argument("--window", type=int, default=16, help="short-window width for --window-steps")
+    p.add_argument("--window-steps", type=int, default=0, help="first steps on short windows of each row")
     p.add_argument("--replacements", choices=["generator", "unigram", "uniform"], default="generator")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--variants", default="pretrained,fresh_embeddings,fresh_layers,random")

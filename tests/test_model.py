@@ -16,6 +16,7 @@ from koelectra_dist.model import (
     hf_configs,
     mask_tokens,
     max_predictions,
+    short_windows,
 )
 from koelectra_dist.tokens import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 from tests.conftest import ROOT
@@ -346,3 +347,39 @@ def test_bad_inputs_raise_clear_errors():
         model(torch.cat([ids, ids], 1), torch.cat([attention, attention], 1), torch.cat([token_types] * 2, 1))
     with pytest.raises(DataError, match=r"\[batch, seq\]"):
         model(ids, attention[:, :10], token_types)
+
+
+def test_short_windows_keep_true_positions_and_drop_padding_only_windows():
+    ids, attention, token_types = make_batch(3, 40, 97)
+    attention[1, 8:] = 0  # row 1: one real window of 8, four of padding
+    ids[1, 8:] = PAD_ID
+    w_ids, w_attention, w_types, w_positions = short_windows(ids, attention, token_types, 8)
+    assert w_ids.shape == w_positions.shape == (len(w_ids), 8)
+    kept = [(row, start) for row in range(3) for start in range(0, 40, 8) if attention[row, start : start + 8].any()]
+    assert len(w_ids) == len(kept) and (1, 8) not in kept
+    for window, (row, start) in enumerate(kept):
+        assert torch.equal(w_ids[window], ids[row, start : start + 8])
+        assert torch.equal(w_attention[window], attention[row, start : start + 8])
+        assert torch.equal(w_types[window], token_types[row, start : start + 8])
+        assert torch.equal(w_positions[window], torch.arange(start, start + 8))
+    with pytest.raises(ConfigError, match="divide the sequence length 40"):
+        short_windows(ids, attention, token_types, 16)
+
+
+def test_position_ids_reach_both_towers():
+    model = ElectraPretrainer(no_dropout(TINY)).eval()
+    ids, attention, token_types = make_batch(2, 8, 97)
+    shifted = torch.arange(20, 28).expand(2, 8)
+    with torch.no_grad():
+        default = model.discriminator_logits(ids, attention, token_types)
+        explicit = model.discriminator_logits(ids, attention, token_types, torch.arange(8).expand(2, 8))
+        moved = model.discriminator_logits(ids, attention, token_types, shifted)
+        masked = mask_tokens(ids, attention, model.mask_prob, model.cap)
+        gen_default = model.generator_logits(masked, attention, token_types)
+        gen_moved = model.generator_logits(masked, attention, token_types, shifted)
+    assert torch.allclose(default, explicit) and not torch.allclose(default, moved)
+    assert not torch.allclose(gen_default, gen_moved)
+    torch.manual_seed(0)
+    loss = model.train()(ids, attention, token_types, shifted).loss
+    loss.backward()
+    assert model.generator.electra.embeddings.position_embeddings.weight.grad[20:28].abs().sum() > 0

@@ -129,7 +129,8 @@ def pretrain(model: ElectraPretrainer, objective, ids, types, args) -> None:
     started = time.time()
     for step in range(1, args.steps + 1):
         rows = torch.randint(0, first_held, (args.batch,))
-        batch = (ids[rows], (ids[rows] != PAD_ID).long(), types[rows])
+        chosen = ids[rows]
+        batch = (chosen, (chosen != PAD_ID).long(), types[rows])
         if step <= args.window_steps:
             batch = short_windows(*batch, args.window)
         loss, _ = objective(*batch)

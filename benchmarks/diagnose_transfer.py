@@ -64,6 +64,44 @@ def packed_rows(lines: list[str], tokenizer, length: int) -> tuple[torch.Tensor,
     return ids, types
 
 
+def nsmc_corpus_rows(
+    lines: int, vocab_size: int, length: int, vocab_dir: str
+) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """The first `lines` of the NSMC corpus: a WordPiece vocabulary (written to `vocab_dir`) and the
+    packed [N, length] ids and token types."""
+    with gzip.open(SHARED / "nsmc" / "corpus.txt.gz", "rt", encoding="utf-8") as f:
+        text = [line.strip() for line in itertools.islice(f, lines)]
+    vocab = train_vocab(text, VocabConfig(pretokenizer="whitespace", num_unused=0, limit_alphabet=1000), vocab_size)
+    ids, types = packed_rows(text, write_vocab_dir(vocab, vocab_dir, length), length)
+    print(json.dumps({"rows": len(ids), "tokens": int((ids != PAD_ID).sum()), "vocab": len(vocab)}), flush=True)
+    return vocab, ids, types
+
+
+class NsmcFinetuning:
+    """The finetune stage's trainer and NSMC recipe on a slice of ratings_train (dev: 2,000 rows of
+    ratings_dev), several seeds per start."""
+
+    def __init__(self, rows: int, learning_rate: float, epochs: float, seeds: int, max_length: int):
+        spec = resolve_tasks(FinetuneConfig(tasks=["nsmc"]))[0]
+        self.spec = dataclasses.replace(spec, learning_rate=learning_rate, epochs=epochs, batch_size=32)
+        self.train = read_split(str(SHARED), self.spec, "train", limit=rows)
+        self.dev = read_split(str(SHARED), self.spec, "dev", limit=2000)
+        self.seeds, self.max_length = seeds, max_length
+
+    def report(self, start: str, folder: str) -> None:
+        """Fine-tune the Hugging Face folder once per seed; print one JSON line."""
+        runs = [
+            finetune(folder, self.spec, self.train, self.dev, max_length=self.max_length, seed=42 + s)
+            for s in range(self.seeds)
+        ]
+        line = {
+            "start": start,
+            "nsmc_dev_accuracy": [round(r["score"], 1) for r in runs],
+            "final_train_loss": [round(r["final_train_loss"], 3) for r in runs],
+        }
+        print(json.dumps(line), flush=True)
+
+
 def held_out_rows(ids: torch.Tensor) -> int:
     return max(16, HELD_OUT_TOKENS // ids.size(1))
 
@@ -191,14 +229,9 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(args.seed)
-    with gzip.open(SHARED / "nsmc" / "corpus.txt.gz", "rt", encoding="utf-8") as f:
-        lines = [line.strip() for line in itertools.islice(f, args.lines)]
-    vocab = train_vocab(lines, VocabConfig(pretokenizer="whitespace", num_unused=0, limit_alphabet=1000), args.vocab)
     work = tempfile.TemporaryDirectory(prefix="diagnose-transfer-")
     vocab_dir = str(Path(work.name) / "vocab")
-    tokenizer = write_vocab_dir(vocab, vocab_dir, args.seq)
-    ids, types = packed_rows(lines, tokenizer, args.seq)
-    print(json.dumps({"rows": len(ids), "tokens": int((ids != PAD_ID).sum()), "vocab": len(vocab)}), flush=True)
+    vocab, ids, types = nsmc_corpus_rows(args.lines, args.vocab, args.seq, vocab_dir)
     cfg = ModelConfig(
         vocab_size=len(vocab),
         embedding_size=args.hidden,
@@ -225,25 +258,9 @@ def main() -> None:
             print(json.dumps({"bigram_detector_auc": bigram_auc(ids, probs)}), flush=True)
     pretrain(model, objective, ids, types, args)
 
-    spec = resolve_tasks(FinetuneConfig(tasks=["nsmc"]))[0]
-    spec = dataclasses.replace(spec, learning_rate=args.finetune_lr, epochs=args.finetune_epochs, batch_size=32)
-    train = read_split(str(SHARED), spec, "train", limit=args.finetune_rows)
-    dev = read_split(str(SHARED), spec, "dev", limit=2000)
+    nsmc = NsmcFinetuning(args.finetune_rows, args.finetune_lr, args.finetune_epochs, args.seeds, min(64, args.seq))
     for variant in filter(None, args.variants.split(",")):
-        folder = start_folder(model, variant, vocab_dir, str(Path(work.name) / variant), seed=1)
-        runs = [
-            finetune(folder, spec, train, dev, max_length=min(64, args.seq), seed=42 + s) for s in range(args.seeds)
-        ]
-        print(
-            json.dumps(
-                {
-                    "start": variant,
-                    "nsmc_dev_accuracy": [round(r["score"], 1) for r in runs],
-                    "final_train_loss": [round(r["final_train_loss"], 3) for r in runs],
-                }
-            ),
-            flush=True,
-        )
+        nsmc.report(variant, start_folder(model, variant, vocab_dir, str(Path(work.name) / variant), seed=1))
 
 
 if __name__ == "__main__":

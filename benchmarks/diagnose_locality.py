@@ -116,7 +116,7 @@ def main() -> None:
 
     model = initialised()
     held_in, held_labels = mask(held, torch.Generator().manual_seed(1))
-    unigram = torch.bincount(train.flatten(), minlength=len(vocab)).float()
+    unigram = torch.bincount(train.flatten(), minlength=len(vocab)).float() + 1  # add-one: no token unseen
     unigram[: len(SPECIAL_TOKENS)] = 0
     unigram_loss = -(unigram / unigram.sum())[held_labels[held_labels != -100]].log().mean().item()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, eps=1e-6)

@@ -46,10 +46,11 @@ def local_attention_init(model: transformers.ElectraPreTrainedModel, sharpness: 
     if heads < 2:
         raise ValueError("the local initialisation needs at least 2 heads: one looks left, one right")
     head = hidden // heads
-    angle = torch.rand(head // 2, generator=torch.Generator().manual_seed(seed)) * math.pi
+    width = 2 * (head // 2)  # the position dims: one (sin, cos) pair per frequency
+    angle = torch.rand(width // 2, generator=torch.Generator().manual_seed(seed)) * math.pi
     phase = torch.arange(length).float()[:, None] * angle
     positions = torch.zeros(length, hidden)
-    positions[:, 0 : 2 * len(angle) : 2], positions[:, 1 : 2 * len(angle) : 2] = phase.sin(), phase.cos()
+    positions[:, 0:width:2], positions[:, 1:width:2] = phase.sin(), phase.cos()
     with torch.no_grad():
         embeddings.position_embeddings.weight.copy_(positions / positions.std() * 0.02)
         for h in range(heads):
@@ -57,13 +58,13 @@ def local_attention_init(model: transformers.ElectraPreTrainedModel, sharpness: 
             # * p_i . p_(j+offset) (plus content terms) peaks at j = i - offset.
             offset = 1.0 if h % 2 == 0 else -1.0
             cos, sin = (offset * angle).cos(), (offset * angle).sin()
-            rotation = torch.zeros(2 * len(angle), 2 * len(angle))
+            rotation = torch.zeros(width, width)
             rotation[0::2, 0::2], rotation[0::2, 1::2] = torch.diag(cos), torch.diag(sin)
             rotation[1::2, 0::2], rotation[1::2, 1::2] = torch.diag(-sin), torch.diag(cos)
-            rows = slice(h * head, h * head + 2 * len(angle))
-            for layer, block in ((attention.query, sharpness * torch.eye(len(rotation))), (attention.key, rotation)):
+            rows = slice(h * head, h * head + width)
+            for layer, block in ((attention.query, sharpness * torch.eye(width)), (attention.key, rotation)):
                 layer.weight[h * head : (h + 1) * head] = 0.0
-                layer.weight[rows, : len(rotation)] = block
+                layer.weight[rows, :width] = block
                 layer.bias[h * head : (h + 1) * head] = 0.0
 
 

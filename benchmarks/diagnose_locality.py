@@ -25,13 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 import transformers
-from diagnose_transfer import NsmcFinetuning, nsmc_corpus_rows
+from diagnose_transfer import NsmcFinetuning, keep_argument, nsmc_corpus_rows, work_folder
 
 from koelectra_dist.export import write_tokenizer
 from koelectra_dist.tokens import MASK_ID, PAD_ID, SPECIAL_TOKENS
@@ -91,12 +89,13 @@ def main() -> None:
     p.add_argument("--finetune-lr", type=float, default=1e-3)
     p.add_argument("--finetune-epochs", type=float, default=5)
     p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per start")
+    keep_argument(p)
     args = p.parse_args()
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(0)
-    work = tempfile.TemporaryDirectory(prefix="diagnose-locality-")
-    vocab_dir = str(Path(work.name) / "vocab")
+    work = work_folder(args.keep, "diagnose-locality-")
+    vocab_dir = str(work / "vocab")
     vocab, ids, _ = nsmc_corpus_rows(args.lines, args.vocab, args.seq, vocab_dir)
     train, held = ids[:-32], ids[-32:]
     config = transformers.ElectraConfig(
@@ -147,7 +146,7 @@ def main() -> None:
     )
     nsmc = NsmcFinetuning(args.finetune_rows, args.finetune_lr, args.finetune_epochs, args.seeds, min(64, args.seq))
     for start, tower in (("pretrained", model), ("pretrained_embeddings", embeddings_only), ("random", fresh)):
-        folder = str(Path(work.name) / start)
+        folder = str(work / start)
         tower.save_pretrained(folder)
         write_tokenizer(vocab_dir, folder, args.seq)
         nsmc.report(start, folder)

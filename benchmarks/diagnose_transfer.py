@@ -23,11 +23,13 @@ of each fine-tuning seed (x100).
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import gzip
 import itertools
 import json
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -100,6 +102,24 @@ class NsmcFinetuning:
             "final_train_loss": [round(r["final_train_loss"], 3) for r in runs],
         }
         print(json.dumps(line), flush=True)
+
+
+def work_folder(keep: str | None, prefix: str) -> Path:
+    """`keep` (created if needed) or a temporary folder that is removed at exit."""
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        return Path(keep)
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def keep_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="write the vocabulary and every fine-tuning start (a Hugging Face folder) under DIR and keep them",
+    )
 
 
 def held_out_rows(ids: torch.Tensor) -> int:
@@ -225,12 +245,13 @@ def main() -> None:
     p.add_argument("--finetune-epochs", type=float, default=2)
     p.add_argument("--seeds", type=int, default=2, help="fine-tuning seeds per start")
     p.add_argument("--seed", type=int, default=0, help="pre-training seed (initialisation, batches, masking)")
+    keep_argument(p)
     args = p.parse_args()
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(args.seed)
-    work = tempfile.TemporaryDirectory(prefix="diagnose-transfer-")
-    vocab_dir = str(Path(work.name) / "vocab")
+    work = work_folder(args.keep, "diagnose-transfer-")
+    vocab_dir = str(work / "vocab")
     vocab, ids, types = nsmc_corpus_rows(args.lines, args.vocab, args.seq, vocab_dir)
     cfg = ModelConfig(
         vocab_size=len(vocab),
@@ -260,7 +281,7 @@ def main() -> None:
 
     nsmc = NsmcFinetuning(args.finetune_rows, args.finetune_lr, args.finetune_epochs, args.seeds, min(64, args.seq))
     for variant in filter(None, args.variants.split(",")):
-        nsmc.report(variant, start_folder(model, variant, vocab_dir, str(Path(work.name) / variant), seed=1))
+        nsmc.report(variant, start_folder(model, variant, vocab_dir, str(work / variant), seed=1))
 
 
 if __name__ == "__main__":

@@ -238,7 +238,7 @@ class HubConfig:
 class FinetuneTaskConfig:
     name: str = ""
     """Task name, as listed in `finetune.tasks`. For a built-in task (nsmc, korsts, kornli, paws,
-    question_pair, hate_speech) only the fields given here change; a new name needs train_file, the
+    question_pair, hate_speech, naver_ner) only the fields given here change; a new name needs train_file, the
     evaluated split's file, text_columns, label_column, metric (and labels for classification), and
     starts from the recipe 10 epochs / batch 32 / lr 5e-5."""
     folder: str | None = None
@@ -256,12 +256,15 @@ class FinetuneTaskConfig:
     text_columns: list[str] | None = None
     """One column (single sentence) or two (sentence pair) holding the text."""
     label_column: str | None = None
-    """Column holding the label (classification) or the score (regression)."""
+    """Column holding the label (classification), the score (regression), or one tag per word of the
+    text, space-separated (tagging: metric entity_f1, whose text is words separated by spaces)."""
     labels: list[str] | None = None
-    """Label values as written in the file, for classification; None (or empty) makes the task a regression
-    with one output."""
-    metric: Literal["accuracy", "macro_f1", "spearman", "pearson"] | None = None
-    """Reported metric (x100): accuracy or macro_f1 for classification, spearman or pearson for regression."""
+    """Label values (or tags, "O" among them) as written in the file, for classification and tagging;
+    None (or empty) makes the task a regression with one output."""
+    metric: Literal["accuracy", "macro_f1", "spearman", "pearson", "entity_f1"] | None = None
+    """Reported metric (x100): accuracy or macro_f1 for classification, spearman or pearson for regression,
+    entity_f1 (seqeval's micro F1 over exactly matching BIO entities) for word tagging, which makes the
+    task a token classification."""
     epochs: float | None = None
     """Training epochs (fractions allowed)."""
     batch_size: int | None = None

@@ -13,7 +13,7 @@ from koelectra_dist import storage
 from koelectra_dist.config import FinetuneConfig, FinetuneTaskConfig, load_config
 from koelectra_dist.errors import ConfigError, DataError
 from koelectra_dist.finetune.data import read_split
-from koelectra_dist.finetune.metrics import accuracy, macro_f1, pearson, ranks, spearman
+from koelectra_dist.finetune.metrics import accuracy, entities, entity_f1, macro_f1, pearson, ranks, spearman
 from koelectra_dist.finetune.report import markdown, summarize
 from koelectra_dist.finetune.tasks import BUILTIN_TASKS, config_problems, resolve_tasks
 
@@ -51,11 +51,19 @@ SAMPLES = {
         ["송중기 시대극은 믿고본다. 첫회 신선하고 좋았다.", "지현우 나쁜놈", "알바쓰고많이만들면되지"],
         [0, 1, 2],
     ),
+    "naver_ner": (  # KoELECTRA's layout: words, a tab, one tag per word; no header
+        "train.tsv",
+        "비토리오 양일 만에 영사관 감호 용퇴, 항룡 압력설 의심만 가율\tPER-B DAT-B DAT-I ORG-B CVL-B O O O O O\n"
+        "이 음경동맥의 직경이 8 19mm입니다 .\tO O O NUM-B NUM-I O\n",
+        ["비토리오 양일 만에 영사관 감호 용퇴, 항룡 압력설 의심만 가율", "이 음경동맥의 직경이 8 19mm입니다 ."],
+        [[1, 13, 14, 7, 11, 0, 0, 0, 0, 0], [0, 0, 0, 17, 18, 0]],
+    ),
 }
 
 
 def _spec(name: str) -> FinetuneTaskConfig:
-    return resolve_tasks(FinetuneConfig(tasks=[name], eval_split="test" if name == "question_pair" else "dev"))[0]
+    no_dev = name in ("question_pair", "naver_ner")
+    return resolve_tasks(FinetuneConfig(tasks=[name], eval_split="test" if no_dev else "dev"))[0]
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
@@ -167,6 +175,35 @@ def test_bad_task_files_name_file_and_line(tmp_path, text, message):
         read_split(str(tmp_path), BUILTIN_TASKS["hate_speech"], "train")
 
 
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("철수 는 서울 에\tPER-B O LOC-B\n", r"train.tsv line 2: 4 words in column 'sentence' but 3 tags in 'tags'"),
+        ("철수 는\tPER-B B-LOC\n", r"train.tsv line 2: unknown tag 'B-LOC' in column 'tags' for task 'naver_ner'"),
+    ],
+)
+def test_bad_tagging_rows_name_file_and_line(tmp_path, row, message):
+    (tmp_path / "naver-ner").mkdir()
+    (tmp_path / "naver-ner" / "train.tsv").write_text("영희 가\tPER-B O\n" + row, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        read_split(str(tmp_path), BUILTIN_TASKS["naver_ner"], "train")
+
+
+def test_tagging_specs_need_an_outside_tag_and_one_text_column():
+    spec = FinetuneTaskConfig(
+        name="tags",
+        train_file="t.tsv",
+        dev_file="d.tsv",
+        text_columns=["a", "b"],
+        label_column="tags",
+        labels=["B-X", "I-X"],
+        metric="entity_f1",
+    )
+    problems = "\n".join(config_problems(FinetuneConfig(tasks=["tags"], task_specs=[spec])))
+    assert 'needs the outside tag "O"' in problems and "tags one text column" in problems
+    assert config_problems(FinetuneConfig(tasks=["naver_ner"], eval_split="test")) == []
+
+
 def test_bad_score_and_missing_file(tmp_path):
     (tmp_path / "korsts").mkdir()
     (tmp_path / "korsts" / "sts-train.tsv").write_text(
@@ -198,6 +235,23 @@ def test_metrics_exact():
     assert math.isnan(pearson([1, 1, 1], [1, 2, 3]))
     with pytest.raises(DataError):
         accuracy([], [])
+
+
+def test_entity_f1_reads_bio_spans_like_seqeval():
+    # Naver NER's "TYPE-B" and the usual "B-TYPE" spelling; an I- tag after O or another type starts an entity.
+    assert entities(["PER-B", "PER-I", "O", "LOC-B", "B-ORG", "I-ORG"]) == {("PER", 0, 1), ("LOC", 3, 3), ("ORG", 4, 5)}
+    assert entities(["O", "I-PER", "I-PER", "I-LOC", "B-LOC", "B-LOC"]) == {
+        ("PER", 1, 2),
+        ("LOC", 3, 3),
+        ("LOC", 4, 4),
+        ("LOC", 5, 5),
+    }
+    gold = [["PER-B", "PER-I", "O", "LOC-B"], ["ORG-B", "ORG-I", "O"]]
+    pred = [["PER-B", "O", "O", "LOC-B"], ["ORG-B", "ORG-I", "ORG-I"]]
+    assert entity_f1(gold, pred) == pytest.approx(2 * 1 / (3 + 3))  # only LOC matches span and type
+    assert entity_f1(gold, gold) == 1.0 and entity_f1([["O"]], [["O"]]) == 0.0
+    with pytest.raises(DataError, match="sentence 0: 2 gold tags but 1 predicted"):
+        entity_f1([["O", "O"]], [["O"]])
 
 
 def test_results_table():

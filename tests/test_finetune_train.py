@@ -15,11 +15,12 @@ from koelectra_dist.errors import DataError
 from koelectra_dist.finetune import stage
 from koelectra_dist.finetune.data import read_split
 from koelectra_dist.finetune.tasks import resolve_tasks
-from koelectra_dist.finetune.trainer import finetune, load_model, lr_at, total_steps
+from koelectra_dist.finetune.trainer import finetune, load_model, lr_at, tag_names, total_steps, word_tags
 
 FILLERS = "영화 배우 연기 스토리 정말 너무 이 그 음악 감독 장면 결말".split()
 SENTIMENT = {"좋다": "1", "최고": "1", "재밌다": "1", "싫다": "0", "최악": "0", "지루하다": "0"}
 SCORES = {"하나": 1.0, "둘": 2.0, "셋": 3.0, "넷": 4.0, "다섯": 5.0}
+ENTITIES = {"대한민국": ["LOC-B"], "국회 의장": ["ORG-B", "ORG-I"], "대통령": ["PER-B"]}
 
 
 def _sentence(rng: random.Random, key: str) -> str:
@@ -44,6 +45,26 @@ def write_tasks(folder, n_train: int = 400, n_dev: int = 200) -> None:
             rows.append(f"news\tf\t2017\t{i}\t{SCORES[key]:.3f}\t{_sentence(rng, key)}\t{_sentence(rng, '그리고')}")
         (folder / "korsts").mkdir(parents=True, exist_ok=True)
         (folder / "korsts" / f"sts-{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+def write_tagging_task(folder, n_train: int = 300, n_dev: int = 100) -> None:
+    """A Naver NER layout task (words<TAB>tags, no header) whose entities a model can learn."""
+    rng = random.Random(0)
+    (folder / "naver-ner").mkdir(parents=True, exist_ok=True)
+    for split, n in [("train", n_train), ("test", n_dev)]:
+        rows = []
+        for _ in range(n):
+            words, tags = [], []
+            for _ in range(rng.randint(4, 8)):
+                if rng.random() < 0.3:
+                    entity = rng.choice(list(ENTITIES))
+                    words += entity.split()
+                    tags += ENTITIES[entity]
+                else:
+                    words.append(rng.choice(FILLERS))
+                    tags.append("O")
+            rows.append(f"{' '.join(words)}\t{' '.join(tags)}")
+        (folder / "naver-ner" / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
 SENTIMENT_SPEC = FinetuneTaskConfig(
@@ -123,6 +144,26 @@ def test_finetune_learns_classification_and_regression(tmp_path, hf_folder):
     assert again["score"] == sts["score"]  # the seed fixes initialisation and data order
 
 
+def test_finetune_learns_word_tagging(tmp_path, hf_folder):
+    from transformers import ElectraForTokenClassification
+
+    write_tagging_task(tmp_path)
+    (spec,) = resolve_tasks(FinetuneConfig(tasks=["naver_ner"], eval_split="test", epochs=10, learning_rate=1e-3))
+    _, model = load_model(str(hf_folder), spec)
+    assert isinstance(model, ElectraForTokenClassification) and model.config.num_labels == 29
+    train, test = read_split(str(tmp_path), spec, "train"), read_split(str(tmp_path), spec, "test")
+    result = finetune(str(hf_folder), spec, train, test, max_length=32, seed=42)
+    assert result["metric"] == "entity_f1" and result["score"] >= 90, result
+
+
+def test_tags_are_read_on_first_sub_words_and_unseen_words_are_outside():
+    # tokens: [CLS] w0 w0 w1 [SEP] (padding after): w0 is read on its first piece, w1 on its only one
+    assert word_tags([None, 0, 0, 1, None], [5, 1, 2, 3, 4, 4, 4]) == [1, 3]
+    (spec,) = resolve_tasks(FinetuneConfig(tasks=["naver_ner"], eval_split="test"))
+    gold, predicted = tag_names(spec, [[1, 2, 0, 9]], [[1, None]])  # word 1 had no piece; 2-3 cut off
+    assert gold == [["PER-B", "PER-I", "O", "LOC-B"]] and predicted == [["PER-B", "O", "O", "O"]]
+
+
 def test_stage_rejects_a_missing_model_folder(tmp_path):
     cfg = config_from_dict({"run": {"output_uri": str(tmp_path), "stages": ["finetune"]}})
     with pytest.raises(DataError, match=r"hf/discriminator: not a Hugging Face ELECTRA/BERT folder .*run the export"):
@@ -131,18 +172,23 @@ def test_stage_rejects_a_missing_model_folder(tmp_path):
 
 @pytest.mark.slow
 def test_launch_finetune_on_ray_with_s3(tmp_path, hf_folder, ray_local, s3_bucket):
-    """`launch.py --config C finetune`: model on S3, two tasks and two seeds in parallel Ray tasks, results on S3."""
+    """`launch.py --config C finetune`: model on S3, three tasks (one of them tagging) and two seeds in
+    parallel Ray tasks, results on S3."""
     from launch import main
 
     write_tasks(tmp_path, n_train=200, n_dev=100)
+    write_tagging_task(tmp_path, n_train=200, n_dev=100)
     storage.upload_dir(str(hf_folder), f"{s3_bucket}/hf/discriminator")
     config = {
         "run": {"output_uri": f"{s3_bucket}/run"},
         "export": {"output_uri": f"{s3_bucket}/hf"},
         "finetune": {
-            "tasks": ["sentiment", "korsts"],
+            "tasks": ["sentiment", "korsts", "naver_ner"],
             "data_dir": str(tmp_path),
-            "task_specs": [{k: v for k, v in vars(SENTIMENT_SPEC).items() if v is not None}],
+            "task_specs": [
+                {k: v for k, v in vars(SENTIMENT_SPEC).items() if v is not None},
+                {"name": "naver_ner", "dev_file": "test.tsv"},  # its layout has no dev split
+            ],
             "repeats": 2,
             "max_train_examples": 100,
             "max_length": 32,
@@ -153,9 +199,10 @@ def test_launch_finetune_on_ray_with_s3(tmp_path, hf_folder, ray_local, s3_bucke
     assert main(["--config", str(path), "--set", "finetune.epochs=1", "finetune"]) == 0
     results = storage.read_json(f"{s3_bucket}/run/finetune/results.json")
     assert results["model"] == f"{s3_bucket}/hf/discriminator"
-    assert list(results["tasks"]) == ["sentiment", "korsts"]
+    assert list(results["tasks"]) == ["sentiment", "korsts", "naver_ner"]
     for entry in results["tasks"].values():
         assert [r["seed"] for r in entry["runs"]] == [42, 43]
         assert all(r["train_examples"] == 100 and r["eval_examples"] == 100 and r["steps"] == 4 for r in entry["runs"])
     table = storage.read_bytes(f"{s3_bucket}/run/finetune/results.md").decode("utf-8")
     assert "| korsts | spearman |" in table and "| 42, 43 | 100 / 100 | 1 / 32 / 5e-05 |" in table
+    assert "| naver_ner | entity_f1 |" in table

@@ -13,17 +13,18 @@ from dataclasses import dataclass
 from koelectra_dist import storage
 from koelectra_dist.config import FinetuneTaskConfig
 from koelectra_dist.errors import DataError
-from koelectra_dist.finetune.tasks import is_regression, split_file
+from koelectra_dist.finetune.tasks import is_regression, is_tagging, split_file
 
 
 @dataclass
 class TaskData:
-    """One split of a task: texts (a second list for sentence pairs) and label ids or scores."""
+    """One split of a task: texts (a second list for sentence pairs) and label ids, scores, or (tagging)
+    one list of tag ids per text, a tag per space-separated word."""
 
     uri: str
     text_a: list[str]
     text_b: list[str] | None
-    labels: list[int] | list[float]
+    labels: list[int] | list[float] | list[list[int]]
 
     def __len__(self) -> int:
         return len(self.text_a)
@@ -48,10 +49,27 @@ def _column_indexes(spec: FinetuneTaskConfig, header: list[str], uri: str) -> li
     return [header.index(c) for c in wanted]
 
 
+def _tag_ids(raw: str, text: str, label_ids: dict[str, int], spec: FinetuneTaskConfig, where: str) -> list[int]:
+    """A tagging row's tag ids: one known tag per space-separated word of the text."""
+    tags, words = raw.split(), text.split()
+    if len(tags) != len(words):
+        raise DataError(
+            f"{where}: {len(words)} words in column {spec.text_columns[0]!r} but {len(tags)} tags in "
+            f"{spec.label_column!r}; a tagging task needs one tag per space-separated word"
+        )
+    unknown = [tag for tag in tags if tag not in label_ids]
+    if unknown:
+        raise DataError(
+            f"{where}: unknown tag {unknown[0]!r} in column {spec.label_column!r} for task {spec.name!r} "
+            f"(tags: {', '.join(spec.labels)})"
+        )
+    return [label_ids[tag] for tag in tags]
+
+
 def parse_lines(lines: Iterable[str], spec: FinetuneTaskConfig, uri: str, limit: int | None = None) -> TaskData:
     """Parse a task file's lines (without decoding concerns); `limit` keeps the first N rows."""
     delimiter = spec.delimiter or "\t"
-    regression = is_regression(spec)
+    regression, tagging = is_regression(spec), is_tagging(spec)
     label_ids = {label: i for i, label in enumerate(spec.labels or [])}
     header = spec.columns
     indexes: list[int] = [] if header is None else _column_indexes(spec, header, uri)
@@ -72,7 +90,9 @@ def parse_lines(lines: Iterable[str], spec: FinetuneTaskConfig, uri: str, limit:
             raise DataError(f"{uri} line {number}: {len(fields)} fields, expected {len(header)}{hint}")
         *text_idx, label_idx = indexes
         raw = fields[label_idx].strip()
-        if regression:
+        if tagging:
+            labels.append(_tag_ids(raw, fields[text_idx[0]], label_ids, spec, f"{uri} line {number}"))
+        elif regression:
             try:
                 labels.append(float(raw))
             except ValueError:

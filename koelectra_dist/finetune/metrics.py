@@ -1,4 +1,4 @@
-"""Downstream metrics, exact and dependency-free: accuracy, macro F1, Pearson and Spearman."""
+"""Downstream metrics, exact and dependency-free: accuracy, macro F1, Pearson, Spearman and entity F1."""
 
 from __future__ import annotations
 
@@ -65,9 +65,49 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return pearson(ranks(x), ranks(y))
 
 
+def _tag_parts(tag: str) -> tuple[str, str]:
+    """(position, type) of a BIO tag in either spelling: "B-PER" or Naver NER's "PER-B"; ("O", "")."""
+    if tag == "O":
+        return "O", ""
+    head, _, tail = tag.partition("-")
+    if head in ("B", "I"):
+        return head, tail
+    kind, _, position = tag.rpartition("-")
+    return (position, kind) if position in ("B", "I") else ("B", tag)
+
+
+def entities(tags: Sequence[str]) -> set[tuple[str, int, int]]:
+    """(type, first, last) spans of a BIO sequence, read like conlleval and seqeval's default mode:
+    an I- tag that does not continue an entity of its type starts one."""
+    spans: set[tuple[str, int, int]] = set()
+    start, current = 0, ""
+    for i, tag in enumerate([*tags, "O"]):
+        position, kind = _tag_parts(tag)
+        if current and (position != "I" or kind != current):
+            spans.add((current, start, i - 1))
+            current = ""
+        if position != "O" and not current:
+            start, current = i, kind
+    return spans
+
+
+def entity_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:
+    """Micro-averaged F1 of exactly matching entities (type and span) over all sentences, as
+    seqeval's f1_score; 0 when neither side has an entity."""
+    _check(gold, pred)
+    tp = n_gold = n_pred = 0
+    for number, (g, p) in enumerate(zip(gold, pred, strict=True)):
+        if len(g) != len(p):
+            raise DataError(f"sentence {number}: {len(g)} gold tags but {len(p)} predicted")
+        g_spans, p_spans = entities(g), entities(p)
+        tp, n_gold, n_pred = tp + len(g_spans & p_spans), n_gold + len(g_spans), n_pred + len(p_spans)
+    return 2 * tp / (n_gold + n_pred) if n_gold + n_pred else 0.0
+
+
 METRICS: dict[str, Callable[[Sequence, Sequence], float]] = {
     "accuracy": accuracy,
     "macro_f1": macro_f1,
     "spearman": spearman,
     "pearson": pearson,
+    "entity_f1": entity_f1,
 }

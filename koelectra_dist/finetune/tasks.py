@@ -14,6 +14,9 @@ from koelectra_dist.errors import ConfigError
 
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1")
 REGRESSION_METRICS = ("spearman", "pearson")
+TAGGING_METRICS = ("entity_f1",)
+# KoELECTRA's Naver NER tag set (its label.txt): 14 entity types in "TYPE-B" / "TYPE-I" spelling.
+NAVER_NER_TYPES = ("PER", "FLD", "AFW", "ORG", "LOC", "CVL", "DAT", "TIM", "NUM", "EVT", "ANM", "PLT", "MAT", "TRM")
 
 BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
     t.name: t
@@ -95,6 +98,20 @@ BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
             batch_size=32,
             learning_rate=5e-5,
         ),
+        FinetuneTaskConfig(
+            name="naver_ner",
+            folder="naver-ner",
+            train_file="train.tsv",
+            test_file="test.tsv",  # KoELECTRA's layout: a sentence and its tags per line, no dev split
+            columns=["sentence", "tags"],
+            text_columns=["sentence"],
+            label_column="tags",
+            labels=["O", *(f"{kind}-{position}" for kind in NAVER_NER_TYPES for position in "BI")],
+            metric="entity_f1",
+            epochs=20,
+            batch_size=32,
+            learning_rate=5e-5,
+        ),
     ]
 }
 
@@ -105,6 +122,11 @@ _REQUIRED = ("train_file", "text_columns", "label_column", "metric", "epochs", "
 
 def is_regression(spec: FinetuneTaskConfig) -> bool:
     return not spec.labels
+
+
+def is_tagging(spec: FinetuneTaskConfig) -> bool:
+    """A token classification: one label per word of the text."""
+    return spec.metric in TAGGING_METRICS
 
 
 def split_file(spec: FinetuneTaskConfig, split: str) -> str | None:
@@ -127,10 +149,15 @@ def _problems(spec: FinetuneTaskConfig, eval_split: str) -> list[str]:
     if spec.text_columns is not None and len(spec.text_columns) not in (1, 2):
         problems.append(f"{where}: text_columns needs 1 or 2 columns, got {spec.text_columns}")
     if spec.metric is not None:
-        allowed = REGRESSION_METRICS if is_regression(spec) else CLASSIFICATION_METRICS
+        allowed = REGRESSION_METRICS if is_regression(spec) else CLASSIFICATION_METRICS + TAGGING_METRICS
         if spec.metric not in allowed:
             kind = "a regression (no labels)" if is_regression(spec) else "a classification"
             problems.append(f"{where}: metric {spec.metric!r} does not fit {kind}; use one of {', '.join(allowed)}")
+    if is_tagging(spec):
+        if spec.labels and "O" not in spec.labels:
+            problems.append(f'{where}: a tagging task needs the outside tag "O" among labels')
+        if spec.text_columns is not None and len(spec.text_columns) != 1:
+            problems.append(f"{where}: a tagging task tags one text column, got {spec.text_columns}")
     if spec.labels and len(set(spec.labels)) != len(spec.labels):
         problems.append(f"{where}: labels has duplicates: {spec.labels}")
     if spec.labels is not None and len(spec.labels) == 1:

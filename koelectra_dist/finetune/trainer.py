@@ -2,8 +2,9 @@
 
 AdamW (eps 1e-8, weight decay 0), learning rate decaying linearly to 0 with no warm-up, gradient
 clipping at 1.0, max length 128. Classification uses the sequence-classification head with one
-output per label; regression (KorSTS) one output and a squared-error loss. A pre-training folder's
-head (ElectraForPreTraining) is dropped and a fresh classifier is initialised.
+output per label; regression (KorSTS) one output and a squared-error loss; tagging (Naver NER) the
+token-classification head, trained and read on each word's first sub-word, as KoELECTRA did. A
+pre-training folder's head (ElectraForPreTraining) is dropped and a fresh classifier is initialised.
 """
 
 from __future__ import annotations
@@ -20,20 +21,23 @@ import torch
 from koelectra_dist.config import FinetuneTaskConfig
 from koelectra_dist.finetune.data import TaskData
 from koelectra_dist.finetune.metrics import METRICS
-from koelectra_dist.finetune.tasks import is_regression
+from koelectra_dist.finetune.tasks import is_regression, is_tagging
 
 log = logging.getLogger(__name__)
 
 EVAL_BATCH_SIZE = 128
+IGNORED = -100  # the label of positions the loss skips: special tokens and non-initial sub-words
 
 
 @dataclass
 class Encoded:
-    """Tokenized examples (unpadded) and their targets."""
+    """Tokenized examples (unpadded) and their targets; for tagging, a target per token and each
+    token's word (None: a special token)."""
 
     input_ids: list[list[int]]
     token_type_ids: list[list[int]]
-    labels: list[int] | list[float]
+    labels: list[int] | list[float] | list[list[int]]
+    word_ids: list[list[int | None]] | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -54,9 +58,11 @@ def total_steps(n_examples: int, batch_size: int, epochs: float) -> int:
 
 def load_model(model_dir: str, spec: FinetuneTaskConfig) -> tuple[Any, torch.nn.Module]:
     """The folder's tokenizer and a sequence-classification model built on its encoder."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if is_tagging(spec):
+        return tokenizer, AutoModelForTokenClassification.from_pretrained(model_dir, num_labels=len(spec.labels))
     regression = is_regression(spec)
     model = AutoModelForSequenceClassification.from_pretrained(
         model_dir,
@@ -66,7 +72,36 @@ def load_model(model_dir: str, spec: FinetuneTaskConfig) -> tuple[Any, torch.nn.
     return tokenizer, model
 
 
-def encode(tokenizer: Any, data: TaskData, max_length: int) -> Encoded:
+def first_subwords(word_ids: list[int | None]) -> list[int | None]:
+    """Each token's word where the token is that word's first sub-word, else None."""
+    firsts, before = [], None
+    for w in word_ids:
+        firsts.append(w if w is not None and w != before else None)
+        before = w
+    return firsts
+
+
+def encode_tagging(tokenizer: Any, data: TaskData, max_length: int) -> Encoded:
+    """Words to sub-words; each word's tag goes on its first sub-word, the rest are IGNORED."""
+    enc = tokenizer(
+        [text.split() for text in data.text_a],
+        is_split_into_words=True,
+        truncation=True,
+        max_length=max_length,
+        return_token_type_ids=True,
+        return_attention_mask=False,
+    )
+    word_ids = [enc.word_ids(i) for i in range(len(data))]
+    labels = [
+        [IGNORED if w is None else tags[w] for w in first_subwords(words)]
+        for tags, words in zip(data.labels, word_ids, strict=True)
+    ]
+    return Encoded(enc["input_ids"], enc["token_type_ids"], labels, word_ids)
+
+
+def encode(tokenizer: Any, data: TaskData, max_length: int, tagging: bool = False) -> Encoded:
+    if tagging:
+        return encode_tagging(tokenizer, data, max_length)
     enc = tokenizer(
         data.text_a,
         data.text_b,
@@ -89,7 +124,12 @@ def collate(enc: Encoded, indexes: list[int], pad_id: int, device: torch.device)
         ids[row, :n] = torch.tensor(enc.input_ids[i])
         types[row, :n] = torch.tensor(enc.token_type_ids[i])
         mask[row, :n] = 1
-    labels = torch.tensor([enc.labels[i] for i in indexes])
+    if enc.word_ids is None:
+        labels = torch.tensor([enc.labels[i] for i in indexes])
+    else:
+        labels = torch.full((len(indexes), width), IGNORED, dtype=torch.long)
+        for row, i in enumerate(indexes):
+            labels[row, : len(enc.labels[i])] = torch.tensor(enc.labels[i])
     batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels}
     return {k: v.to(device) for k, v in batch.items()}
 
@@ -103,8 +143,34 @@ def predict(model: torch.nn.Module, enc: Encoded, pad_id: int, device: torch.dev
         batch = collate(enc, list(range(start, min(start + EVAL_BATCH_SIZE, len(enc.labels)))), pad_id, device)
         batch.pop("labels")
         logits = model(**batch).logits
-        out += logits[:, 0].float().tolist() if regression else logits.argmax(-1).tolist()
+        if enc.word_ids is not None:
+            tokens = logits.argmax(-1).tolist()
+            out += [word_tags(enc.word_ids[start + row], tags) for row, tags in enumerate(tokens)]
+        else:
+            out += logits[:, 0].float().tolist() if regression else logits.argmax(-1).tolist()
     return out
+
+
+def word_tags(word_ids: list[int | None], token_tags: list[int]) -> list[int | None]:
+    """The predicted tag of each word, read on its first sub-word; None for a word with no sub-word."""
+    seen = [w for w in word_ids if w is not None]
+    tags: list[int | None] = [None] * (max(seen) + 1 if seen else 0)
+    for w, tag in zip(first_subwords(word_ids), token_tags, strict=False):  # token_tags run on into padding
+        if w is not None:
+            tags[w] = tag
+    return tags
+
+
+def tag_names(spec: FinetuneTaskConfig, gold: list[list[int]], predicted: list[list[int | None]]) -> tuple:
+    """Gold and predicted tag strings per sentence; a word the model did not see (cut off by
+    max_length, or no sub-word) is predicted "O"."""
+    names = spec.labels
+    gold_tags = [[names[t] for t in tags] for tags in gold]
+    predicted_tags = [
+        [names[t] if t is not None else "O" for t in tags] + ["O"] * (len(g) - len(tags))
+        for g, tags in zip(gold, predicted, strict=True)
+    ]
+    return gold_tags, predicted_tags
 
 
 def finetune(
@@ -124,8 +190,11 @@ def finetune(
     tokenizer, model = load_model(model_dir, spec)
     model.to(device)
     pad_id = tokenizer.pad_token_id or 0
-    train_enc, eval_enc = encode(tokenizer, train, max_length), encode(tokenizer, evaluation, max_length)
-    regression = is_regression(spec)
+    regression, tagging = is_regression(spec), is_tagging(spec)
+    train_enc, eval_enc = (
+        encode(tokenizer, train, max_length, tagging),
+        encode(tokenizer, evaluation, max_length, tagging),
+    )
     steps = total_steps(len(train), spec.batch_size, spec.epochs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, eps=1e-8, weight_decay=0.0)
     order = torch.Generator().manual_seed(seed)
@@ -144,8 +213,10 @@ def finetune(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(loss.item())
-    predictions = predict(model, eval_enc, pad_id, device, regression)
-    score = METRICS[spec.metric](evaluation.labels, predictions)
+    gold, predictions = evaluation.labels, predict(model, eval_enc, pad_id, device, regression)
+    if tagging:
+        gold, predictions = tag_names(spec, gold, predictions)
+    score = METRICS[spec.metric](gold, predictions)
     tail = losses[-max(1, len(losses) // 10) :]
     result = {
         "task": spec.name,

@@ -57,7 +57,7 @@ def total_steps(n_examples: int, batch_size: int, epochs: float) -> int:
 
 
 def load_model(model_dir: str, spec: FinetuneTaskConfig) -> tuple[Any, torch.nn.Module]:
-    """The folder's tokenizer and a sequence-classification model built on its encoder."""
+    """The folder's tokenizer and a sequence- (or, for tagging, token-) classification model on its encoder."""
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

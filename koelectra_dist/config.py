@@ -238,7 +238,7 @@ class HubConfig:
 class FinetuneTaskConfig:
     name: str = ""
     """Task name, as listed in `finetune.tasks`. For a built-in task (nsmc, korsts, kornli, paws,
-    question_pair, hate_speech, naver_ner) only the fields given here change; a new name needs train_file, the
+    question_pair, hate_speech, naver_ner, korquad) only the fields given here change; a new name needs train_file, the
     evaluated split's file, text_columns, label_column, metric (and labels for classification), and
     starts from the recipe 10 epochs / batch 32 / lr 5e-5."""
     folder: str | None = None
@@ -261,10 +261,11 @@ class FinetuneTaskConfig:
     labels: list[str] | None = None
     """Label values (or tags, "O" among them) as written in the file, for classification and tagging;
     None (or empty) makes the task a regression with one output."""
-    metric: Literal["accuracy", "macro_f1", "spearman", "pearson", "entity_f1"] | None = None
+    metric: Literal["accuracy", "macro_f1", "spearman", "pearson", "entity_f1", "korquad_f1"] | None = None
     """Reported metric (x100): accuracy or macro_f1 for classification, spearman or pearson for regression,
     entity_f1 (seqeval's micro F1 over exactly matching BIO entities) for word tagging, which makes the
-    task a token classification."""
+    task a token classification; korquad_f1 (character F1, exact match beside it) for span extraction
+    from SQuAD-format JSON files, which need no columns."""
     epochs: float | None = None
     """Training epochs (fractions allowed)."""
     batch_size: int | None = None

@@ -13,7 +13,18 @@ from koelectra_dist import storage
 from koelectra_dist.config import FinetuneConfig, FinetuneTaskConfig, load_config
 from koelectra_dist.errors import ConfigError, DataError
 from koelectra_dist.finetune.data import read_split
-from koelectra_dist.finetune.metrics import accuracy, entities, entity_f1, macro_f1, pearson, ranks, spearman
+from koelectra_dist.finetune.metrics import (
+    accuracy,
+    entities,
+    entity_f1,
+    exact_match,
+    korquad_f1,
+    macro_f1,
+    normalize_answer,
+    pearson,
+    ranks,
+    spearman,
+)
 from koelectra_dist.finetune.report import markdown, summarize
 from koelectra_dist.finetune.tasks import BUILTIN_TASKS, config_problems, resolve_tasks
 
@@ -202,6 +213,63 @@ def test_tagging_specs_need_an_outside_tag_and_one_text_column():
     problems = "\n".join(config_problems(FinetuneConfig(tasks=["tags"], task_specs=[spec])))
     assert 'needs the outside tag "O"' in problems and "tags one text column" in problems
     assert config_problems(FinetuneConfig(tasks=["naver_ner"], eval_split="test")) == []
+    assert config_problems(FinetuneConfig(tasks=["korquad"])) == []  # SQuAD JSON: no columns needed
+
+
+KORQUAD = {
+    "version": "KorQuAD_v1.0",
+    "data": [
+        {
+            "title": "교향곡",
+            "paragraphs": [
+                {
+                    "context": "1839년 한 작곡가가 오래된 희곡을 읽고 그 이야기로 교향곡을 쓰기로 했다.",
+                    "qas": [
+                        {
+                            "id": "q-0",
+                            "question": "작곡가는 무엇을 쓰기로 했는가?",
+                            "answers": [{"text": "교향곡", "answer_start": 31}],
+                        },
+                        {
+                            "id": "q-1",
+                            "question": "작곡가가 희곡을 읽은 해는?",
+                            "answers": [{"text": "1839년", "answer_start": 0}, {"text": "1839", "answer_start": 0}],
+                        },
+                    ],
+                }
+            ],
+        }
+    ],
+}
+
+
+def test_korquad_json_parses_with_every_answer(tmp_path):
+    (tmp_path / "korquad").mkdir()
+    (tmp_path / "korquad" / "KorQuAD_v1.0_train.json").write_text(json.dumps(KORQUAD, ensure_ascii=False))
+    (spec,) = resolve_tasks(FinetuneConfig(tasks=["korquad"]))
+    data = read_split(str(tmp_path), spec, "train")
+    assert data.text_a[1] == "작곡가가 희곡을 읽은 해는?" and data.text_b[0].startswith("1839년 한 작곡가가")
+    assert [[a.text for a in answers] for answers in data.labels] == [["교향곡"], ["1839년", "1839"]]
+    assert len(read_split(str(tmp_path), spec, "train", limit=1)) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", r"KorQuAD_v1.0_train.json line 1: not SQuAD JSON"),
+        ('{"version": 1}', r'KorQuAD_v1.0_train.json: no "data" list'),
+        (
+            json.dumps(KORQUAD).replace('"answer_start": 31', '"answer_start": 20'),
+            r"KorQuAD_v1.0_train.json data\[0\].paragraphs\[0\].qas\[0\] \(id 'q-0'\): answer '교향곡' is not "
+            r"at answer_start 20",
+        ),
+    ],
+)
+def test_bad_korquad_files_name_file_and_entry(tmp_path, text, message):
+    (tmp_path / "korquad").mkdir()
+    (tmp_path / "korquad" / "KorQuAD_v1.0_train.json").write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        read_split(str(tmp_path), BUILTIN_TASKS["korquad"], "train")
 
 
 def test_bad_score_and_missing_file(tmp_path):
@@ -235,6 +303,15 @@ def test_metrics_exact():
     assert math.isnan(pearson([1, 1, 1], [1, 2, 3]))
     with pytest.raises(DataError):
         accuracy([], [])
+
+
+def test_korquad_metrics_follow_the_official_script():
+    assert normalize_answer(' "대한민국"의  (수도), Seoul! ') == "대한민국 의 수도 seoul"
+    # character F1 without spaces: "서울" vs "서울 특별시" -> 2 common of 2 and 5 characters
+    assert korquad_f1([["서울 특별시"]], ["서울"]) == pytest.approx(2 * 2 / (2 + 5))
+    assert korquad_f1([["서울 특별시", "서울"]], ["서울"]) == 1.0  # the best answer counts
+    assert exact_match([["1839년", "1839"]], ["1839"]) == 1.0 and exact_match([["교향곡"]], ["교향"]) == 0.0
+    assert korquad_f1([["교향곡"]], [""]) == 0.0
 
 
 def test_entity_f1_reads_bio_spans_like_seqeval():

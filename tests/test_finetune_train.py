@@ -47,6 +47,30 @@ def write_tasks(folder, n_train: int = 400, n_dev: int = 200) -> None:
         (folder / "korsts" / f"sts-{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 
+CITIES = ["서울", "부산", "대구", "인천", "광주", "대전"]
+
+
+def write_span_task(folder, n_train: int = 300, n_dev: int = 100) -> None:
+    """KorQuAD-layout JSON whose answer (a city) a model can find; contexts run past one window at
+    max length 32."""
+    rng = random.Random(0)
+    (folder / "korquad").mkdir(parents=True, exist_ok=True)
+    for split, n in [("train", n_train), ("dev", n_dev)]:
+        paragraphs = []
+        for i in range(n):
+            before, after = " ".join(rng.choices(FILLERS, k=rng.randint(2, 30))), " ".join(rng.choices(FILLERS, k=8))
+            city = rng.choice(CITIES)
+            context = f"{before} {city} {after}"
+            qa = {
+                "id": f"{split}-{i}",
+                "question": "어디 ?",
+                "answers": [{"text": city, "answer_start": len(before) + 1}],
+            }
+            paragraphs.append({"context": context, "qas": [qa]})
+        document = {"version": "KorQuAD_v1.0", "data": [{"title": "t", "paragraphs": paragraphs}]}
+        (folder / "korquad" / f"KorQuAD_v1.0_{split}.json").write_text(json.dumps(document, ensure_ascii=False))
+
+
 def write_tagging_task(folder, n_train: int = 300, n_dev: int = 100) -> None:
     """A Naver NER layout task (words<TAB>tags, no header) whose entities a model can learn."""
     rng = random.Random(0)
@@ -156,6 +180,34 @@ def test_finetune_learns_word_tagging(tmp_path, hf_folder):
     assert result["metric"] == "entity_f1" and result["score"] >= 90, result
 
 
+def test_finetune_learns_span_extraction_over_windows(tmp_path, hf_folder):
+    from transformers import ElectraForQuestionAnswering
+
+    write_span_task(tmp_path)
+    (spec,) = resolve_tasks(FinetuneConfig(tasks=["korquad"], epochs=10, batch_size=32, learning_rate=1e-3))
+    _, model = load_model(str(hf_folder), spec)
+    assert isinstance(model, ElectraForQuestionAnswering)
+    train, dev = read_split(str(tmp_path), spec, "train"), read_split(str(tmp_path), spec, "dev")
+    result = finetune(str(hf_folder), spec, train, dev, max_length=32, seed=42)
+    assert result["train_windows"] > len(train)  # long contexts were split into overlapping windows
+    assert result["metric"] == "korquad_f1" and result["score"] >= 80 and result["exact_match"] >= 70, result
+
+
+def test_long_questions_are_cut_and_answers_outside_a_window_point_at_cls(hf_folder):
+    from transformers import AutoTokenizer
+
+    from koelectra_dist.finetune.spans import Answer, encode_windows
+
+    tokenizer = AutoTokenizer.from_pretrained(hf_folder)
+    context = " ".join(FILLERS * 3) + " 서울"
+    windows = encode_windows(tokenizer, [" ".join(FILLERS * 5)], [context], [[Answer(len(context) - 2, "서울")]], 32)
+    assert len(windows.input_ids) > 2 and all(len(ids) <= 32 for ids in windows.input_ids)
+    *others, last = windows.labels
+    assert all(label == [0, 0] for label in others)  # the answer is in the last window only
+    start, end = last
+    assert windows.offsets[-1][start] == (len(context) - 2, len(context)) and start == end
+
+
 def test_tags_are_read_on_first_sub_words_and_unseen_words_are_outside():
     # tokens: [CLS] w0 w0 w1 [SEP] (padding after): w0 is read on its first piece, w1 on its only one
     assert word_tags([None, 0, 0, 1, None], [5, 1, 2, 3, 4, 4, 4]) == [1, 3]
@@ -172,18 +224,19 @@ def test_stage_rejects_a_missing_model_folder(tmp_path):
 
 @pytest.mark.slow
 def test_launch_finetune_on_ray_with_s3(tmp_path, hf_folder, ray_local, s3_bucket):
-    """`launch.py --config C finetune`: model on S3, three tasks (one of them tagging) and two seeds in
-    parallel Ray tasks, results on S3."""
+    """`launch.py --config C finetune`: model on S3, four tasks (classification, regression, tagging,
+    spans) and two seeds in parallel Ray tasks, results on S3."""
     from launch import main
 
     write_tasks(tmp_path, n_train=200, n_dev=100)
     write_tagging_task(tmp_path, n_train=200, n_dev=100)
+    write_span_task(tmp_path, n_train=200, n_dev=100)
     storage.upload_dir(str(hf_folder), f"{s3_bucket}/hf/discriminator")
     config = {
         "run": {"output_uri": f"{s3_bucket}/run"},
         "export": {"output_uri": f"{s3_bucket}/hf"},
         "finetune": {
-            "tasks": ["sentiment", "korsts", "naver_ner"],
+            "tasks": ["sentiment", "korsts", "naver_ner", "korquad"],
             "data_dir": str(tmp_path),
             "task_specs": [
                 {k: v for k, v in vars(SENTIMENT_SPEC).items() if v is not None},
@@ -199,10 +252,12 @@ def test_launch_finetune_on_ray_with_s3(tmp_path, hf_folder, ray_local, s3_bucke
     assert main(["--config", str(path), "--set", "finetune.epochs=1", "finetune"]) == 0
     results = storage.read_json(f"{s3_bucket}/run/finetune/results.json")
     assert results["model"] == f"{s3_bucket}/hf/discriminator"
-    assert list(results["tasks"]) == ["sentiment", "korsts", "naver_ner"]
-    for entry in results["tasks"].values():
+    assert list(results["tasks"]) == ["sentiment", "korsts", "naver_ner", "korquad"]
+    for name, entry in results["tasks"].items():
         assert [r["seed"] for r in entry["runs"]] == [42, 43]
-        assert all(r["train_examples"] == 100 and r["eval_examples"] == 100 and r["steps"] == 4 for r in entry["runs"])
+        assert all(r["train_examples"] == 100 and r["eval_examples"] == 100 for r in entry["runs"])
+        steps = -(-entry["runs"][0]["train_windows"] // 8) if name == "korquad" else 4  # korquad: batch 8, windows
+        assert all(r["steps"] == steps for r in entry["runs"])
     table = storage.read_bytes(f"{s3_bucket}/run/finetune/results.md").decode("utf-8")
     assert "| korsts | spearman |" in table and "| 42, 43 | 100 / 100 | 1 / 32 / 5e-05 |" in table
-    assert "| naver_ner | entity_f1 |" in table
+    assert "| naver_ner | entity_f1 |" in table and "| korquad | korquad_f1 |" in table

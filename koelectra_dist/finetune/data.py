@@ -13,18 +13,20 @@ from dataclasses import dataclass
 from koelectra_dist import storage
 from koelectra_dist.config import FinetuneTaskConfig
 from koelectra_dist.errors import DataError
-from koelectra_dist.finetune.tasks import is_regression, is_tagging, split_file
+from koelectra_dist.finetune.spans import Answer, parse_squad
+from koelectra_dist.finetune.tasks import is_regression, is_span, is_tagging, split_file
 
 
 @dataclass
 class TaskData:
-    """One split of a task: texts (a second list for sentence pairs) and label ids, scores, or (tagging)
-    one list of tag ids per text, a tag per space-separated word."""
+    """One split of a task: texts (a second list for sentence pairs) and label ids, scores, (tagging)
+    one list of tag ids per text, a tag per space-separated word, or (spans) questions, their
+    contexts and each question's answers."""
 
     uri: str
     text_a: list[str]
     text_b: list[str] | None
-    labels: list[int] | list[float] | list[list[int]]
+    labels: list[int] | list[float] | list[list[int]] | list[list[Answer]]
 
     def __len__(self) -> int:
         return len(self.text_a)
@@ -126,6 +128,8 @@ def read_split(data_dir: str, spec: FinetuneTaskConfig, split: str, limit: int |
     with storage.open_uri(uri, "rb", compression="infer") as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="\n")  # a stray \r stays inside its line
         try:
+            if is_span(spec):
+                return TaskData(uri, *parse_squad(text.read(), uri, limit))
             return parse_lines(text, spec, uri, limit)
         except UnicodeDecodeError as e:
             raise DataError(f"{uri}: not UTF-8 text ({e.reason} at byte {e.start} of a block)") from None

@@ -1,8 +1,12 @@
-"""Downstream metrics, exact and dependency-free: accuracy, macro F1, Pearson, Spearman and entity F1."""
+"""Downstream metrics, exact and dependency-free: accuracy, macro F1, Pearson, Spearman, entity F1 and
+KorQuAD's exact match and character F1."""
 
 from __future__ import annotations
 
 import math
+import re
+import string
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 from koelectra_dist.errors import DataError
@@ -104,10 +108,44 @@ def entity_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> f
     return 2 * tp / (n_gold + n_pred) if n_gold + n_pred else 0.0
 
 
+_KORQUAD_SYMBOLS = re.compile("['\"《》<>〈〉()‘’]")
+_PUNCTUATION = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """KorQuAD 1.0's official normalisation: quotes and brackets to spaces, lower case, ASCII
+    punctuation removed, whitespace collapsed."""
+    text = "".join(ch for ch in _KORQUAD_SYMBOLS.sub(" ", text).lower() if ch not in _PUNCTUATION)
+    return " ".join(text.split())
+
+
+def _char_f1(prediction: str, truth: str) -> float:
+    """F1 over the characters of the normalised answers (spaces left out), as KorQuAD scores it."""
+    pred, gold = list(normalize_answer(prediction).replace(" ", "")), list(normalize_answer(truth).replace(" ", ""))
+    same = sum((Counter(pred) & Counter(gold)).values())
+    return 0.0 if same == 0 else 2 * same / (len(pred) + len(gold))
+
+
+def korquad_f1(gold: Sequence[Sequence[str]], pred: Sequence[str]) -> float:
+    """Mean over questions of the best character F1 against any of the question's answers."""
+    _check(gold, pred)
+    return sum(max(_char_f1(p, t) for t in answers) for answers, p in zip(gold, pred, strict=True)) / len(gold)
+
+
+def exact_match(gold: Sequence[Sequence[str]], pred: Sequence[str]) -> float:
+    """Share of questions whose normalised prediction equals one of their normalised answers."""
+    _check(gold, pred)
+    hits = sum(
+        normalize_answer(p) in {normalize_answer(t) for t in answers} for answers, p in zip(gold, pred, strict=True)
+    )
+    return hits / len(gold)
+
+
 METRICS: dict[str, Callable[[Sequence, Sequence], float]] = {
     "accuracy": accuracy,
     "macro_f1": macro_f1,
     "spearman": spearman,
     "pearson": pearson,
     "entity_f1": entity_f1,
+    "korquad_f1": korquad_f1,
 }

@@ -15,6 +15,7 @@ from koelectra_dist.errors import ConfigError
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1")
 REGRESSION_METRICS = ("spearman", "pearson")
 TAGGING_METRICS = ("entity_f1",)
+SPAN_METRICS = ("korquad_f1",)
 # KoELECTRA's Naver NER tag set (its label.txt): 14 entity types in "TYPE-B" / "TYPE-I" spelling.
 NAVER_NER_TYPES = ("PER", "FLD", "AFW", "ORG", "LOC", "CVL", "DAT", "TIM", "NUM", "EVT", "ANM", "PLT", "MAT", "TRM")
 
@@ -112,16 +113,31 @@ BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
             batch_size=32,
             learning_rate=5e-5,
         ),
+        FinetuneTaskConfig(
+            name="korquad",
+            train_file="KorQuAD_v1.0_train.json",
+            dev_file="KorQuAD_v1.0_dev.json",
+            metric="korquad_f1",  # SQuAD v1.1 JSON: no columns or labels
+            epochs=7,
+            batch_size=8,
+            learning_rate=5e-5,
+        ),
     ]
 }
 
 # A new task starts from KoELECTRA's most common recipe.
 NEW_TASK_DEFAULTS = FinetuneTaskConfig(epochs=10, batch_size=32, learning_rate=5e-5)
-_REQUIRED = ("train_file", "text_columns", "label_column", "metric", "epochs", "batch_size", "learning_rate")
+_REQUIRED = ("train_file", "metric", "epochs", "batch_size", "learning_rate")
+_COLUMNS = ("text_columns", "label_column")  # required unless the task reads SQuAD JSON
 
 
 def is_regression(spec: FinetuneTaskConfig) -> bool:
     return not spec.labels
+
+
+def is_span(spec: FinetuneTaskConfig) -> bool:
+    """A span extraction from SQuAD-format JSON (KorQuAD)."""
+    return spec.metric in SPAN_METRICS
 
 
 def is_tagging(spec: FinetuneTaskConfig) -> bool:
@@ -140,7 +156,8 @@ def _merge(base: FinetuneTaskConfig, changes: dict) -> FinetuneTaskConfig:
 
 def _problems(spec: FinetuneTaskConfig, eval_split: str) -> list[str]:
     where = f"finetune task {spec.name!r}"
-    problems = [f"{where}: {name} is not set" for name in _REQUIRED if getattr(spec, name) is None]
+    required = _REQUIRED if is_span(spec) else _REQUIRED + _COLUMNS
+    problems = [f"{where}: {name} is not set" for name in required if getattr(spec, name) is None]
     if split_file(spec, eval_split) is None:
         problems.append(
             f"{where}: has no {eval_split}_file to evaluate on (finetune.eval_split={eval_split!r}); "
@@ -148,7 +165,7 @@ def _problems(spec: FinetuneTaskConfig, eval_split: str) -> list[str]:
         )
     if spec.text_columns is not None and len(spec.text_columns) not in (1, 2):
         problems.append(f"{where}: text_columns needs 1 or 2 columns, got {spec.text_columns}")
-    if spec.metric is not None:
+    if spec.metric is not None and not is_span(spec):
         allowed = REGRESSION_METRICS if is_regression(spec) else CLASSIFICATION_METRICS + TAGGING_METRICS
         if spec.metric not in allowed:
             kind = "a regression (no labels)" if is_regression(spec) else "a classification"

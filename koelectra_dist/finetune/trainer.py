@@ -3,7 +3,8 @@
 AdamW (eps 1e-8, weight decay 0), learning rate decaying linearly to 0 with no warm-up, gradient
 clipping at 1.0, max length 128. Classification uses the sequence-classification head with one
 output per label; regression (KorSTS) one output and a squared-error loss; tagging (Naver NER) the
-token-classification head, trained and read on each word's first sub-word, as KoELECTRA did. A
+token-classification head, trained and read on each word's first sub-word, as KoELECTRA did; span
+extraction (KorQuAD) the question-answering head over windows of the context (spans.py). A
 pre-training folder's head (ElectraForPreTraining) is dropped and a fresh classifier is initialised.
 """
 
@@ -20,8 +21,9 @@ import torch
 
 from koelectra_dist.config import FinetuneTaskConfig
 from koelectra_dist.finetune.data import TaskData
-from koelectra_dist.finetune.metrics import METRICS
-from koelectra_dist.finetune.tasks import is_regression, is_tagging
+from koelectra_dist.finetune.metrics import METRICS, exact_match
+from koelectra_dist.finetune.spans import Windows, best_answers, encode_windows
+from koelectra_dist.finetune.tasks import is_regression, is_span, is_tagging
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +59,18 @@ def total_steps(n_examples: int, batch_size: int, epochs: float) -> int:
 
 
 def load_model(model_dir: str, spec: FinetuneTaskConfig) -> tuple[Any, torch.nn.Module]:
-    """The folder's tokenizer and a sequence- (or, for tagging, token-) classification model on its encoder."""
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+    """The folder's tokenizer and the task's head on its encoder: sequence classification, token
+    classification (tagging) or question answering (spans)."""
+    from transformers import (
+        AutoModelForQuestionAnswering,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if is_span(spec):
+        return tokenizer, AutoModelForQuestionAnswering.from_pretrained(model_dir)
     if is_tagging(spec):
         return tokenizer, AutoModelForTokenClassification.from_pretrained(model_dir, num_labels=len(spec.labels))
     regression = is_regression(spec)
@@ -99,8 +109,10 @@ def encode_tagging(tokenizer: Any, data: TaskData, max_length: int) -> Encoded:
     return Encoded(enc["input_ids"], enc["token_type_ids"], labels, word_ids)
 
 
-def encode(tokenizer: Any, data: TaskData, max_length: int, tagging: bool = False) -> Encoded:
-    if tagging:
+def encode(tokenizer: Any, data: TaskData, spec: FinetuneTaskConfig, max_length: int) -> Encoded | Windows:
+    if is_span(spec):
+        return encode_windows(tokenizer, data.text_a, data.text_b, data.labels, max_length)
+    if is_tagging(spec):
         return encode_tagging(tokenizer, data, max_length)
     enc = tokenizer(
         data.text_a,
@@ -113,7 +125,7 @@ def encode(tokenizer: Any, data: TaskData, max_length: int, tagging: bool = Fals
     return Encoded(enc["input_ids"], enc["token_type_ids"], data.labels)
 
 
-def collate(enc: Encoded, indexes: list[int], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+def collate(enc: Encoded | Windows, indexes: list[int], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
     """A padded batch (to its longest example) on `device`."""
     width = max(len(enc.input_ids[i]) for i in indexes)
     ids = torch.full((len(indexes), width), pad_id, dtype=torch.long)
@@ -124,25 +136,36 @@ def collate(enc: Encoded, indexes: list[int], pad_id: int, device: torch.device)
         ids[row, :n] = torch.tensor(enc.input_ids[i])
         types[row, :n] = torch.tensor(enc.token_type_ids[i])
         mask[row, :n] = 1
-    if enc.word_ids is None:
-        labels = torch.tensor([enc.labels[i] for i in indexes])
+    batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+    if isinstance(enc, Windows):
+        spans = torch.tensor([enc.labels[i] for i in indexes])
+        batch |= {"start_positions": spans[:, 0], "end_positions": spans[:, 1]}
+    elif enc.word_ids is None:
+        batch["labels"] = torch.tensor([enc.labels[i] for i in indexes])
     else:
-        labels = torch.full((len(indexes), width), IGNORED, dtype=torch.long)
+        batch["labels"] = torch.full((len(indexes), width), IGNORED, dtype=torch.long)
         for row, i in enumerate(indexes):
-            labels[row, : len(enc.labels[i])] = torch.tensor(enc.labels[i])
-    batch = {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels}
+            batch["labels"][row, : len(enc.labels[i])] = torch.tensor(enc.labels[i])
     return {k: v.to(device) for k, v in batch.items()}
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, enc: Encoded, pad_id: int, device: torch.device, regression: bool) -> list:
-    """Predicted label ids (classification) or scores (regression), in example order."""
+def predict(
+    model: torch.nn.Module, enc: Encoded | Windows, pad_id: int, device: torch.device, regression: bool
+) -> list:
+    """Predicted label ids (classification), scores (regression), tag ids per word (tagging), in
+    example order; for windows, each window's start and end logits."""
     model.eval()
     out: list = []
     for start in range(0, len(enc.labels), EVAL_BATCH_SIZE):
         batch = collate(enc, list(range(start, min(start + EVAL_BATCH_SIZE, len(enc.labels)))), pad_id, device)
-        batch.pop("labels")
-        logits = model(**batch).logits
+        for target in ("labels", "start_positions", "end_positions"):
+            batch.pop(target, None)
+        output = model(**batch)
+        if isinstance(enc, Windows):
+            out += zip(output.start_logits.float().tolist(), output.end_logits.float().tolist(), strict=True)
+            continue
+        logits = output.logits
         if enc.word_ids is not None:
             tokens = logits.argmax(-1).tolist()
             out += [word_tags(enc.word_ids[start + row], tags) for row, tags in enumerate(tokens)]
@@ -190,12 +213,10 @@ def finetune(
     tokenizer, model = load_model(model_dir, spec)
     model.to(device)
     pad_id = tokenizer.pad_token_id or 0
-    regression, tagging = is_regression(spec), is_tagging(spec)
-    train_enc, eval_enc = (
-        encode(tokenizer, train, max_length, tagging),
-        encode(tokenizer, evaluation, max_length, tagging),
-    )
-    steps = total_steps(len(train), spec.batch_size, spec.epochs)
+    regression = is_regression(spec)
+    train_enc, eval_enc = encode(tokenizer, train, spec, max_length), encode(tokenizer, evaluation, spec, max_length)
+    n_train = len(train_enc.labels)  # examples, or windows of the context for spans
+    steps = total_steps(n_train, spec.batch_size, spec.epochs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, eps=1e-8, weight_decay=0.0)
     order = torch.Generator().manual_seed(seed)
     batches: list[list[int]] = []
@@ -203,7 +224,7 @@ def finetune(
     model.train()
     for step in range(steps):
         if not batches:  # a fresh permutation each epoch; the last partial batch is kept
-            perm = torch.randperm(len(train), generator=order).tolist()
+            perm = torch.randperm(n_train, generator=order).tolist()
             batches = [perm[i : i + spec.batch_size] for i in range(0, len(perm), spec.batch_size)][::-1]
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, spec.learning_rate)
@@ -214,8 +235,16 @@ def finetune(
         optimizer.step()
         losses.append(loss.item())
     gold, predictions = evaluation.labels, predict(model, eval_enc, pad_id, device, regression)
-    if tagging:
+    extra = {}
+    if is_tagging(spec):
         gold, predictions = tag_names(spec, gold, predictions)
+    elif is_span(spec):
+        starts, ends = zip(*predictions, strict=True)
+        gold, predictions = (
+            [[a.text for a in answers] for answers in gold],
+            best_answers(eval_enc, evaluation.text_b, starts, ends),
+        )
+        extra = {"exact_match": 100 * exact_match(gold, predictions), "train_windows": n_train}
     score = METRICS[spec.metric](gold, predictions)
     tail = losses[-max(1, len(losses) // 10) :]
     result = {
@@ -233,6 +262,7 @@ def finetune(
         "final_train_loss": sum(tail) / len(tail),
         "device": str(device),
         "seconds": round(time.time() - started, 1),
+        **extra,
     }
     log.info("fine-tuned %s (seed %d): %s %.2f in %d steps", spec.name, seed, spec.metric, 100 * score, steps)
     return result

@@ -258,6 +258,8 @@ def test_korquad_json_parses_with_every_answer(tmp_path):
     [
         ("", r"KorQuAD_v1.0_train.json line 1: not SQuAD JSON"),
         ('{"version": 1}', r'KorQuAD_v1.0_train.json: no "data" list'),
+        ('{"data": [["a list"]]}', r"KorQuAD_v1.0_train.json: not SQuAD v1.1 JSON"),
+        ('{"data": []}', r"KorQuAD_v1.0_train.json: no questions"),
         (
             json.dumps(KORQUAD).replace('"answer_start": 31', '"answer_start": 20'),
             r"KorQuAD_v1.0_train.json data\[0\].paragraphs\[0\].qas\[0\] \(id 'q-0'\): answer '교향곡' is not "

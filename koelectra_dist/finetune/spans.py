@@ -42,6 +42,16 @@ def parse_squad(text: str, uri: str, limit: int | None = None) -> tuple[list[str
     articles = document.get("data") if isinstance(document, dict) else None
     if not isinstance(articles, list):
         raise DataError(f'{uri}: no "data" list; expected SQuAD v1.1 JSON (KorQuAD 1.0\'s format)')
+    try:
+        _collect(articles, uri, limit, questions, contexts, answers)
+    except (AttributeError, TypeError) as e:  # an entry of the wrong JSON type
+        raise DataError(f"{uri}: not SQuAD v1.1 JSON ({e})") from None
+    if not questions:
+        raise DataError(f"{uri}: no questions")
+    return questions, contexts, answers
+
+
+def _collect(articles: list, uri: str, limit: int | None, questions: list, contexts: list, answers: list) -> None:
     for a, article in enumerate(articles):
         for p, paragraph in enumerate(article.get("paragraphs", [])):
             where = f"{uri} data[{a}].paragraphs[{p}]"
@@ -66,10 +76,7 @@ def parse_squad(text: str, uri: str, limit: int | None = None) -> tuple[list[str
                 contexts.append(context)
                 answers.append(found)
                 if limit is not None and len(questions) >= limit:
-                    return questions, contexts, answers
-    if not questions:
-        raise DataError(f"{uri}: no questions")
-    return questions, contexts, answers
+                    return
 
 
 @dataclass

@@ -52,6 +52,7 @@ def parse_squad(text: str, uri: str, limit: int | None = None) -> tuple[list[str
 
 
 def _collect(articles: list, uri: str, limit: int | None, questions: list, contexts: list, answers: list) -> None:
+    """Append each question, its context and its checked answers to the lists, up to `limit`."""
     for a, article in enumerate(articles):
         for p, paragraph in enumerate(article.get("paragraphs", [])):
             where = f"{uri} data[{a}].paragraphs[{p}]"

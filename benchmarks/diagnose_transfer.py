@@ -85,17 +85,16 @@ class NsmcFinetuning:
 
     def __init__(self, rows: int, learning_rate: float, epochs: float, seeds: int, max_length: int):
         spec = resolve_tasks(FinetuneConfig(tasks=["nsmc"]))[0]
-        self.spec = dataclasses.replace(spec, learning_rate=learning_rate, epochs=epochs, batch_size=32)
+        self.spec = dataclasses.replace(
+            spec, learning_rate=learning_rate, epochs=epochs, batch_size=32, max_length=max_length
+        )
         self.train = read_split(str(SHARED), self.spec, "train", limit=rows)
         self.dev = read_split(str(SHARED), self.spec, "dev", limit=2000)
-        self.seeds, self.max_length = seeds, max_length
+        self.seeds = seeds
 
     def report(self, start: str, folder: str) -> None:
         """Fine-tune the Hugging Face folder once per seed; print one JSON line."""
-        runs = [
-            finetune(folder, self.spec, self.train, self.dev, max_length=self.max_length, seed=42 + s)
-            for s in range(self.seeds)
-        ]
+        runs = [finetune(folder, self.spec, self.train, self.dev, seed=42 + s) for s in range(self.seeds)]
         line = {
             "start": start,
             "nsmc_dev_accuracy": [round(r["score"], 1) for r in runs],

@@ -272,6 +272,8 @@ class FinetuneTaskConfig:
     """Training batch size."""
     learning_rate: float | None = None
     """Peak learning rate (decays linearly to 0, no warm-up)."""
+    max_length: int | None = None
+    """Maximum tokens per example (KoELECTRA: 128; 512 for KorQuAD)."""
 
 
 @dataclass(frozen=True)
@@ -284,8 +286,9 @@ class FinetuneConfig:
     """Folder (local or s3://) holding the task files."""
     output_uri: str | None = None
     """Results folder; None: <run.output_uri>/finetune."""
-    max_length: int = 128
-    """Maximum tokens per fine-tuning example."""
+    max_length: int | None = None
+    """Maximum tokens per fine-tuning example for every task, replacing the recipes' (128; 512 for
+    korquad; a task_specs entry still wins); None: recipes."""
     seed: int = 42
     """Fine-tuning seed (KoELECTRA: 42); repeated runs use seed, seed+1, ..."""
     repeats: int = 1

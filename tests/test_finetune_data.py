@@ -151,6 +151,16 @@ def test_spec_resolution_order_and_problems():
     assert "'question_pair': has no dev_file" in problems
 
 
+def test_max_length_comes_from_the_recipe_unless_overridden():
+    lengths = {s.name: s.max_length for s in resolve_tasks(FinetuneConfig(tasks=["nsmc", "korquad"]))}
+    assert lengths == {"nsmc": 128, "korquad": 512}  # KoELECTRA's
+    cfg = FinetuneConfig(
+        tasks=["nsmc", "korquad"], max_length=64, task_specs=[FinetuneTaskConfig(name="korquad", max_length=256)]
+    )
+    assert [s.max_length for s in resolve_tasks(cfg)] == [64, 256]  # a task_specs entry wins over the override
+    assert "max_length must be > 0" in "".join(config_problems(FinetuneConfig(tasks=["nsmc"], max_length=0)))
+
+
 def test_bad_finetune_config_fails_at_load(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"run": {"stages": ["finetune"]}, "finetune": {"tasks": ["nsmc", "korean_sts"]}}))

@@ -155,16 +155,18 @@ def test_loads_discriminator_encoder_and_drops_pretraining_head(hf_folder):
 
 def test_finetune_learns_classification_and_regression(tmp_path, hf_folder):
     write_tasks(tmp_path)
-    cfg = FinetuneConfig(tasks=["sentiment", "korsts"], task_specs=[SENTIMENT_SPEC], epochs=10, learning_rate=1e-3)
+    cfg = FinetuneConfig(
+        tasks=["sentiment", "korsts"], task_specs=[SENTIMENT_SPEC], epochs=10, learning_rate=1e-3, max_length=32
+    )
     results = []
     for spec in resolve_tasks(cfg):
         train, dev = read_split(str(tmp_path), spec, "train"), read_split(str(tmp_path), spec, "dev")
-        results.append(finetune(str(hf_folder), spec, train, dev, max_length=32, seed=42))
+        results.append(finetune(str(hf_folder), spec, train, dev, seed=42))
     sentiment, sts = results
     assert sentiment["metric"] == "accuracy" and sentiment["score"] >= 90, sentiment
     assert sts["metric"] == "spearman" and sts["score"] >= 80, sts
-    assert sentiment["steps"] == 10 * 13 and sentiment["device"] == "cpu"
-    again = finetune(str(hf_folder), spec, train, dev, max_length=32, seed=42)
+    assert sentiment["steps"] == 10 * 13 and sentiment["device"] == "cpu" and sentiment["max_length"] == 32
+    again = finetune(str(hf_folder), spec, train, dev, seed=42)
     assert again["score"] == sts["score"]  # the seed fixes initialisation and data order
 
 
@@ -172,11 +174,12 @@ def test_finetune_learns_word_tagging(tmp_path, hf_folder):
     from transformers import ElectraForTokenClassification
 
     write_tagging_task(tmp_path)
-    (spec,) = resolve_tasks(FinetuneConfig(tasks=["naver_ner"], eval_split="test", epochs=10, learning_rate=1e-3))
+    cfg = FinetuneConfig(tasks=["naver_ner"], eval_split="test", epochs=10, learning_rate=1e-3, max_length=32)
+    (spec,) = resolve_tasks(cfg)
     _, model = load_model(str(hf_folder), spec)
     assert isinstance(model, ElectraForTokenClassification) and model.config.num_labels == 29
     train, test = read_split(str(tmp_path), spec, "train"), read_split(str(tmp_path), spec, "test")
-    result = finetune(str(hf_folder), spec, train, test, max_length=32, seed=42)
+    result = finetune(str(hf_folder), spec, train, test, seed=42)
     assert result["metric"] == "entity_f1" and result["score"] >= 90, result
 
 
@@ -184,11 +187,13 @@ def test_finetune_learns_span_extraction_over_windows(tmp_path, hf_folder):
     from transformers import ElectraForQuestionAnswering
 
     write_span_task(tmp_path)
-    (spec,) = resolve_tasks(FinetuneConfig(tasks=["korquad"], epochs=10, batch_size=32, learning_rate=1e-3))
+    (spec,) = resolve_tasks(
+        FinetuneConfig(tasks=["korquad"], epochs=10, batch_size=32, learning_rate=1e-3, max_length=32)
+    )
     _, model = load_model(str(hf_folder), spec)
     assert isinstance(model, ElectraForQuestionAnswering)
     train, dev = read_split(str(tmp_path), spec, "train"), read_split(str(tmp_path), spec, "dev")
-    result = finetune(str(hf_folder), spec, train, dev, max_length=32, seed=42)
+    result = finetune(str(hf_folder), spec, train, dev, seed=42)
     assert result["train_windows"] > len(train)  # long contexts were split into overlapping windows
     assert result["metric"] == "korquad_f1" and result["score"] >= 80 and result["exact_match"] >= 70, result
 

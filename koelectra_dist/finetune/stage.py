@@ -36,7 +36,6 @@ def _run_one(
     spec: FinetuneTaskConfig,
     train: TaskData,
     evaluation: TaskData,
-    max_length: int,
     seed: int,
     threads: int,
 ) -> dict[str, Any]:
@@ -51,7 +50,7 @@ def _run_one(
     transformers.logging.set_verbosity_error()
     with tempfile.TemporaryDirectory(prefix="koelectra-finetune-") as tmp:
         local = storage.local_path(model_uri) or storage.download_dir(model_uri, tmp)
-        return finetune(local, spec, train, evaluation, max_length=max_length, seed=seed)
+        return finetune(local, spec, train, evaluation, seed=seed)
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -75,9 +74,7 @@ def run(cfg: Config) -> dict[str, Any]:
     for spec in specs:
         train_ref, eval_ref = (ray.put(d) for d in data[spec.name])
         for r in range(ft.repeats):
-            refs.append(
-                remote.remote(model_uri, spec, train_ref, eval_ref, ft.max_length, ft.seed + r, ft.cpus_per_task)
-            )
+            refs.append(remote.remote(model_uri, spec, train_ref, eval_ref, ft.seed + r, ft.cpus_per_task))
     log.info("fine-tuning %s: %d runs, %s GPU each", model_uri, len(refs), gpus)
     tasks = summarize(ray.get(refs))
     out = ft.resolved_output_uri(cfg.run)

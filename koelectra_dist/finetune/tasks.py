@@ -34,6 +34,7 @@ BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
             epochs=10,
             batch_size=32,
             learning_rate=5e-5,
+            max_length=128,
         ),
         FinetuneTaskConfig(
             name="korsts",
@@ -46,6 +47,7 @@ BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
             epochs=10,
             batch_size=32,
             learning_rate=5e-5,
+            max_length=128,
         ),
         FinetuneTaskConfig(
             name="kornli",
@@ -59,6 +61,7 @@ BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
             epochs=15,
             batch_size=64,
             learning_rate=5e-5,
+            max_length=128,
         ),
         FinetuneTaskConfig(
             name="paws",
@@ -72,6 +75,7 @@ BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
             epochs=15,
             batch_size=32,
             learning_rate=3e-5,
+            max_length=128,
         ),
         FinetuneTaskConfig(
             name="question_pair",
@@ -85,6 +89,7 @@ BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
             epochs=10,
             batch_size=32,
             learning_rate=5e-5,
+            max_length=128,
         ),
         FinetuneTaskConfig(
             name="hate_speech",
@@ -98,6 +103,7 @@ BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
             epochs=10,
             batch_size=32,
             learning_rate=5e-5,
+            max_length=128,
         ),
         FinetuneTaskConfig(
             name="naver_ner",
@@ -112,6 +118,7 @@ BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
             epochs=20,
             batch_size=32,
             learning_rate=5e-5,
+            max_length=128,
         ),
         FinetuneTaskConfig(
             name="korquad",
@@ -121,13 +128,14 @@ BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
             epochs=7,
             batch_size=8,
             learning_rate=5e-5,
+            max_length=512,
         ),
     ]
 }
 
 # A new task starts from KoELECTRA's most common recipe.
-NEW_TASK_DEFAULTS = FinetuneTaskConfig(epochs=10, batch_size=32, learning_rate=5e-5)
-_REQUIRED = ("train_file", "metric", "epochs", "batch_size", "learning_rate")
+NEW_TASK_DEFAULTS = FinetuneTaskConfig(epochs=10, batch_size=32, learning_rate=5e-5, max_length=128)
+_REQUIRED = ("train_file", "metric", "epochs", "batch_size", "learning_rate", "max_length")
 _COLUMNS = ("text_columns", "label_column")  # required unless the task reads SQuAD JSON
 
 
@@ -179,7 +187,7 @@ def _problems(spec: FinetuneTaskConfig, eval_split: str) -> list[str]:
         problems.append(f"{where}: labels has duplicates: {spec.labels}")
     if spec.labels is not None and len(spec.labels) == 1:
         problems.append(f"{where}: labels needs at least 2 classes (none makes a regression)")
-    for name in ("epochs", "batch_size", "learning_rate"):
+    for name in ("epochs", "batch_size", "learning_rate", "max_length"):
         value = getattr(spec, name)
         if value is not None and value <= 0:
             problems.append(f"{where}: {name} must be > 0, got {value}")
@@ -195,7 +203,12 @@ def _problems(spec: FinetuneTaskConfig, eval_split: str) -> list[str]:
 
 def _resolve(cfg: FinetuneConfig) -> tuple[dict[str, FinetuneTaskConfig], list[str]]:
     problems: list[str] = []
-    overrides = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate}
+    overrides = {
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "learning_rate": cfg.learning_rate,
+        "max_length": cfg.max_length,
+    }
     specs = {name: _merge(spec, overrides) for name, spec in BUILTIN_TASKS.items()}
     for i, entry in enumerate(cfg.task_specs):
         if not entry.name:
@@ -217,9 +230,8 @@ def _resolve(cfg: FinetuneConfig) -> tuple[dict[str, FinetuneTaskConfig], list[s
             problems += _problems(specs[name], cfg.eval_split)
     if not cfg.tasks:
         problems.append('finetune.tasks: empty; name at least one task, e.g. ["nsmc"]')
-    for path, value in [("finetune.max_length", cfg.max_length), ("finetune.repeats", cfg.repeats)]:
-        if value <= 0:
-            problems.append(f"{path}: must be > 0, got {value}")
+    if cfg.repeats <= 0:
+        problems.append(f"finetune.repeats: must be > 0, got {cfg.repeats}")
     for path, value in [
         ("finetune.max_train_examples", cfg.max_train_examples),
         ("finetune.max_eval_examples", cfg.max_eval_examples),

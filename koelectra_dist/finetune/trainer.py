@@ -1,7 +1,7 @@
 """Fine-tuning one task with one seed: KoELECTRA's recipe on any Hugging Face ELECTRA/BERT folder.
 
 AdamW (eps 1e-8, weight decay 0), learning rate decaying linearly to 0 with no warm-up, gradient
-clipping at 1.0, max length 128. Classification uses the sequence-classification head with one
+clipping at 1.0, max length 128 (512 for KorQuAD; the spec's max_length). Classification uses the sequence-classification head with one
 output per label; regression (KorSTS) one output and a squared-error loss; tagging (Naver NER) the
 token-classification head, trained and read on each word's first sub-word, as KoELECTRA did; span
 extraction (KorQuAD) the question-answering head over windows of the context (spans.py). A
@@ -202,7 +202,6 @@ def finetune(
     train: TaskData,
     evaluation: TaskData,
     *,
-    max_length: int,
     seed: int,
     device: torch.device | None = None,
 ) -> dict[str, Any]:
@@ -214,7 +213,7 @@ def finetune(
     model.to(device)
     pad_id = tokenizer.pad_token_id or 0
     regression = is_regression(spec)
-    train_enc, eval_enc = encode(tokenizer, train, spec, max_length), encode(tokenizer, evaluation, spec, max_length)
+    train_enc, eval_enc = (encode(tokenizer, data, spec, spec.max_length) for data in (train, evaluation))
     n_train = len(train_enc.labels)  # examples, or windows of the context for spans
     steps = total_steps(n_train, spec.batch_size, spec.epochs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, eps=1e-8, weight_decay=0.0)
@@ -258,6 +257,7 @@ def finetune(
         "epochs": spec.epochs,
         "batch_size": spec.batch_size,
         "learning_rate": spec.learning_rate,
+        "max_length": spec.max_length,
         "steps": steps,
         "final_train_loss": sum(tail) / len(tail),
         "device": str(device),

@@ -3,6 +3,7 @@ vocabulary trained here), in process and as the pipeline stage on Ray with S3.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -168,6 +169,8 @@ def test_finetune_learns_classification_and_regression(tmp_path, hf_folder):
     assert sentiment["steps"] == 10 * 13 and sentiment["device"] == "cpu" and sentiment["max_length"] == 32
     again = finetune(str(hf_folder), spec, train, dev, seed=42)
     assert again["score"] == sts["score"]  # the seed fixes initialisation and data order
+    longer = finetune(str(hf_folder), dataclasses.replace(spec, max_length=512, epochs=0.1), train, dev, seed=42)
+    assert longer["max_length"] == 128  # cut to the model's positions
 
 
 def test_finetune_learns_word_tagging(tmp_path, hf_folder):

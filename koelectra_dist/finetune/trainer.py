@@ -213,7 +213,11 @@ def finetune(
     model.to(device)
     pad_id = tokenizer.pad_token_id or 0
     regression = is_regression(spec)
-    train_enc, eval_enc = (encode(tokenizer, data, spec, spec.max_length) for data in (train, evaluation))
+    # A model with fewer positions than the recipe's length (a tiny one) reads what it can.
+    max_length = min(spec.max_length, model.config.max_position_embeddings)
+    if max_length < spec.max_length:
+        log.info("%s: max_length %d cut to the model's %d positions", spec.name, spec.max_length, max_length)
+    train_enc, eval_enc = (encode(tokenizer, data, spec, max_length) for data in (train, evaluation))
     n_train = len(train_enc.labels)  # examples, or windows of the context for spans
     steps = total_steps(n_train, spec.batch_size, spec.epochs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, eps=1e-8, weight_decay=0.0)
@@ -257,7 +261,7 @@ def finetune(
         "epochs": spec.epochs,
         "batch_size": spec.batch_size,
         "learning_rate": spec.learning_rate,
-        "max_length": spec.max_length,
+        "max_length": max_length,
         "steps": steps,
         "final_train_loss": sum(tail) / len(tail),
         "device": str(device),

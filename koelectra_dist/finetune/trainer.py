@@ -110,6 +110,8 @@ def encode_tagging(tokenizer: Any, data: TaskData, max_length: int) -> Encoded:
 
 
 def encode(tokenizer: Any, data: TaskData, spec: FinetuneTaskConfig, max_length: int) -> Encoded | Windows:
+    """Tokenize a split for the task's kind: windows of the context (spans), sub-words with a tag on
+    each word's first one (tagging), or one text or text pair per example."""
     if is_span(spec):
         return encode_windows(tokenizer, data.text_a, data.text_b, data.labels, max_length)
     if is_tagging(spec):
@@ -184,7 +186,9 @@ def word_tags(word_ids: list[int | None], token_tags: list[int]) -> list[int | N
     return tags
 
 
-def tag_names(spec: FinetuneTaskConfig, gold: list[list[int]], predicted: list[list[int | None]]) -> tuple:
+def tag_names(
+    spec: FinetuneTaskConfig, gold: list[list[int]], predicted: list[list[int | None]]
+) -> tuple[list[list[str]], list[list[str]]]:
     """Gold and predicted tag strings per sentence; a word the model did not see (cut off by
     max_length, or no sub-word) is predicted "O"."""
     names = spec.labels

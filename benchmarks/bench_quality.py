@@ -6,10 +6,12 @@ discriminator and the same architecture from random initialisation, under the sa
 budget, on NSMC (a slice of ratings_train, scored on ratings_dev) and KorSTS (sts-train, sts-dev).
 
     python benchmarks/bench_quality.py                       # defaults below, ~4 min on 2 cores
+    python benchmarks/bench_quality.py --budget hour          # ~75 min: an hour of pre-training at seq 16
     python benchmarks/bench_quality.py --set train.steps=300 --set finetune.max_train_examples=2000
 
 Prints one JSON line per task (pretrained, random_init, margin = pretrained - random_init, scores
-x100, mean over seeds) and a last line with the stage timings and the pre-training report.
+x100, mean over seeds, each seed's score) and a last line with the stage timings and the
+pre-training report.
 Outputs (corpus slice, shards, checkpoints, models, results) go under --out.
 """
 
@@ -70,6 +72,29 @@ PIPELINE = {
 }
 
 
+# Named budgets, applied before --set. "hour" pre-trains at 16 tokens, NSMC's length (80% of its
+# reviews fit), where a tiny model's attention leaves the positional plateau within the budget
+# (README "Quality check"); 1,000 labelled rows, where pre-training has the most to give.
+BUDGETS = {
+    "minutes": [],
+    "hour": [
+        "model.max_length=16",
+        "model.vocab_size=4000",
+        "corpus.vocab.limit_alphabet=1000",
+        "train.global_batch_size=128",
+        "train.micro_batch_size=64",
+        "train.steps=50000",
+        "train.warmup_steps=5000",
+        "train.log_every=5000",
+        "checkpoint.interval_steps=10000",
+        "finetune.epochs=5",
+        "finetune.learning_rate=1e-3",
+        "finetune.max_train_examples=1000",
+        "finetune.repeats=3",
+    ],
+}
+
+
 def corpus_slice(src: Path, dst: Path, lines: int) -> int:
     """The first `lines` lines of the corpus, ending at a document boundary (a run artifact, not repo data)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +129,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="outputs/bench_quality", help="working folder (local)")
     p.add_argument("--corpus-lines", type=int, default=150_000, help="pre-train on the corpus's first N lines")
+    p.add_argument("--budget", choices=BUDGETS, default="minutes", help="a named set of overrides (see BUDGETS)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the config above")
     p.add_argument("--reuse", action="store_true", help="reuse an existing export under --out (fine-tune only)")
     p.add_argument(
@@ -119,7 +145,8 @@ def main() -> None:
     data: dict[str, Any] = json.loads(json.dumps(PIPELINE))
     data["run"]["output_uri"] = str(out / "run")
     data["corpus"]["inputs"] = [str(out / "corpus.txt")]
-    problems = apply_overrides(data, args.set)
+    overrides = BUDGETS[args.budget] + args.set
+    problems = apply_overrides(data, overrides)
     if problems:
         raise SystemExit("\n".join(problems))
     cfg = config_from_dict(data)
@@ -134,22 +161,24 @@ def main() -> None:
         reports["corpus_lines"] = lines
     pretrained = os.path.join(cfg.export.resolved_output_uri(cfg.run), "discriminator")
     models = {"pretrained": pretrained, "random_init": random_init_copy(pretrained, str(out / "random_init"), 0)}
-    scores: dict[str, dict[str, Any]] = {}
+    results: dict[str, dict[str, Any]] = {}
     for name, model in models.items():
         start = time.time()
         ft = dataclasses.replace(cfg.finetune, model_uri=model, output_uri=str(out / f"finetune-{name}"))
-        scores[name] = finetune_stage.run(dataclasses.replace(cfg, finetune=ft))["scores"]
+        finetune_stage.run(dataclasses.replace(cfg, finetune=ft))
+        results[name] = json.loads((out / f"finetune-{name}" / "results.json").read_text())["tasks"]
         timings[f"finetune_{name}_s"] = round(time.time() - start, 1)
     margins = {}
     for task in cfg.finetune.tasks:
-        ours, base = scores["pretrained"][task], scores["random_init"][task]
+        ours, base = results["pretrained"][task], results["random_init"][task]
         line = {"task": task, "metric": ours["metric"], "pretrained": ours["mean"], "random_init": base["mean"]}
         line["margin"] = None if None in (ours["mean"], base["mean"]) else ours["mean"] - base["mean"]
         line["std"] = {"pretrained": ours["std"], "random_init": base["std"]}
+        line["seeds"] = {name: [run["score"] for run in results[name][task]["runs"]] for name in results}
         print(json.dumps(line), flush=True)
         margins[task] = line["margin"]
     pretrain = reports.get("pretrain", {})
-    print(json.dumps({"timings": timings, "overrides": args.set, "pretrain": pretrain}, default=str), flush=True)
+    print(json.dumps({"timings": timings, "overrides": overrides, "pretrain": pretrain}, default=str), flush=True)
     failed = []
     for item in args.min_margin:
         task, _, points = item.partition("=")

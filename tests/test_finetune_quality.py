@@ -12,6 +12,19 @@ import sys
 import pytest
 from conftest import ROOT, require_shared_data
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_quality import BUDGETS, PIPELINE  # noqa: E402
+
+
+@pytest.mark.parametrize("budget", sorted(BUDGETS))
+def test_every_named_budget_is_a_valid_pipeline_config(budget):
+    from koelectra_dist.config import apply_overrides, config_from_dict
+
+    data = json.loads(json.dumps(PIPELINE))
+    data["run"]["output_uri"], data["corpus"]["inputs"] = "outputs/check", ["corpus.txt"]
+    assert apply_overrides(data, BUDGETS[budget]) == []
+    config_from_dict(data)  # a ConfigError names any key or value a budget gets wrong
+
 
 @pytest.mark.slow
 def test_quality_check_runs_end_to_end(tmp_path):
@@ -43,6 +56,7 @@ def test_quality_check_runs_end_to_end(tmp_path):
     assert tasks["nsmc"]["metric"] == "accuracy" and tasks["korsts"]["metric"] == "spearman"
     assert 0 <= tasks["nsmc"]["pretrained"] <= 100 and 0 <= tasks["nsmc"]["random_init"] <= 100
     assert all(math.isfinite(t["margin"]) for t in tasks.values() if t["margin"] is not None)
+    assert [len(seeds) for seeds in tasks["nsmc"]["seeds"].values()] == [1, 1]
     assert lines[-1]["pretrain"]["steps"] == 10
     results = json.loads((tmp_path / "finetune-pretrained" / "results.json").read_text())
     assert results["model"].endswith("discriminator") and results["tasks"]["nsmc"]["runs"][0]["train_examples"] == 300

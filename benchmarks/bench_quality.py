@@ -6,7 +6,7 @@ discriminator and the same architecture from random initialisation, under the sa
 budget, on NSMC (a slice of ratings_train, scored on ratings_dev) and KorSTS (sts-train, sts-dev).
 
     python benchmarks/bench_quality.py                       # defaults below, ~4 min on 2 cores
-    python benchmarks/bench_quality.py --budget hour          # ~75 min: an hour of pre-training at seq 16
+    python benchmarks/bench_quality.py --budget hour          # ~85 min: an hour of pre-training at seq 16
     python benchmarks/bench_quality.py --set train.steps=300 --set finetune.max_train_examples=2000
 
 Prints one JSON line per task (pretrained, random_init, margin = pretrained - random_init, scores

@@ -121,7 +121,7 @@ def random_init_copy(pretrained: str, dst: str, seed: int) -> str:
 
 
 def main() -> None:
-    from koelectra_dist import ray_runtime
+    from koelectra_dist import ray_runtime, storage
     from koelectra_dist.config import apply_overrides, config_from_dict
     from koelectra_dist.finetune import stage as finetune_stage
     from koelectra_dist.pipeline import run_stages
@@ -165,8 +165,8 @@ def main() -> None:
     for name, model in models.items():
         start = time.time()
         ft = dataclasses.replace(cfg.finetune, model_uri=model, output_uri=str(out / f"finetune-{name}"))
-        finetune_stage.run(dataclasses.replace(cfg, finetune=ft))
-        results[name] = json.loads((out / f"finetune-{name}" / "results.json").read_text())["tasks"]
+        report = finetune_stage.run(dataclasses.replace(cfg, finetune=ft))
+        results[name] = storage.read_json(storage.join(report["output_uri"], "results.json"))["tasks"]
         timings[f"finetune_{name}_s"] = round(time.time() - start, 1)
     margins = {}
     for task in cfg.finetune.tasks:

@@ -15,8 +15,9 @@ from koelectra_dist.config import FinetuneConfig, FinetuneTaskConfig, config_fro
 from koelectra_dist.errors import DataError
 from koelectra_dist.finetune import stage
 from koelectra_dist.finetune.data import read_split
+from koelectra_dist.finetune.heads import tag_names, word_tags
 from koelectra_dist.finetune.tasks import resolve_tasks
-from koelectra_dist.finetune.trainer import finetune, load_model, lr_at, tag_names, total_steps, word_tags
+from koelectra_dist.finetune.trainer import finetune, load_model, lr_at, total_steps
 
 FILLERS = "영화 배우 연기 스토리 정말 너무 이 그 음악 감독 장면 결말".split()
 SENTIMENT = {"좋다": "1", "최고": "1", "재밌다": "1", "싫다": "0", "최악": "0", "지루하다": "0"}

@@ -15,7 +15,7 @@ from koelectra_dist.config import FinetuneConfig, FinetuneTaskConfig, config_fro
 from koelectra_dist.errors import DataError
 from koelectra_dist.finetune import stage
 from koelectra_dist.finetune.data import read_split
-from koelectra_dist.finetune.heads import tag_names, word_tags
+from koelectra_dist.finetune.heads import head_for, tag_names, word_tags
 from koelectra_dist.finetune.tasks import resolve_tasks
 from koelectra_dist.finetune.trainer import finetune, load_model, lr_at, total_steps
 
@@ -146,7 +146,7 @@ def test_loads_discriminator_encoder_and_drops_pretraining_head(hf_folder):
     from transformers import ElectraForPreTraining, ElectraForSequenceClassification
 
     (korsts,) = resolve_tasks(FinetuneConfig(tasks=["korsts"]))
-    tokenizer, model = load_model(str(hf_folder), korsts)
+    tokenizer, model = load_model(str(hf_folder), head_for(korsts))
     pretrained = ElectraForPreTraining.from_pretrained(hf_folder)
     assert isinstance(model, ElectraForSequenceClassification) and model.config.num_labels == 1
     assert model.config.problem_type == "regression"
@@ -180,7 +180,7 @@ def test_finetune_learns_word_tagging(tmp_path, hf_folder):
     write_tagging_task(tmp_path)
     cfg = FinetuneConfig(tasks=["naver_ner"], eval_split="test", epochs=10, learning_rate=1e-3, max_length=32)
     (spec,) = resolve_tasks(cfg)
-    _, model = load_model(str(hf_folder), spec)
+    _, model = load_model(str(hf_folder), head_for(spec))
     assert isinstance(model, ElectraForTokenClassification) and model.config.num_labels == 29
     train, test = read_split(str(tmp_path), spec, "train"), read_split(str(tmp_path), spec, "test")
     result = finetune(str(hf_folder), spec, train, test, seed=42)
@@ -194,7 +194,7 @@ def test_finetune_learns_span_extraction_over_windows(tmp_path, hf_folder):
     (spec,) = resolve_tasks(
         FinetuneConfig(tasks=["korquad"], epochs=10, batch_size=32, learning_rate=1e-3, max_length=32)
     )
-    _, model = load_model(str(hf_folder), spec)
+    _, model = load_model(str(hf_folder), head_for(spec))
     assert isinstance(model, ElectraForQuestionAnswering)
     train, dev = read_split(str(tmp_path), spec, "train"), read_split(str(tmp_path), spec, "dev")
     result = finetune(str(hf_folder), spec, train, dev, seed=42)

@@ -42,11 +42,11 @@ def total_steps(n_examples: int, batch_size: int, epochs: float) -> int:
     return max(1, round(epochs * math.ceil(n_examples / batch_size)))
 
 
-def load_model(model_dir: str, spec: FinetuneTaskConfig) -> tuple[Any, torch.nn.Module]:
+def load_model(model_dir: str, head: Head) -> tuple[Any, torch.nn.Module]:
     """The folder's tokenizer and the task's head on its encoder."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model_dir), head_for(spec).model(model_dir)
+    return AutoTokenizer.from_pretrained(model_dir), head.model(model_dir)
 
 
 def inputs(enc: Encoded | Windows, indexes: list[int], pad_id: int) -> dict[str, torch.Tensor]:
@@ -92,7 +92,7 @@ def finetune(
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     seed_everything(seed)
     head = head_for(spec)
-    tokenizer, model = load_model(model_dir, spec)
+    tokenizer, model = load_model(model_dir, head)
     model.to(device)
     pad_id = tokenizer.pad_token_id or 0
     # A model with fewer positions than the recipe's length (a tiny one) reads what it can.

@@ -74,7 +74,7 @@ PIPELINE = {
 
 # Named budgets, applied before --set. "hour" pre-trains at 16 tokens, NSMC's length (80% of its
 # reviews fit), where a tiny model's attention leaves the positional plateau within the budget
-# (README "Quality check"); 1,000 labelled rows, where pre-training has the most to give, for
+# (benchmarks/quality.md); 1,000 labelled rows, where pre-training has the most to give, for
 # KoELECTRA's 10 epochs; six seeds on 5,000 dev rows, so that a two-point margin stands out.
 BUDGETS = {
     "minutes": [],

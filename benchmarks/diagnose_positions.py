@@ -7,7 +7,7 @@ at chance (about 0.001) until its attention has learned to pick the adjacent pos
 sequence with learned absolute position embeddings, then climbs past 0.9 within a few hundred
 steps. The step where that happens grows steeply with the sequence length; --window-steps (short
 windows first) removes that plateau here, though on real text it did not lift tiny CPU pre-training
-above unigram level by itself (README, "Quality check").
+above unigram level by itself (benchmarks/quality.md).
 
     python benchmarks/diagnose_positions.py                          # seq 16, 32, 64, 128; 1,500 steps each
     python benchmarks/diagnose_positions.py --seqs 128 --steps 5000

@@ -238,7 +238,7 @@ def short_windows(
     its neighbours only ~1/T of its strength; on a synthetic copy corpus a tiny model at T = 128
     stays a bag of words for thousands of steps, over `width` positions it learns quickly, and since
     the windows tile every position the habit holds on whole rows afterwards. On real text the gain
-    is small (README, "Quality check")."""
+    is small (benchmarks/quality.md)."""
     rows, length = input_ids.shape
     if width < 2 or length % width:
         raise ConfigError(

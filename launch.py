@@ -12,7 +12,7 @@ import logging
 import sys
 
 from koelectra_dist.config import STAGES, load_config, placeholder_problems, resolved_json
-from koelectra_dist.errors import KoelectraError
+from koelectra_dist.errors import KoelectraError, user_error_in
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -55,9 +55,11 @@ def main(argv: list[str] | None = None) -> int:
 
         run_stages(cfg)
         return 0
-    except KoelectraError as e:
-        # A worker's error arrives wrapped by Ray; `message` is the original, traceback-free text.
-        print(f"koelectra_dist {e.kind}: {getattr(e, 'message', e)}", file=sys.stderr)
+    except Exception as e:
+        user = user_error_in(e)  # a worker's error arrives wrapped by Ray
+        if user is None:
+            raise
+        print(f"koelectra_dist {user.kind}: {user.message}", file=sys.stderr)
         return 2
 
 

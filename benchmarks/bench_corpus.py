@@ -27,7 +27,7 @@ CORPUS = ROOT.parent / "shared" / "data" / "nsmc" / "corpus.txt.gz"
 
 
 def cfg_lines_per_block(value: int | None) -> int:
-    from koelectra_dist.config import CorpusConfig
+    from koelectra_dist.corpus.config import CorpusConfig
 
     return value or CorpusConfig().lines_per_block
 
@@ -47,8 +47,9 @@ def main() -> None:
 
     import ray
 
-    from koelectra_dist.config import VocabConfig, config_from_dict
+    from koelectra_dist.config import config_from_dict
     from koelectra_dist.corpus import stage
+    from koelectra_dist.corpus.config import VocabConfig
     from koelectra_dist.corpus.vocab import build_tokenizer, train_vocab, write_vocab_dir
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_corpus_"))

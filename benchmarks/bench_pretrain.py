@@ -71,7 +71,7 @@ def main() -> None:
     reports = run_stages(cfg)
     wall = time.time() - start
 
-    root = cfg.checkpoint.resolved_storage_uri(cfg.run)
+    root = cfg.paths.checkpoints
     series = scalars(str(Path(root) / "tensorboard"))
     steady = {tag: [v for step, v in values if step > args.log_every] for tag, values in series.items()}
     step_time = statistics.mean(steady["train/step_time_s"])

@@ -74,7 +74,7 @@ PIPELINE = {
 
 # Named budgets, applied before --set. "hour" pre-trains at 16 tokens, NSMC's length (80% of its
 # reviews fit), where a tiny model's attention leaves the positional plateau within the budget
-# (benchmarks/quality.md); 1,000 labelled rows, where pre-training has the most to give, for
+# (research/quality.md); 1,000 labelled rows, where pre-training has the most to give, for
 # KoELECTRA's 10 epochs; six seeds on 5,000 dev rows, so that a two-point margin stands out.
 BUDGETS = {
     "minutes": [],
@@ -124,7 +124,8 @@ def random_init_copy(pretrained: str, dst: str, seed: int) -> str:
 
 def main() -> None:
     from koelectra_dist import ray_runtime, storage
-    from koelectra_dist.config import apply_overrides, config_from_dict
+    from koelectra_dist.config import config_from_dict
+    from koelectra_dist.configbase import apply_overrides
     from koelectra_dist.finetune import stage as finetune_stage
     from koelectra_dist.pipeline import run_stages
 
@@ -161,7 +162,7 @@ def main() -> None:
         reports = run_stages(cfg)
         timings["pipeline_s"] = round(time.time() - start, 1)
         reports["corpus_lines"] = lines
-    pretrained = os.path.join(cfg.export.resolved_output_uri(cfg.run), "discriminator")
+    pretrained = os.path.join(cfg.paths.export, "discriminator")
     models = {"pretrained": pretrained, "random_init": random_init_copy(pretrained, str(out / "random_init"), 0)}
     results: dict[str, dict[str, Any]] = {}
     for name, model in models.items():

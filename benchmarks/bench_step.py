@@ -8,7 +8,7 @@ shared, masking done in Python on the host before the forward.
     python benchmarks/bench_step.py --device cuda    # Base towers, seq 512, bf16
 
 Prints one JSON line per configuration: ours_s, baseline_s (median seconds per step), ratio
-(baseline / ours), device, and on CUDA mfu (reference.md FLOPs per non-padding token, H100 peak).
+(baseline / ours), device, and on CUDA mfu (model FLOPs per non-padding token, `train_flops_per_token`, over the device peak).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
 from koelectra_dist.config import ModelConfig, load_config
-from koelectra_dist.model import ElectraPretrainer, gumbel_sample, hf_configs, train_flops_per_token
+from koelectra_dist.pretrain.model import ElectraPretrainer, gumbel_sample, hf_configs, train_flops_per_token
 from koelectra_dist.tokens import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -1,8 +1,10 @@
-"""User-facing errors: each says what is wrong and how to fix it.
+"""User-facing errors: each says what is wrong and how to fix it, and how they cross Ray.
 
 They carry only a message so that they pickle cleanly: Ray re-raises a worker's exception on the
 driver, and the user should see this message there, not a bare traceback.
 """
+
+import json
 
 
 class KoelectraError(Exception):
@@ -43,3 +45,43 @@ class CheckpointError(KoelectraError):
     """A checkpoint is missing, incomplete or does not match the run."""
 
     kind = "checkpoint error"
+
+
+# ---------------------------------------------------------------- crossing Ray
+# A KoelectraError raised in a Ray worker reaches the driver wrapped: Ray Core re-raises it as a
+# RayTaskError subclass, Ray Train inside its worker-group errors, and Ray Data keeps only text
+# (so its tasks return the error as data: `encode` there, `decode` on the driver). Whatever the
+# wrapper, `user_error_in` finds the original, and the user sees its message alone.
+
+
+def user_error_in(exc: BaseException) -> KoelectraError | None:
+    """The KoelectraError inside `exc` (itself, a cause, a context or a worker failure), or None."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, KoelectraError):
+            # Ray's RayTaskError subclasses keep the original's class but not its __str__.
+            own = next(c for c in type(e).__mro__ if c.__module__ == __name__)
+            return own(e.message)
+        todo += [x for x in (e.__cause__, e.__context__) if x is not None]
+        todo += list(getattr(e, "worker_failures", {}).values())
+        todo += [x for x in getattr(e, "args", ()) if isinstance(x, BaseException)]
+    return None
+
+
+def encode(error: KoelectraError) -> str:
+    """A user error as text, for a Ray Data task's result row."""
+    return json.dumps({"kind": type(error).__name__, "message": error.message})
+
+
+def decode(text: str) -> KoelectraError:
+    """The user error `encode` wrote."""
+    data = json.loads(text)
+    return _KINDS.get(data["kind"], KoelectraError)(data["message"])
+
+
+_KINDS = {cls.__name__: cls for cls in (KoelectraError, ConfigError, DataError, StorageError, CheckpointError)}

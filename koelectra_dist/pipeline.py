@@ -1,16 +1,36 @@
-"""Runs the configured stages in order, each reading what the one before it wrote."""
+"""Runs the configured stages in order, each reading what the one before it wrote.
+
+A stage is a module with `run(cfg: Config) -> dict` (a JSON-able report of what it did). Modules
+are imported only when their stage runs, so `--check` and unrelated stages stay light.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
-from koelectra_dist import ray_runtime, stages
-from koelectra_dist.config import Config, placeholder_problems
+from koelectra_dist import ray_runtime
+from koelectra_dist.config import STAGES, Config, placeholder_problems
 from koelectra_dist.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+STAGE_MODULES = {
+    "corpus": "koelectra_dist.corpus.stage",
+    "pretrain": "koelectra_dist.pretrain.stage",
+    "export": "koelectra_dist.export.stage",
+    "finetune": "koelectra_dist.finetune.stage",
+}
+NEEDS_RAY = {"corpus", "pretrain", "finetune"}
+assert tuple(STAGE_MODULES) == STAGES
+
+
+def entry_point(stage: str) -> Callable[[Config], dict[str, Any]]:
+    return importlib.import_module(STAGE_MODULES[stage]).run
 
 
 def run_stages(cfg: Config) -> dict[str, dict]:
@@ -18,12 +38,12 @@ def run_stages(cfg: Config) -> dict[str, dict]:
     if problems:
         raise ConfigError("the config still has placeholders:\n  - " + "\n  - ".join(problems))
     reports = {}
-    if stages.NEEDS_RAY & set(cfg.run.stages):
+    if NEEDS_RAY & set(cfg.run.stages):
         ray_runtime.connect(cfg)
     for name in cfg.run.stages:
         log.info("stage %s: starting", name)
         start = time.time()
-        report = stages.entry_point(name)(cfg)
+        report = entry_point(name)(cfg)
         log.info(
             "stage %s: done in %.1fs\n%s",
             name,

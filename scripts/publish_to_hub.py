@@ -1,4 +1,4 @@
-"""Publish an export folder to the Hugging Face Hub (see README, "Export and publishing"):
+"""Publish an export folder to the Hugging Face Hub (see docs/export.md):
 
     python scripts/publish_to_hub.py EXPORT_DIR --repo-prefix ORG/NAME [--private] [--revision BRANCH] [--dry-run]
 
@@ -8,7 +8,7 @@ card. The token comes from HF_TOKEN or `hf auth login`; --dry-run prints the pla
 
 import sys
 
-from koelectra_dist.hub import main
+from koelectra_dist.export.hub import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,8 +9,11 @@ stamp=".venv/.installed-$(cat requirements.txt requirements.lock pyproject.toml 
 [ -f "$stamp" ] && exit 0
 pip=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 # torch first and alone, so nothing later asks the resolver for one: a CPU machine never pulls a
-# multi-GB CUDA build. Override for GPU nodes, e.g. TORCH_SPEC="torch==2.13.0" with a CUDA index.
-"${pip[@]}" "${TORCH_SPEC:-torch==2.13.0}"
+# multi-GB CUDA build. On GPU nodes name the CUDA build's index, e.g.
+#   TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 bash scripts/setup.sh
+# (TORCH_SPEC changes the requirement itself; it is split into pip arguments.)
+read -r -a torch_spec <<< "${TORCH_SPEC:-torch==2.13.0}"
+"${pip[@]}" "${torch_spec[@]}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 "${pip[@]}" -c requirements.lock setuptools wheel ninja py-cpuinfo packaging
 # DeepSpeed is a source package: build it against the torch above, not in an isolated build
 # environment that would fetch a torch of its own.

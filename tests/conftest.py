@@ -1,28 +1,16 @@
-"""Shared fixtures: the real Korean data beside the project, a real S3 endpoint (moto's HTTP
-server), and one local Ray instance for the whole session."""
+"""Shared fixtures: a real S3 endpoint (moto's HTTP server), one local Ray instance for the whole
+session, the tiny config and a small shard set. Plain helpers live in helpers.py."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-NSMC_CORPUS = SHARED_DATA / "nsmc" / "corpus.txt.gz"
-
-# Workers must not fight over 2 cores with their own thread pools.
+# Workers must not fight over 2 cores with their own thread pools (set before torch is imported).
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-
-def require_shared_data(*parts: str) -> Path:
-    """The path of a file in ../shared/data, or skip the test saying why."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"needs {path.relative_to(ROOT.parent)} (the shared Korean data beside the project); absent here")
-    return path
+import pytest  # noqa: E402
+from helpers import tiny_config, write_shard_set  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +66,17 @@ def ray_local(s3_endpoint):
         )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """configs/tiny.json with its outputs under this test's temporary folder."""
+    return tiny_config(str(tmp_path / "run"))
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory):
+    """A small shard set (vocab 300, examples up to 16 tokens, shards of 7, 5 and 9 rows) beside its
+    vocab/ folder; yields (corpus folder, manifest). Example i starts with token id 5 + i."""
+    out = str(tmp_path_factory.mktemp("corpus"))
+    return out, write_shard_set(out, 300, 16, [7, 5, 9])

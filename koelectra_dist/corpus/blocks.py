@@ -21,8 +21,8 @@ from typing import Any
 import pyarrow as pa
 
 from koelectra_dist import errors
-from koelectra_dist.config import CleaningConfig
 from koelectra_dist.corpus.clean import Cleaner
+from koelectra_dist.corpus.config import CleaningConfig
 from koelectra_dist.corpus.examples import ExampleBuilder, block_rng
 from koelectra_dist.corpus.read import decode_documents
 from koelectra_dist.corpus.vocab import Pretokenizer
@@ -55,8 +55,7 @@ def reports_errors(fn: Callable[..., pa.Table]) -> Callable[..., pa.Table]:
         try:
             return fn(batch, **kwargs)
         except KoelectraError as e:
-            error = json.dumps({"kind": type(e).__name__, "message": e.message})
-            return pa.table({"index": [batch.column("index")[0].as_py()], "error": [error]})
+            return pa.table({"index": [batch.column("index")[0].as_py()], "error": [errors.encode(e)]})
 
     return wrapper
 
@@ -175,8 +174,7 @@ def map_blocks(
                     first += len(results)
                     for row in results:
                         if row.get("error"):
-                            error = json.loads(row["error"])
-                            raise getattr(errors, error["kind"])(error["message"])
+                            raise errors.decode(row["error"])
                         row["counts"] = json.loads(row["counts"])
                         yield row
         finally:

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from koelectra_dist.config import CleaningConfig
+from koelectra_dist.corpus.config import CleaningConfig
 
 # Cc/Cf characters that appear in scraped text (NUL..US except tab, DEL, C1, zero-width and bidi
 # marks, soft hyphen, BOM); tabs become spaces so that words are not glued together.

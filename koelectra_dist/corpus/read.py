@@ -2,7 +2,7 @@
 
 The driver streams the input once per pass; it never holds more than one block. Bad input is a
 clear DataError naming the file (missing path, damaged gzip, unreadable object) or a counted skip
-(binary files, lines that are not UTF-8: see the README's corpus section).
+(binary files, lines that are not UTF-8: see docs/corpus.md).
 """
 
 from __future__ import annotations

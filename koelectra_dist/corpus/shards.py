@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,23 +17,62 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from koelectra_dist import storage
+from koelectra_dist.configbase import contract_fields, contract_json
 from koelectra_dist.corpus.vocab import vocab_txt_uri
 from koelectra_dist.errors import DataError, KoelectraError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
-MANIFEST_KEYS = (
-    "schema_version",
-    "vocab_sha256",
-    "vocab_size",
-    "max_length",
-    "id_dtype",
-    "shards",
-    "total_rows",
-    "total_tokens",
-    "cleaning",
-    "config",
-)
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    """One Parquet shard as the manifest lists it."""
+
+    path: str
+    """File name inside the shard folder."""
+    rows: int
+    tokens: int
+    bytes: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardManifest:
+    """What the corpus stage hands the pretrain stage: `shards/manifest.json`, written last."""
+
+    vocab_sha256: str
+    """sha256 of the vocab.txt the shards were tokenized with."""
+    vocab_size: int
+    max_length: int
+    id_dtype: str
+    """Element type of `input_ids`: uint16, or uint32 above 65,535 tokens."""
+    shards: list[ShardFile]
+    total_rows: int
+    total_tokens: int
+    cleaning: dict[str, Any]
+    """The cleaning report: what every rule changed or dropped."""
+    packing: dict[str, int] | None = None
+    """Packing counts (examples, tokens, unknown tokens, random draws)."""
+    config: dict[str, Any]
+    """The corpus and model sections that built the shards."""
+    fingerprint: str | None = None
+    """Hash of the inputs (name, size, version of every file) and the config; a rerun with the same
+    fingerprint skips."""
+    seconds: dict[str, float] | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return contract_json(self)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> ShardManifest:
+        """The manifest in `data`; DataError naming `where` when it is not a complete one."""
+        try:
+            fields = contract_fields(cls, data, where, DataError, SCHEMA_VERSION)
+            fields["shards"] = [ShardFile(**entry) for entry in data["shards"]]
+            return cls(**fields)
+        except (TypeError, ValueError, DataError) as e:
+            raise DataError(f"{e}; delete it and re-run the corpus stage") from None
 
 
 def id_dtype(vocab_size: int) -> str:
@@ -46,7 +86,7 @@ class ShardWriter:
         self.shards_uri = shards_uri
         self.rows_per_shard = rows_per_shard
         self.dtype = dtype
-        self.shards: list[dict[str, Any]] = []
+        self.shards: list[ShardFile] = []
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
 
@@ -78,44 +118,34 @@ class ShardWriter:
         name = f"part-{len(self.shards):05d}.parquet"
         storage.write_bytes(storage.join(self.shards_uri, name), buf.getvalue())
         tokens = pc.sum(pc.list_value_length(shard.column("input_ids"))).as_py() or 0
-        self.shards.append({"path": name, "rows": shard.num_rows, "tokens": tokens, "bytes": buf.tell()})
+        self.shards.append(ShardFile(path=name, rows=shard.num_rows, tokens=tokens, bytes=buf.tell()))
 
-    def close(self) -> list[dict[str, Any]]:
+    def close(self) -> list[ShardFile]:
         if self._pending_rows:
             self._write(self._pending_rows)
         return self.shards
 
 
-def write_manifest(shards_uri: str, manifest: dict[str, Any]) -> None:
-    missing = [k for k in MANIFEST_KEYS if k not in manifest]
-    assert not missing, f"manifest lacks {missing}"
-    storage.write_json(storage.join(shards_uri, MANIFEST), manifest)
+def write_manifest(shards_uri: str, manifest: ShardManifest) -> None:
+    storage.write_json(storage.join(shards_uri, MANIFEST), manifest.to_json())
 
 
-def read_manifest(shards_uri: str) -> dict[str, Any]:
+def read_manifest(shards_uri: str) -> ShardManifest:
     """The manifest of a finished shard set. DataError when it is absent (the corpus stage did not
     finish: its partial output is never used) or incomplete."""
     uri = storage.join(shards_uri, MANIFEST)
     try:
         found = storage.exists(uri)
-        manifest = storage.read_json(uri) if found else None
+        data = storage.read_json(uri) if found else None
     except KoelectraError as e:
         raise DataError(f"shard manifest {uri} cannot be read: {e}") from e
-    if manifest is None:
+    if data is None:
         raise DataError(
             f"no {MANIFEST} in {shards_uri}: the corpus stage has not finished there (a partial output is "
             "never used); run `python launch.py --config CONFIG corpus`, or point train.shards_uri at a "
             "finished shard folder"
         )
-    missing = [k for k in MANIFEST_KEYS if k not in manifest] if isinstance(manifest, dict) else list(MANIFEST_KEYS)
-    if missing:
-        raise DataError(f"{uri} is incomplete (missing {', '.join(missing)}); delete it and re-run the corpus stage")
-    if manifest["schema_version"] != SCHEMA_VERSION:
-        raise DataError(
-            f"{uri} has schema_version {manifest['schema_version']}, this version reads {SCHEMA_VERSION}; "
-            "re-run the corpus stage"
-        )
-    return manifest
+    return ShardManifest.from_json(data, uri)
 
 
 def vocab_sha256(vocab_uri: str) -> str:
@@ -126,13 +156,13 @@ def vocab_sha256(vocab_uri: str) -> str:
     return hashlib.sha256(storage.read_bytes(txt)).hexdigest()
 
 
-def check_vocab(manifest: dict[str, Any], vocab_uri: str) -> None:
+def check_vocab(manifest: ShardManifest, vocab_uri: str) -> None:
     """DataError unless the shards were tokenized with the vocabulary at `vocab_uri`."""
     actual = vocab_sha256(vocab_uri)
-    if actual != manifest["vocab_sha256"]:
+    if actual != manifest.vocab_sha256:
         raise DataError(
             f"the shards were tokenized with a different vocabulary (manifest vocab_sha256 "
-            f"{manifest['vocab_sha256'][:12]}..., {vocab_txt_uri(vocab_uri)} has {actual[:12]}...): token ids "
+            f"{manifest.vocab_sha256[:12]}..., {vocab_txt_uri(vocab_uri)} has {actual[:12]}...): token ids "
             "would mean different tokens. Use the vocab/ folder written beside those shards, or re-run the "
             "corpus stage with this vocabulary (corpus.vocab.vocab_uri)"
         )

@@ -27,6 +27,7 @@ from koelectra_dist.corpus.clean import RULES, Deduplicator
 from koelectra_dist.corpus.read import InputFile, ReadStats, iter_blocks, iter_lines, resolve_inputs
 from koelectra_dist.corpus.shards import (
     SCHEMA_VERSION,
+    ShardManifest,
     ShardWriter,
     id_dtype,
     read_manifest,
@@ -64,11 +65,11 @@ def fingerprint(cfg: Config, files: list[InputFile]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _finished(shards_uri: str, vocab_uri: str, fp: str) -> dict[str, Any] | None:
+def _finished(shards_uri: str, vocab_uri: str, fp: str) -> ShardManifest | None:
     """The manifest of a complete earlier run with the same fingerprint, else None."""
     try:
         manifest = read_manifest(shards_uri)
-        if manifest.get("fingerprint") == fp and vocab_sha256(vocab_uri) == manifest["vocab_sha256"]:
+        if manifest.fingerprint == fp and vocab_sha256(vocab_uri) == manifest.vocab_sha256:
             return manifest
     except DataError:
         pass
@@ -149,8 +150,7 @@ def run(cfg: Config) -> dict[str, Any]:
     if not ray.is_initialized():
         ray_runtime.connect(cfg)
     c, m = cfg.corpus, cfg.model
-    out = c.resolved_output_uri(cfg.run)
-    vocab_uri, shards_uri = storage.join(out, "vocab"), storage.join(out, "shards")
+    out, vocab_uri, shards_uri = cfg.paths.corpus, cfg.paths.vocab, cfg.paths.corpus_shards
     files = resolve_inputs(c.inputs)
     fp = fingerprint(cfg, files)
     previous = _finished(shards_uri, vocab_uri, fp)
@@ -193,36 +193,35 @@ def run(cfg: Config) -> dict[str, Any]:
     shards = writer.close()
     if not counts["examples"]:
         raise _empty_corpus(cfg, stats)
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "vocab_sha256": vocab_sha256(vocab_uri),
-        "vocab_size": m.vocab_size,
-        "max_length": m.max_length,
-        "id_dtype": dtype,
-        "shards": shards,
-        "total_rows": sum(s["rows"] for s in shards),
-        "total_tokens": sum(s["tokens"] for s in shards),
-        "cleaning": _cleaning_report(stats, counts),
-        "packing": {
+    manifest = ShardManifest(
+        vocab_sha256=vocab_sha256(vocab_uri),
+        vocab_size=m.vocab_size,
+        max_length=m.max_length,
+        id_dtype=dtype,
+        shards=shards,
+        total_rows=sum(s.rows for s in shards),
+        total_tokens=sum(s.tokens for s in shards),
+        cleaning=_cleaning_report(stats, counts),
+        packing={
             k: counts[k] for k in ("examples", "tokens", "unk_tokens", "single_segment_draws", "short_target_draws")
         },
-        "config": {"corpus": dataclasses.asdict(c), "model": dataclasses.asdict(m)},
-        "fingerprint": fp,
-        "seconds": {"vocab": round(vocab_seconds, 1), "total": round(time.time() - started, 1)},
-    }
+        config={"corpus": dataclasses.asdict(c), "model": dataclasses.asdict(m)},
+        fingerprint=fp,
+        seconds={"vocab": round(vocab_seconds, 1), "total": round(time.time() - started, 1)},
+    )
     write_manifest(shards_uri, manifest)
     return _report(out, manifest, skipped=False)
 
 
-def _report(out: str, manifest: dict[str, Any], skipped: bool) -> dict[str, Any]:
+def _report(out: str, manifest: ShardManifest, skipped: bool) -> dict[str, Any]:
     return {
         "output_uri": out,
         "skipped": skipped,
-        "shards": len(manifest["shards"]),
-        "total_rows": manifest["total_rows"],
-        "total_tokens": manifest["total_tokens"],
-        "vocab_size": manifest["vocab_size"],
-        "cleaning": manifest["cleaning"],
-        "packing": manifest.get("packing"),
-        "seconds": manifest.get("seconds"),
+        "shards": len(manifest.shards),
+        "total_rows": manifest.total_rows,
+        "total_tokens": manifest.total_tokens,
+        "vocab_size": manifest.vocab_size,
+        "cleaning": manifest.cleaning,
+        "packing": manifest.packing,
+        "seconds": manifest.seconds,
     }

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from koelectra_dist import storage
-from koelectra_dist.config import VocabConfig
+from koelectra_dist.corpus.config import VocabConfig
 from koelectra_dist.errors import DataError
 from koelectra_dist.tokens import CLS, CLS_ID, MASK, PAD, SEP, SEP_ID, SPECIAL_TOKENS, UNK
 

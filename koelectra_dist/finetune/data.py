@@ -11,10 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from koelectra_dist import storage
-from koelectra_dist.config import FinetuneTaskConfig
 from koelectra_dist.errors import DataError
 from koelectra_dist.finetune.spans import Answer, parse_squad
-from koelectra_dist.finetune.tasks import is_regression, is_span, is_tagging, split_file
+from koelectra_dist.finetune.tasks import FinetuneTaskConfig, is_regression, is_span, is_tagging, split_file
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 The driver checks the model folder and reads every task file first, so bad input fails before any
 run starts, with the file and line named. Runs go in parallel as far as the cluster's resources
-allow; results.md then results.json (the marker) go to `finetune.resolved_output_uri`.
+allow; results.md then results.json (the marker) go to `finetune output (`cfg.paths.finetune`)`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import tempfile
 from typing import Any
 
 from koelectra_dist import ray_runtime, storage
-from koelectra_dist.config import Config, FinetuneTaskConfig
+from koelectra_dist.config import Config
 from koelectra_dist.errors import DataError
+from koelectra_dist.finetune.config import resolve_tasks
 from koelectra_dist.finetune.data import TaskData, read_split
 from koelectra_dist.finetune.report import markdown, summarize
-from koelectra_dist.finetune.tasks import resolve_tasks
+from koelectra_dist.finetune.tasks import FinetuneTaskConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def run(cfg: Config) -> dict[str, Any]:
 
     ft = cfg.finetune
     specs = resolve_tasks(ft)
-    model_uri = ft.resolved_model_uri(cfg.export.resolved_output_uri(cfg.run))
+    model_uri = cfg.paths.finetune_model
     check_model_folder(model_uri)
     data = {
         spec.name: (
@@ -77,7 +78,7 @@ def run(cfg: Config) -> dict[str, Any]:
             refs.append(remote.remote(model_uri, spec, train_ref, eval_ref, ft.seed + r, ft.cpus_per_task))
     log.info("fine-tuning %s: %d runs, %s GPU each", model_uri, len(refs), gpus)
     tasks = summarize(ray.get(refs))
-    out = ft.resolved_output_uri(cfg.run)
+    out = cfg.paths.finetune
     results = {
         "model": model_uri,
         "eval_split": ft.eval_split,

@@ -1,16 +1,15 @@
 """Declarative downstream task specs: KoELECTRA's tasks built in, new delimited-text tasks from config.
 
 A task is a `FinetuneTaskConfig` (files, columns, label set, metric, recipe). Built-ins carry
-KoELECTRA's file layout and fine-tuning recipe (reference.md section 1); `finetune.task_specs`
+KoELECTRA's file layout and fine-tuning recipe; `finetune.task_specs`
 entries change fields of a built-in or define a new task, so a new TSV task needs no code.
 """
 
 from __future__ import annotations
 
 import dataclasses
-
-from koelectra_dist.config import FinetuneConfig, FinetuneTaskConfig
-from koelectra_dist.errors import ConfigError
+from dataclasses import dataclass
+from typing import Literal
 
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1")
 REGRESSION_METRICS = ("spearman", "pearson")
@@ -19,10 +18,61 @@ SPAN_METRICS = ("korquad_f1",)
 # KoELECTRA's Naver NER tag set (its label.txt): 14 entity types in "TYPE-B" / "TYPE-I" spelling.
 NAVER_NER_TYPES = ("PER", "FLD", "AFW", "ORG", "LOC", "CVL", "DAT", "TIM", "NUM", "EVT", "ANM", "PLT", "MAT", "TRM")
 
+
+@dataclass(frozen=True)
+class FinetuneTaskConfig:
+    name: str = ""
+    """Task name, as listed in `finetune.tasks`. For a built-in task (nsmc, korsts, kornli, paws,
+    question_pair, hate_speech, naver_ner, korquad) only the fields given here change; a new name needs train_file, the
+    evaluated split's file, text_columns, label_column, metric (and labels for classification), and
+    starts from the recipe 10 epochs / batch 32 / lr 5e-5."""
+    folder: str | None = None
+    """Folder of the task's files below `finetune.data_dir`; None: the task name."""
+    train_file: str | None = None
+    """Training file name inside the folder."""
+    dev_file: str | None = None
+    """Development file name inside the folder."""
+    test_file: str | None = None
+    """Test file name inside the folder (None: the task has no test split here)."""
+    delimiter: str | None = None
+    """Field separator; None: a tab. Lines are split on it without quoting, like the original files."""
+    columns: list[str] | None = None
+    """Names of all columns, in order, for files without a header line; None: the first line is the header."""
+    text_columns: list[str] | None = None
+    """One column (single sentence) or two (sentence pair) holding the text."""
+    label_column: str | None = None
+    """Column holding the label (classification), the score (regression), or one tag per word of the
+    text, space-separated (tagging: metric entity_f1, whose text is words separated by spaces)."""
+    labels: list[str] | None = None
+    """Label values (or tags, "O" among them) as written in the file, for classification and tagging;
+    None (or empty) makes the task a regression with one output."""
+    metric: Literal["accuracy", "macro_f1", "spearman", "pearson", "entity_f1", "korquad_f1"] | None = None
+    """Reported metric (x100): accuracy or macro_f1 for classification, spearman or pearson for regression,
+    entity_f1 (seqeval's micro F1 over exactly matching BIO entities) for word tagging, which makes the
+    task a token classification; korquad_f1 (character F1, exact match beside it) for span extraction
+    from SQuAD-format JSON files, which need no columns."""
+    epochs: float | None = None
+    """Training epochs (fractions allowed)."""
+    batch_size: int | None = None
+    """Training batch size."""
+    learning_rate: float | None = None
+    """Peak learning rate (decays linearly to 0, no warm-up)."""
+    max_length: int | None = None
+    """Maximum tokens per example (KoELECTRA: 128; 512 for KorQuAD)."""
+
+
+# A new task starts from KoELECTRA's most common recipe; a built-in one states where it differs.
+NEW_TASK_DEFAULTS = FinetuneTaskConfig(epochs=10, batch_size=32, learning_rate=5e-5, max_length=128)
+
+
+def _recipe(**fields: object) -> FinetuneTaskConfig:
+    return dataclasses.replace(NEW_TASK_DEFAULTS, **fields)
+
+
 BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
     t.name: t
     for t in [
-        FinetuneTaskConfig(
+        _recipe(
             name="nsmc",
             train_file="ratings_train.txt",
             dev_file="ratings_dev.txt",
@@ -31,12 +81,8 @@ BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
             label_column="label",
             labels=["0", "1"],
             metric="accuracy",
-            epochs=10,
-            batch_size=32,
-            learning_rate=5e-5,
-            max_length=128,
         ),
-        FinetuneTaskConfig(
+        _recipe(
             name="korsts",
             train_file="sts-train.tsv",
             dev_file="sts-dev.tsv",
@@ -44,12 +90,8 @@ BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
             text_columns=["sentence1", "sentence2"],
             label_column="score",
             metric="spearman",
-            epochs=10,
-            batch_size=32,
-            learning_rate=5e-5,
-            max_length=128,
         ),
-        FinetuneTaskConfig(
+        _recipe(
             name="kornli",
             train_file="multinli.train.ko.tsv",
             dev_file="xnli.dev.ko.tsv",
@@ -60,10 +102,8 @@ BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
             metric="accuracy",
             epochs=15,
             batch_size=64,
-            learning_rate=5e-5,
-            max_length=128,
         ),
-        FinetuneTaskConfig(
+        _recipe(
             name="paws",
             train_file="translated_train.tsv",
             dev_file="dev_2k.tsv",
@@ -73,11 +113,9 @@ BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
             labels=["0", "1"],
             metric="accuracy",
             epochs=15,
-            batch_size=32,
             learning_rate=3e-5,
-            max_length=128,
         ),
-        FinetuneTaskConfig(
+        _recipe(
             name="question_pair",
             folder="question-pair",
             train_file="kor_pair_train.csv",
@@ -86,12 +124,8 @@ BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
             label_column="is_duplicate",
             labels=["0", "1"],
             metric="accuracy",
-            epochs=10,
-            batch_size=32,
-            learning_rate=5e-5,
-            max_length=128,
         ),
-        FinetuneTaskConfig(
+        _recipe(
             name="hate_speech",
             folder="hate-speech",
             train_file="train.tsv",
@@ -100,12 +134,8 @@ BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
             label_column="hate",
             labels=["none", "offensive", "hate"],
             metric="macro_f1",
-            epochs=10,
-            batch_size=32,
-            learning_rate=5e-5,
-            max_length=128,
         ),
-        FinetuneTaskConfig(
+        _recipe(
             name="naver_ner",
             folder="naver-ner",
             train_file="train.tsv",
@@ -116,25 +146,18 @@ BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
             labels=["O", *(f"{kind}-{position}" for kind in NAVER_NER_TYPES for position in "BI")],
             metric="entity_f1",
             epochs=20,
-            batch_size=32,
-            learning_rate=5e-5,
-            max_length=128,
         ),
-        FinetuneTaskConfig(
+        _recipe(
             name="korquad",
             train_file="KorQuAD_v1.0_train.json",
             dev_file="KorQuAD_v1.0_dev.json",
             metric="korquad_f1",  # SQuAD v1.1 JSON: no columns or labels
             epochs=7,
             batch_size=8,
-            learning_rate=5e-5,
             max_length=512,
         ),
     ]
 }
-
-# A new task starts from KoELECTRA's most common recipe.
-NEW_TASK_DEFAULTS = FinetuneTaskConfig(epochs=10, batch_size=32, learning_rate=5e-5, max_length=128)
 _REQUIRED = ("train_file", "metric", "epochs", "batch_size", "learning_rate", "max_length")
 _COLUMNS = ("text_columns", "label_column")  # required unless the task reads SQuAD JSON
 
@@ -158,11 +181,11 @@ def split_file(spec: FinetuneTaskConfig, split: str) -> str | None:
     return getattr(spec, f"{split}_file")
 
 
-def _merge(base: FinetuneTaskConfig, changes: dict) -> FinetuneTaskConfig:
+def merge_spec(base: FinetuneTaskConfig, changes: dict) -> FinetuneTaskConfig:
     return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
 
 
-def _problems(spec: FinetuneTaskConfig, eval_split: str) -> list[str]:
+def spec_problems(spec: FinetuneTaskConfig, eval_split: str) -> list[str]:
     where = f"finetune task {spec.name!r}"
     required = _REQUIRED if is_span(spec) else _REQUIRED + _COLUMNS
     problems = [f"{where}: {name} is not set" for name in required if getattr(spec, name) is None]
@@ -199,58 +222,3 @@ def _problems(spec: FinetuneTaskConfig, eval_split: str) -> list[str]:
         if missing:
             problems.append(f"{where}: columns {spec.columns} lack {missing}")
     return problems
-
-
-def _resolve(cfg: FinetuneConfig) -> tuple[dict[str, FinetuneTaskConfig], list[str]]:
-    problems: list[str] = []
-    overrides = {
-        "epochs": cfg.epochs,
-        "batch_size": cfg.batch_size,
-        "learning_rate": cfg.learning_rate,
-        "max_length": cfg.max_length,
-    }
-    specs = {name: _merge(spec, overrides) for name, spec in BUILTIN_TASKS.items()}
-    for i, entry in enumerate(cfg.task_specs):
-        if not entry.name:
-            problems.append(f"finetune.task_specs[{i}].name: a task name is required")
-            continue
-        changes = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry)}
-        if entry.name in specs:
-            specs[entry.name] = _merge(specs[entry.name], changes)
-        else:
-            specs[entry.name] = _merge(_merge(NEW_TASK_DEFAULTS, overrides), changes)
-    for i, name in enumerate(cfg.tasks):
-        if name not in specs:
-            problems.append(
-                f"finetune.tasks[{i}]: unknown task {name!r}; known: {', '.join(sorted(specs))} "
-                "(define a new one in finetune.task_specs)"
-            )
-    for name in dict.fromkeys(cfg.tasks):
-        if name in specs:
-            problems += _problems(specs[name], cfg.eval_split)
-    if not cfg.tasks:
-        problems.append('finetune.tasks: empty; name at least one task, e.g. ["nsmc"]')
-    if cfg.repeats <= 0:
-        problems.append(f"finetune.repeats: must be > 0, got {cfg.repeats}")
-    for path, value in [
-        ("finetune.max_train_examples", cfg.max_train_examples),
-        ("finetune.max_eval_examples", cfg.max_eval_examples),
-    ]:
-        if value is not None and value <= 0:
-            problems.append(f"{path}: must be > 0 (or null for all rows), got {value}")
-    if cfg.gpus_per_task < 0 or cfg.cpus_per_task < 1:
-        problems.append("finetune.gpus_per_task must be >= 0 and finetune.cpus_per_task >= 1")
-    return specs, problems
-
-
-def config_problems(cfg: FinetuneConfig) -> list[str]:
-    """Every problem with the fine-tuning section (called by config validation)."""
-    return _resolve(cfg)[1]
-
-
-def resolve_tasks(cfg: FinetuneConfig) -> list[FinetuneTaskConfig]:
-    """The complete specs of the configured tasks, in order; ConfigError listing every problem."""
-    specs, problems = _resolve(cfg)
-    if problems:
-        raise ConfigError("invalid fine-tuning configuration:\n  - " + "\n  - ".join(problems))
-    return [specs[name] for name in dict.fromkeys(cfg.tasks)]

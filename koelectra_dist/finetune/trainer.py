@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from koelectra_dist.config import FinetuneTaskConfig
 from koelectra_dist.finetune.data import TaskData
 from koelectra_dist.finetune.heads import Encoded, Head, head_for
 from koelectra_dist.finetune.spans import Windows
+from koelectra_dist.finetune.tasks import FinetuneTaskConfig
 
 log = logging.getLogger(__name__)
 

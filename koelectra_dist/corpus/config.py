@@ -1,0 +1,94 @@
+"""The corpus stage's config section: cleaning, vocabulary, packing, shards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from koelectra_dist.configbase import positive
+
+
+@dataclass(frozen=True)
+class CleaningConfig:
+    enabled: bool = True
+    """Master switch; when false lines are only stripped of surrounding whitespace."""
+    normalize_nfc: bool = True
+    """Unicode NFC normalisation (never NFD: it splits Hangul into jamo)."""
+    remove_control_chars: bool = True
+    """Remove control and format characters (zero-width spaces, BOMs, ...)."""
+    max_repeats: int = 2
+    """Collapse a character repeated more than this many times (ㅋㅋㅋㅋ -> ㅋㅋ); 0 disables."""
+    remove_urls: bool = True
+    """Remove http(s)/www URLs."""
+    remove_emails: bool = True
+    """Remove e-mail addresses."""
+    remove_mentions: bool = True
+    """Remove @user mentions."""
+    remove_hashtags: bool = True
+    """Remove #hashtags."""
+    min_chars: int = 2
+    """Drop lines shorter than this after cleaning."""
+    deduplicate: bool = True
+    """Drop exact duplicate lines (across the whole corpus)."""
+
+
+@dataclass(frozen=True)
+class VocabConfig:
+    vocab_uri: str | None = None
+    """Existing vocabulary folder or vocab.txt to use instead of training one."""
+    pretokenizer: Literal["mecab", "whitespace"] = "mecab"
+    """How words are split before WordPiece training: 'mecab' morphemes (KoELECTRA v3) or none."""
+    sample_lines: int | None = None
+    """Train the vocabulary on at most this many cleaned lines (None: all)."""
+    limit_alphabet: int = 6000
+    """WordPiece trainer's initial alphabet limit (KoELECTRA: 6000)."""
+    min_frequency: int = 2
+    """Minimum pair frequency for a merge."""
+    num_unused: int = 200
+    """[unusedN] tokens reserved inside vocab_size (KoELECTRA v1: 200)."""
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    inputs: list[str] = field(default_factory=list)
+    """Text files or folders of them (local or s3://, .gz allowed); one sentence per line, a blank
+    line between documents."""
+    output_uri: str | None = None
+    """Where vocab/ and shards/ go; None: <run.output_uri>/corpus."""
+    cleaning: CleaningConfig = field(default_factory=CleaningConfig)
+    """Text cleaning rules."""
+    vocab: VocabConfig = field(default_factory=VocabConfig)
+    """Vocabulary training."""
+    examples_per_shard: int = 100_000
+    """Packed examples per Parquet shard file."""
+    single_segment_prob: float = 0.1
+    """Probability that an example has one segment only (ELECTRA: 0.1)."""
+    short_seq_prob: float = 0.05
+    """Probability that the next example targets a random shorter length (ELECTRA: 0.05)."""
+    flush_documents: bool = True
+    """A document end closes the current example (ELECTRA); false packs across documents."""
+    lines_per_block: int = 5_000
+    """About this many lines go to one Ray Data task (whole documents only; a document longer than
+    4x this is cut, closing an example there). Small blocks keep every CPU busy to the end."""
+    seed: int = 12345
+    """Seed for packing and sampling."""
+
+
+def problems(cfg: Any) -> list[str]:
+    """What is wrong with the corpus section (`cfg` is the root config)."""
+    c, m = cfg.corpus, cfg.model
+    found: list[str] = []
+    positive(found, [("corpus.examples_per_shard", c.examples_per_shard)])
+    if m.vocab_size > 0 and m.vocab_size <= c.vocab.num_unused + 5:
+        found.append(
+            f"model.vocab_size ({m.vocab_size}) leaves no room beyond 5 special tokens and "
+            f"corpus.vocab.num_unused ({c.vocab.num_unused}) [unused] tokens"
+        )
+    for name, p in [("corpus.single_segment_prob", c.single_segment_prob), ("corpus.short_seq_prob", c.short_seq_prob)]:
+        if not 0 <= p <= 1:
+            found.append(f"{name}: a probability in [0, 1], got {p}")
+    if "corpus" in cfg.run.stages and not c.inputs:
+        found.append(
+            "corpus.inputs: empty; list text files or folders (local or s3://), or drop 'corpus' from run.stages"
+        )
+    return found

@@ -1,0 +1,1 @@
+"""Export: checkpoints to Hugging Face folders, model cards, Hub publishing."""

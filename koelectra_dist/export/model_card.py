@@ -1,0 +1,194 @@
+"""The model card (README.md) of a published tower, built from the export folder alone:
+export_info.json (the checkpoint's meta.json, corpus statistics, parameter counts), the towers'
+config.json, and the fine-tuning stage's results.md. Its YAML metadata is checked offline the way
+the Hub parses it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from koelectra_dist.errors import DataError
+from koelectra_dist.export.hf_layout import ExportInfo
+
+PIPELINE_TAGS = {"discriminator": "feature-extraction", "generator": "fill-mask"}
+CLASSES = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
+
+
+def _table(rows: list[tuple[str, Any]]) -> list[str]:
+    return ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows if v is not None)]
+
+
+def _num(value: Any) -> str | None:
+    """Thousands separators for integers; None stays None (the row is left out)."""
+    if value is None:
+        return None
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def build_card(
+    tower: str,
+    repo_id: str,
+    sibling: str,
+    info: ExportInfo,
+    configs: dict[str, dict],
+    license: str,
+    results: str | None,
+) -> str:
+    """README.md with YAML metadata; `configs` are the towers' config.json; `results` the fine-tuning
+    stage's results.md (or None)."""
+    meta = info.meta
+    run_cfg = meta.config
+    train, dist = run_cfg.get("train", {}), run_cfg.get("distributed", {})
+    disc, gen = configs["discriminator"], configs["generator"]
+    params = info.parameters
+    metadata = ModelCardData(
+        language="ko",
+        license=license,
+        library_name="transformers",
+        pipeline_tag=PIPELINE_TAGS[tower],
+        tags=["electra", "koelectra", "korean", tower, "pretraining"],
+    )
+    usage = (
+        f'fill = pipeline("fill-mask", model="{repo_id}")\nfill("대한민국의 수도는 [MASK]이다.")'
+        if tower == "generator"
+        else f'model = {CLASSES[tower]}.from_pretrained("{repo_id}")\n'
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")\n'
+        'logits = model(**tokenizer("한국어 ELECTRA를 공유합니다.", return_tensors="pt")).logits'
+    )
+    imports = "pipeline" if tower == "generator" else f"AutoTokenizer, {CLASSES[tower]}"
+    role = (
+        "the discriminator (replaced-token detection); fine-tune it for downstream tasks "
+        "(`ElectraForSequenceClassification`, `ElectraForTokenClassification`, ...)"
+        if tower == "discriminator"
+        else "the generator (masked language model) used to train the discriminator"
+    )
+    lines = [
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"Korean ELECTRA (KoELECTRA recipe) pre-trained with koelectra_dist: this repository holds {role}. "
+        f"Its pair is [{sibling}](https://huggingface.co/{sibling}).",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        f"from transformers import {imports}",
+        "",
+        usage,
+        "```",
+        "",
+        "## Architecture",
+        "",
+        "| | discriminator | generator |",
+        "|---|---|---|",
+        *(
+            f"| {label} | {_num(disc.get(key)) or 'n/a'} | {_num(gen.get(key)) or 'n/a'} |"
+            for label, key in [
+                ("layers", "num_hidden_layers"),
+                ("embedding size", "embedding_size"),
+                ("hidden size", "hidden_size"),
+                ("attention heads", "num_attention_heads"),
+                ("FFN size", "intermediate_size"),
+                ("max sequence length", "max_position_embeddings"),
+            ]
+        ),
+        f"| parameters | {_num(params.get('discriminator')) or 'n/a'} | {_num(params.get('generator')) or 'n/a'} |",
+        "",
+        "The generator and discriminator share their embeddings (word, position, token type); the "
+        "generator's output layer reuses the word embeddings.",
+        "",
+        "## Vocabulary",
+        "",
+        *_table(
+            [
+                ("type", "WordPiece, cased (`do_lower_case: false`, no accent stripping)"),
+                ("size", _num(disc.get("vocab_size"))),
+                ("pre-tokenizer (training)", run_cfg.get("corpus", {}).get("vocab", {}).get("pretokenizer")),
+                ("special tokens", "`[PAD]` 0, `[UNK]` 1, `[CLS]` 2, `[SEP]` 3, `[MASK]` 4"),
+                ("vocab.txt sha256", f"`{info.vocab_sha256}`"),
+            ]
+        ),
+        "",
+        "## Corpus",
+        "",
+        *_corpus_section(info.corpus),
+        "",
+        "## Pre-training",
+        "",
+        *_table(
+            [
+                ("steps", _num(info.step)),
+                ("examples seen", _num(meta.consumed_samples)),
+                ("global batch size", train.get("global_batch_size")),
+                ("peak learning rate", train.get("learning_rate")),
+                ("warm-up steps", train.get("warmup_steps")),
+                ("schedule", "lr x min(1, step/warmup) x (1 - step/total)"),
+                ("optimizer", "Adam, decoupled weight decay, no bias correction"),
+                ("weight decay", train.get("weight_decay")),
+                ("Adam betas / eps", f"{train.get('adam_betas')} / {train.get('adam_eps')}" if train else None),
+                ("gradient clipping", train.get("grad_clip")),
+                ("mask probability", train.get("mask_prob")),
+                ("loss weights (generator / discriminator)", f"{train.get('gen_weight')} / {train.get('disc_weight')}"),
+                ("generator size", run_cfg.get("model", {}).get("generator_size")),
+                (
+                    "workers / ZeRO stage / precision",
+                    f"{meta.world_size} / {meta.zero_stage} / {meta.precision}",
+                ),
+            ]
+        ),
+        "",
+        "## Throughput",
+        "",
+        *_throughput_section(meta.metrics, train.get("global_batch_size"), dist.get("gpus_per_worker")),
+        "",
+        "## Downstream results",
+        "",
+        results.strip() if results else "Not evaluated yet (run the finetune stage, then publish again).",
+        "",
+    ]
+    card = ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(lines))
+    validate_card(card.content, tower)
+    return card.content
+
+
+def _corpus_section(corpus: dict[str, Any] | None) -> list[str]:
+    if not corpus:
+        return ["Corpus statistics were not recorded (no shard manifest at export time)."]
+    rows = [
+        ("examples", _num(corpus.get("total_rows"))),
+        ("tokens", _num(corpus.get("total_tokens"))),
+        ("shards", _num(corpus.get("num_shards"))),
+        ("max length", corpus.get("max_length")),
+    ]
+    cleaning = corpus.get("cleaning") or {}
+    rows += [(f"cleaning: {k}", _num(v)) for k, v in cleaning.items() if isinstance(v, int | float)]
+    return _table(rows)
+
+
+def _throughput_section(metrics: dict[str, Any] | None, batch: int | None, gpus: int | None) -> list[str]:
+    if not metrics:
+        return ["Not recorded in the checkpoint."]
+    step_time = metrics.get("step_time_s")
+    rows = [
+        ("device", "GPU" if gpus else "CPU"),
+        ("tokens / s (non-padding)", f"{metrics['tokens_per_s']:,.0f}" if "tokens_per_s" in metrics else None),
+        ("sequences / s", f"{batch / step_time:,.1f}" if batch and step_time else None),
+        ("step time", f"{step_time:.3f} s" if step_time else None),
+        ("MFU", f"{100 * metrics['mfu']:.1f}%" if "mfu" in metrics else None),
+    ]
+    return _table(rows)
+
+
+def validate_card(text: str, tower: str) -> None:
+    """Parse the card's YAML the way the Hub does (offline) and check the fields it must carry."""
+    data = ModelCard(text).data
+    problems = [
+        f"{key}: {getattr(data, key, None)!r}"
+        for key, want in [("language", "ko"), ("library_name", "transformers"), ("pipeline_tag", PIPELINE_TAGS[tower])]
+        if getattr(data, key, None) != want
+    ]
+    if not data.license or not data.tags:
+        problems.append("license and tags are required")
+    if problems:
+        raise DataError("model card metadata is wrong: " + "; ".join(problems))

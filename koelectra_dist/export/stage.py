@@ -1,0 +1,210 @@
+"""Export stage: a committed pre-training checkpoint becomes Hugging Face model folders.
+
+Under HF = `cfg.paths.export` (local or s3://):
+- `discriminator/`: `ElectraForPreTraining`; `ElectraModel`, `AutoModel` and
+  `ElectraForSequenceClassification` load it (the fine-tuning entry);
+- `generator/`: `ElectraForMaskedLM`, the shared embeddings copied in; `pipeline("fill-mask")` works;
+- both with config.json, model.safetensors and the tokenizer files (TOKENIZER_FILES);
+- `pretraining/`: the joint generator+discriminator weights (`model.safetensors`, keys `generator.*`
+  / `discriminator.*`) and `config.json` (model shape, objective, provenance), read back by
+  `load_pretraining` to continue pre-training;
+- `export_info.json`, written LAST: the checkpoint's meta.json and the corpus manifest's statistics,
+  so that the Hub model card can be built from the export folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from typing import Any
+
+from safetensors.torch import save_file
+from transformers import ElectraTokenizerFast
+
+from koelectra_dist import storage
+from koelectra_dist.config import Config, config_from_dict
+from koelectra_dist.corpus.shards import read_manifest, vocab_sha256
+from koelectra_dist.corpus.vocab import check_vocab_tokens, load_vocab, vocab_txt_uri
+from koelectra_dist.errors import CheckpointError, ConfigError, DataError
+from koelectra_dist.export.hf_layout import EXPORT_INFO, PRETRAINING, TOKENIZER_FILES, TOWERS, ExportInfo
+from koelectra_dist.pretrain import checkpoint
+from koelectra_dist.pretrain.init_from import PRETRAINING_FORMAT, load_weights
+from koelectra_dist.pretrain.meta import CheckpointMeta
+from koelectra_dist.pretrain.model import ElectraPretrainer
+from koelectra_dist.tokens import CLS, MASK, PAD, SEP, UNK
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS_MAP = {"unk_token": UNK, "sep_token": SEP, "pad_token": PAD, "cls_token": CLS, "mask_token": MASK}
+# Keys transformers writes into tokenizer_config.json about how it was loaded, not about the tokenizer.
+_LOAD_TIME_KEYS = ("is_local", "local_files_only")
+
+
+# ---------------------------------------------------------------- reading the checkpoint
+
+
+def resolve_checkpoint(cfg: Config) -> str:
+    """The step folder to export: `export.checkpoint`, or the latest committed step."""
+    if cfg.export.checkpoint:
+        if not storage.exists(cfg.export.checkpoint):
+            raise CheckpointError(f"export.checkpoint {cfg.export.checkpoint}: no such checkpoint folder")
+        return cfg.export.checkpoint  # checkpoint.read_meta refuses it if it is not committed
+    root = cfg.paths.checkpoints
+    latest = checkpoint.latest_committed(root)
+    if latest is None:
+        raise CheckpointError(
+            f"no committed checkpoint under {root}; run the pretrain stage first, or name one with "
+            "--set export.checkpoint=URI_OF_A_step-N_FOLDER"
+        )
+    return latest
+
+
+def training_config(meta: CheckpointMeta, uri: str) -> Config:
+    """The resolved config the checkpoint was trained with (saved in its meta.json)."""
+    data = {k: v for k, v in meta.config.items() if k != "derived"}
+    try:
+        return config_from_dict(data)
+    except ConfigError as e:
+        raise CheckpointError(f"{uri}: the config saved in meta.json is not valid here: {e}") from None
+
+
+# ---------------------------------------------------------------- writing the folders
+
+
+def write_tokenizer(vocab_dir: str, out_dir: str, max_length: int) -> None:
+    """The tokenizer files a KoELECTRA user expects: vocab.txt (the slow path, old transformers),
+    tokenizer.json (fast), tokenizer_config.json (cased: do_lower_case false) and
+    special_tokens_map.json. transformers 5 writes neither vocab.txt nor the special tokens map."""
+    tokenizer = ElectraTokenizerFast.from_pretrained(
+        vocab_dir, do_lower_case=False, strip_accents=False, model_max_length=max_length, local_files_only=True
+    )
+    tokenizer.save_pretrained(out_dir)
+    shutil.copyfile(os.path.join(vocab_dir, "vocab.txt"), os.path.join(out_dir, "vocab.txt"))
+    config_path = os.path.join(out_dir, "tokenizer_config.json")
+    with open(config_path, encoding="utf-8") as f:
+        config = json.load(f)
+    for key in _LOAD_TIME_KEYS:
+        config.pop(key, None)
+    config.update(
+        tokenizer_class="ElectraTokenizer", do_lower_case=False, strip_accents=False, model_max_length=max_length
+    )
+    for name, obj in [("tokenizer_config.json", config), ("special_tokens_map.json", SPECIAL_TOKENS_MAP)]:
+        with open(os.path.join(out_dir, name), "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False)
+
+
+def write_folders(model: ElectraPretrainer, train_cfg: Config, vocab_dir: str, out_dir: str, provenance: dict) -> None:
+    """discriminator/, generator/ and pretraining/ under the local folder `out_dir`."""
+    max_length = train_cfg.model.max_length
+    for tower in TOWERS:
+        path = os.path.join(out_dir, tower)
+        getattr(model, tower).save_pretrained(path)
+        write_tokenizer(vocab_dir, path, max_length)
+    path = os.path.join(out_dir, PRETRAINING)
+    os.makedirs(path)
+    # Every state-dict key, shared embeddings under both names (safetensors refuses aliases, hence the
+    # clones): a plain `load_state_dict(load_file(...), strict=True)` restores the model exactly.
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    t = train_cfg.train
+    pretraining_config = {
+        "format": PRETRAINING_FORMAT,
+        "model": dataclasses.asdict(train_cfg.model),
+        "objective": {"mask_prob": t.mask_prob, "gen_weight": t.gen_weight, "disc_weight": t.disc_weight},
+        **provenance,
+    }
+    with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(pretraining_config, f, indent=2, ensure_ascii=False)
+    write_tokenizer(vocab_dir, path, max_length)
+
+
+def corpus_statistics(train_cfg: Config) -> dict[str, Any] | None:
+    """The shard manifest without its per-shard list (kept small for the model card), or None."""
+    try:
+        manifest = read_manifest(train_cfg.paths.shards)
+    except DataError as e:
+        log.warning("export: the model card will not state corpus statistics: %s", e)
+        return None
+    return {**{k: v for k, v in manifest.to_json().items() if k != "shards"}, "num_shards": len(manifest.shards)}
+
+
+def fetch_vocab(vocab_uri: str, local_dir: str, expected_sha256: str | None, vocab_size: int) -> str:
+    """A local copy of the vocabulary folder, checked against the checkpoint and the model."""
+    if not storage.exists(vocab_txt_uri(vocab_uri)):
+        raise DataError(
+            f"{vocab_uri}: no vocab.txt; the export ships the vocabulary the model was trained with "
+            "(the corpus stage's vocab/ folder); set export.vocab_uri to where it is"
+        )
+    if expected_sha256 and vocab_sha256(vocab_uri) != expected_sha256:
+        raise DataError(
+            f"{vocab_txt_uri(vocab_uri)} is not the vocabulary the checkpoint was trained with (sha256 differs "
+            "from meta.json's vocab_sha256); point export.vocab_uri at the right vocab/ folder"
+        )
+    check_vocab_tokens(load_vocab(vocab_uri), vocab_size, vocab_txt_uri(vocab_uri))
+    for f in storage.list_files(vocab_uri):
+        if os.path.basename(f) in TOKENIZER_FILES:
+            storage.write_bytes(os.path.join(local_dir, os.path.basename(f)), storage.read_bytes(f))
+    return local_dir
+
+
+def export_info(model: ElectraPretrainer, train_cfg: Config, meta: CheckpointMeta, checkpoint_uri: str) -> ExportInfo:
+    """export_info.json: everything the model card states, so that it needs the export folder only."""
+    return ExportInfo(
+        checkpoint=checkpoint_uri,
+        step=meta.step,
+        vocab_sha256=meta.vocab_sha256,
+        exported_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        parameters={
+            "discriminator": model.discriminator.num_parameters(),
+            "generator": model.generator.num_parameters(),
+            "pretraining": sum(p.numel() for p in model.parameters()),
+        },
+        meta=meta,
+        corpus=corpus_statistics(train_cfg),
+    )
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    start = time.time()
+    storage.use_storage_config(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)
+    ckpt = resolve_checkpoint(cfg)
+    meta = checkpoint.read_meta(ckpt)
+    train_cfg = training_config(meta, ckpt)
+    vocab_uri = cfg.export.vocab_uri or train_cfg.paths.vocab
+    out = cfg.paths.export
+    provenance = {"checkpoint": ckpt, "step": meta.step, "vocab_sha256": meta.vocab_sha256}
+    with tempfile.TemporaryDirectory(prefix="koelectra-export-") as scratch:
+        # the vocabulary first: a wrong one fails before the (long) consolidation
+        vocab_dir = fetch_vocab(
+            vocab_uri, os.path.join(scratch, "vocab"), meta.vocab_sha256, train_cfg.model.vocab_size
+        )
+        t = train_cfg.train
+        model = ElectraPretrainer(train_cfg.model, t.mask_prob, t.gen_weight, t.disc_weight)
+        load_weights(model, checkpoint.consolidated_state_dict(ckpt), ckpt)
+        model.eval()
+        staged = os.path.join(scratch, "hf")
+        write_folders(model, train_cfg, vocab_dir, staged, provenance)
+        # An old export_info.json would vouch for a half-replaced folder: remove it first, write it last.
+        storage.remove(storage.join(out, EXPORT_INFO))
+        for name in (*TOWERS, PRETRAINING):
+            storage.remove(storage.join(out, name))
+        storage.upload_dir(staged, out)
+    info = export_info(model, train_cfg, meta, ckpt)
+    storage.write_json(storage.join(out, EXPORT_INFO), info.to_json())
+    return {
+        "checkpoint": ckpt,
+        "step": meta.step,
+        "zero_stage": meta.zero_stage,
+        "output_uri": out,
+        "folders": [*TOWERS, PRETRAINING],
+        "parameters": info.parameters,
+        "seconds": round(time.time() - start, 1),
+    }

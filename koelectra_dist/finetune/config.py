@@ -1,0 +1,114 @@
+"""The finetune stage's config section, and how it resolves to complete task specs."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from koelectra_dist.errors import ConfigError
+from koelectra_dist.finetune.tasks import (
+    BUILTIN_TASKS,
+    NEW_TASK_DEFAULTS,
+    FinetuneTaskConfig,
+    merge_spec,
+    spec_problems,
+)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    model_uri: str | None = None
+    """Model folder to fine-tune; None: the exported discriminator (<export>/discriminator)."""
+    tasks: list[str] = field(default_factory=lambda: ["nsmc", "korsts"])
+    """Task names to fine-tune on."""
+    data_dir: str = "../shared/data"
+    """Folder (local or s3://) holding the task files."""
+    output_uri: str | None = None
+    """Results folder; None: <run.output_uri>/finetune."""
+    max_length: int | None = None
+    """Maximum tokens per fine-tuning example for every task, replacing the recipes' (128; 512 for
+    korquad; a task_specs entry still wins); None: recipes."""
+    seed: int = 42
+    """Fine-tuning seed (KoELECTRA: 42); repeated runs use seed, seed+1, ..."""
+    repeats: int = 1
+    """Runs per task with different seeds; results report each run, their mean and standard deviation."""
+    task_specs: list[FinetuneTaskConfig] = field(default_factory=list)
+    """New tasks, or changes to built-in ones (by name); see FinetuneTaskConfig."""
+    epochs: float | None = None
+    """Epochs for every task, replacing the built-in recipes' (a task_specs entry still wins); None: recipes."""
+    batch_size: int | None = None
+    """Batch size for every task (like epochs); None: recipes."""
+    learning_rate: float | None = None
+    """Learning rate for every task (like epochs); None: recipes."""
+    max_train_examples: int | None = None
+    """Train on at most the first N rows of each training file (a budget); None: all."""
+    max_eval_examples: int | None = None
+    """Evaluate on at most the first N rows of each evaluation file; None: all."""
+    eval_split: Literal["dev", "test"] = "dev"
+    """Split the results are measured on (KoELECTRA reported test; the shared data has dev only)."""
+    gpus_per_task: float = 1.0
+    """GPUs reserved by each fine-tuning run (fractions share a GPU) when the cluster has GPUs; on a
+    cluster without GPUs runs go to CPUs."""
+    cpus_per_task: int = 1
+    """CPUs reserved by each fine-tuning run (also its torch thread count on CPU)."""
+
+
+def _resolve(cfg: FinetuneConfig) -> tuple[dict[str, FinetuneTaskConfig], list[str]]:
+    problems: list[str] = []
+    overrides = {
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "learning_rate": cfg.learning_rate,
+        "max_length": cfg.max_length,
+    }
+    specs = {name: merge_spec(spec, overrides) for name, spec in BUILTIN_TASKS.items()}
+    for i, entry in enumerate(cfg.task_specs):
+        if not entry.name:
+            problems.append(f"finetune.task_specs[{i}].name: a task name is required")
+            continue
+        changes = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry)}
+        if entry.name in specs:
+            specs[entry.name] = merge_spec(specs[entry.name], changes)
+        else:
+            specs[entry.name] = merge_spec(merge_spec(NEW_TASK_DEFAULTS, overrides), changes)
+    for i, name in enumerate(cfg.tasks):
+        if name not in specs:
+            problems.append(
+                f"finetune.tasks[{i}]: unknown task {name!r}; known: {', '.join(sorted(specs))} "
+                "(define a new one in finetune.task_specs)"
+            )
+    for name in dict.fromkeys(cfg.tasks):
+        if name in specs:
+            problems += spec_problems(specs[name], cfg.eval_split)
+    if not cfg.tasks:
+        problems.append('finetune.tasks: empty; name at least one task, e.g. ["nsmc"]')
+    if cfg.repeats <= 0:
+        problems.append(f"finetune.repeats: must be > 0, got {cfg.repeats}")
+    for path, value in [
+        ("finetune.max_train_examples", cfg.max_train_examples),
+        ("finetune.max_eval_examples", cfg.max_eval_examples),
+    ]:
+        if value is not None and value <= 0:
+            problems.append(f"{path}: must be > 0 (or null for all rows), got {value}")
+    if cfg.gpus_per_task < 0 or cfg.cpus_per_task < 1:
+        problems.append("finetune.gpus_per_task must be >= 0 and finetune.cpus_per_task >= 1")
+    return specs, problems
+
+
+def config_problems(cfg: FinetuneConfig) -> list[str]:
+    """Every problem with the fine-tuning section (called by config validation)."""
+    return _resolve(cfg)[1]
+
+
+def resolve_tasks(cfg: FinetuneConfig) -> list[FinetuneTaskConfig]:
+    """The complete specs of the configured tasks, in order; ConfigError listing every problem."""
+    specs, problems = _resolve(cfg)
+    if problems:
+        raise ConfigError("invalid fine-tuning configuration:\n  - " + "\n  - ".join(problems))
+    return [specs[name] for name in dict.fromkeys(cfg.tasks)]
+
+
+def problems(cfg: Any) -> list[str]:
+    """What is wrong with the finetune section (`cfg` is the root config); checked only when the stage runs."""
+    return config_problems(cfg.finetune) if "finetune" in cfg.run.stages else []

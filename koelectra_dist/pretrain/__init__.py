@@ -1,0 +1,1 @@
+"""Pre-training: the ELECTRA objective, DeepSpeed engines under Ray Train, checkpoints."""

@@ -1,0 +1,131 @@
+"""The pre-training stage's config sections: objective and schedule, workers, checkpoints."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from koelectra_dist.configbase import non_negative, positive
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    shards_uri: str | None = None
+    """Shard folder with manifest.json; None: the corpus stage's output."""
+    global_batch_size: int = 256
+    """Examples per optimizer step across all workers."""
+    micro_batch_size: int = 32
+    """Examples per forward/backward on one worker."""
+    steps: int = 1_500_000
+    """Optimizer steps in total."""
+    learning_rate: float = 2e-4
+    """Peak learning rate."""
+    warmup_steps: int = 10_000
+    """Linear warm-up steps (ELECTRA multiplies warm-up and linear decay)."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay, not applied to LayerNorm or bias."""
+    adam_eps: float = 1e-6
+    """Adam epsilon."""
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """Adam beta1, beta2."""
+    grad_clip: float = 1.0
+    """Gradient clipping at this global norm."""
+    mask_prob: float = 0.15
+    """Fraction of real tokens masked (0.15 Base/Small, 0.25 Large)."""
+    gen_weight: float = 1.0
+    """Weight of the generator (MLM) loss."""
+    disc_weight: float = 50.0
+    """Weight of the discriminator (replaced token detection) loss."""
+    seed: int = 42
+    """Seed for initialisation, data order and masking."""
+    log_every: int = 100
+    """Log metrics every this many steps."""
+    init_from: str | None = None
+    """An exported pretraining/ folder to start from (continued pre-training)."""
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    num_workers: int = 1
+    """Ray Train workers (one DeepSpeed rank each)."""
+    gpus_per_worker: int = 1
+    """GPUs per worker; 0 runs on CPU (gloo)."""
+    cpus_per_worker: int = 1
+    """CPUs reserved per worker."""
+    zero_stage: int = 1
+    """DeepSpeed ZeRO stage: 0, 1, 2 or 3."""
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    """Mixed precision mode; fp16 uses dynamic loss scaling and needs GPUs."""
+    max_failures: int = 3
+    """Times Ray Train restarts the worker group after a failure (resuming from the last checkpoint)."""
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    storage_uri: str | None = None
+    """Checkpoint root (local or s3://); None: <run.output_uri>/checkpoints."""
+    interval_steps: int = 10_000
+    """Save every this many steps (and always at the end)."""
+    keep_last: int = 3
+    """Committed checkpoints to keep; older ones are deleted."""
+
+
+def gradient_accumulation_steps(train: TrainConfig, distributed: DistributedConfig) -> int:
+    per_step = train.micro_batch_size * distributed.num_workers
+    return max(1, train.global_batch_size // per_step)
+
+
+def problems(cfg: Any) -> list[str]:
+    """What is wrong with the train, distributed and checkpoint sections (`cfg` is the root config)."""
+    t, d, c = cfg.train, cfg.distributed, cfg.checkpoint
+    found: list[str] = []
+    positive(
+        found,
+        [
+            ("train.global_batch_size", t.global_batch_size),
+            ("train.micro_batch_size", t.micro_batch_size),
+            ("train.steps", t.steps),
+            ("train.learning_rate", t.learning_rate),
+            ("distributed.num_workers", d.num_workers),
+            ("checkpoint.interval_steps", c.interval_steps),
+            ("checkpoint.keep_last", c.keep_last),
+        ],
+    )
+    per_step = t.micro_batch_size * d.num_workers
+    if per_step > 0 and t.global_batch_size > 0 and t.global_batch_size % per_step:
+        found.append(
+            f"train.global_batch_size ({t.global_batch_size}) must be divisible by train.micro_batch_size "
+            f"x distributed.num_workers ({t.micro_batch_size} x {d.num_workers} = {per_step}); "
+            f"use e.g. {max(per_step, t.global_batch_size // per_step * per_step)}"
+        )
+    if not 0 < t.mask_prob < 1:
+        found.append(f"train.mask_prob: a fraction in (0, 1), got {t.mask_prob}")
+    if t.warmup_steps < 0:
+        found.append(f"train.warmup_steps: must be >= 0, got {t.warmup_steps}")
+    if len(t.adam_betas) != 2 or not all(0 <= b < 1 for b in t.adam_betas):
+        found.append(f"train.adam_betas: two values in [0, 1), got {t.adam_betas}")
+    if d.zero_stage not in (0, 1, 2, 3):
+        found.append(f"distributed.zero_stage: one of 0, 1, 2, 3, got {d.zero_stage}")
+    if d.gpus_per_worker < 0 or d.cpus_per_worker < 1:
+        found.append("distributed.gpus_per_worker must be >= 0 and distributed.cpus_per_worker >= 1")
+    if d.precision == "fp16" and d.gpus_per_worker == 0:
+        found.append(
+            "distributed.precision: fp16 needs GPUs (distributed.gpus_per_worker is 0); use bf16 or fp32 on CPU"
+        )
+    if not math.isfinite(t.learning_rate):
+        found.append("train.learning_rate: must be finite")
+    positive(
+        found, [("train.grad_clip", t.grad_clip), ("train.adam_eps", t.adam_eps), ("train.log_every", t.log_every)]
+    )
+    non_negative(
+        found,
+        [
+            ("train.weight_decay", t.weight_decay),
+            ("train.gen_weight", t.gen_weight),
+            ("train.disc_weight", t.disc_weight),
+        ],
+    )
+    if d.max_failures < -1:
+        found.append(f"distributed.max_failures: >= 0 retries, or -1 for unlimited; got {d.max_failures}")
+    return found

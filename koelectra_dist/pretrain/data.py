@@ -1,0 +1,217 @@
+"""Pre-training batches from the corpus stage's Parquet shards.
+
+The examples form one endless, seeded stream: epoch e is every example once, in an order drawn
+from (seed, e) (a shuffled shard order, then a shuffled row order inside each shard); epoch e+1
+follows. Optimizer step s consumes stream positions [s*G, (s+1)*G) (G = global batch). Cut into
+micro-batches of m rows, micro-batch c belongs to rank c % W. So the position of a run is one
+number, the consumed samples, and a run resumed at that position (even with another W, as long
+as G is unchanged) sees exactly the examples the uninterrupted run would have seen.
+
+Loading runs in background threads (the next shard is read while the current one is batched)
+and the loader measures how long the training step waited for a batch.
+"""
+
+from __future__ import annotations
+
+import io
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from koelectra_dist import layout, storage
+from koelectra_dist.config import Config
+from koelectra_dist.corpus.shards import ShardManifest, check_vocab, read_manifest
+from koelectra_dist.errors import DataError
+from koelectra_dist.tokens import PAD_ID
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard's rows: concatenated token values and row offsets (Arrow's list layout)."""
+
+    ids: np.ndarray
+    types: np.ndarray
+    offsets: np.ndarray
+
+
+def read_shard(uri: str) -> Shard:
+    try:
+        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=["input_ids", "token_type_ids"])
+    except (KeyError, ValueError, OSError) as e:
+        raise DataError(f"{uri}: not a shard with input_ids/token_type_ids list columns ({e})") from e
+    ids = table.column("input_ids").combine_chunks()
+    types = table.column("token_type_ids").combine_chunks()
+    return Shard(
+        ids=ids.values.to_numpy(zero_copy_only=False),
+        types=types.values.to_numpy(zero_copy_only=False),
+        offsets=ids.offsets.to_numpy(zero_copy_only=False),
+    )
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    """A checked shard folder: its manifest and each shard's URI and row count."""
+
+    uri: str
+    manifest: ShardManifest
+    uris: list[str]
+    rows: list[int]
+
+
+def open_shards(cfg: Config) -> ShardSet:
+    """Read and check the manifest of the run's shards: the vocabulary beside them (the corpus
+    stage writes OUT/vocab and OUT/shards) must be the one they were tokenized with, and the
+    vocabulary size and length must fit the model."""
+    uri = cfg.paths.shards
+    manifest = read_manifest(uri)
+    check_vocab(manifest, layout.vocab_beside(uri))
+    if manifest.vocab_size != cfg.model.vocab_size:
+        raise DataError(
+            f"{uri}: the shards use a vocabulary of {manifest.vocab_size} tokens but model.vocab_size is "
+            f"{cfg.model.vocab_size}; set model.vocab_size to {manifest.vocab_size} or rebuild the shards"
+        )
+    if manifest.max_length > cfg.model.max_length:
+        raise DataError(
+            f"{uri}: examples are up to {manifest.max_length} tokens but model.max_length is "
+            f"{cfg.model.max_length}; rebuild the shards with the model's max_length"
+        )
+    return ShardSet(
+        uri, manifest, [storage.join(uri, s.path) for s in manifest.shards], [s.rows for s in manifest.shards]
+    )
+
+
+def epoch_order(rows: list[int], seed: int, epoch: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Shard order and, per shard, its row order for one epoch; a pure function of its inputs."""
+    shard_order = np.random.default_rng([seed, epoch]).permutation(len(rows))
+    row_orders = [np.random.default_rng([seed, epoch, i]).permutation(n) for i, n in enumerate(rows)]
+    return shard_order, row_orders
+
+
+def collate(rows: list[tuple[np.ndarray, np.ndarray]], pad_to_multiple: int = 8) -> dict[str, torch.Tensor]:
+    """Pad a micro-batch to its longest example (rounded up so GPU kernels get aligned shapes)."""
+    longest = max(len(ids) for ids, _ in rows)
+    width = -(-longest // pad_to_multiple) * pad_to_multiple
+    input_ids = np.full((len(rows), width), PAD_ID, dtype=np.int64)
+    token_types = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, (ids, types) in enumerate(rows):
+        input_ids[i, : len(ids)] = ids
+        token_types[i, : len(ids)] = types
+        mask[i, : len(ids)] = 1
+    return {
+        "input_ids": torch.from_numpy(input_ids),
+        "attention_mask": torch.from_numpy(mask),
+        "token_type_ids": torch.from_numpy(token_types),
+    }
+
+
+class ShardStream:
+    """This rank's micro-batches, starting at global stream position `start` (a multiple of
+    micro_batch x world_size), in the order described in the module docstring."""
+
+    def __init__(
+        self,
+        shard_uris: list[str],
+        rows: list[int],
+        *,
+        seed: int,
+        rank: int,
+        world_size: int,
+        micro_batch: int,
+        start: int,
+    ):
+        if start % (micro_batch * world_size):
+            raise DataError(f"stream position {start} is not a multiple of micro batch x workers")
+        self.uris, self.rows, self.seed = shard_uris, rows, seed
+        self.rank, self.world_size, self.micro_batch, self.start = rank, world_size, micro_batch, start
+        self.total = sum(rows)
+        if self.total == 0:
+            raise DataError("the shard set holds no examples; rebuild it with the corpus stage")
+
+    def _mine(self, positions: np.ndarray) -> np.ndarray:
+        return (positions // self.micro_batch) % self.world_size == self.rank
+
+    def _plan(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(shard index, row indices this rank takes from it), in stream order, forever."""
+        epoch, offset = divmod(self.start, self.total)
+        while True:
+            base = epoch * self.total
+            shard_order, row_orders = epoch_order(self.rows, self.seed, epoch)
+            for i in shard_order:
+                n = self.rows[i]
+                positions = base + np.arange(n)
+                base += n
+                keep = self._mine(positions) & (positions >= epoch * self.total + offset)
+                if keep.any():
+                    yield int(i), row_orders[i][keep]
+            epoch, offset = epoch + 1, 0
+
+    def batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-reader")
+        try:
+            plan = self._plan()
+            current = next(plan)
+            pending: Future[Shard] = reader.submit(read_shard, self.uris[current[0]])
+            buffer: list[tuple[np.ndarray, np.ndarray]] = []
+            while True:
+                _, picks = current
+                shard = pending.result()
+                current = next(plan)  # read the next shard while this one is cut into batches
+                pending = reader.submit(read_shard, self.uris[current[0]])
+                for r in picks:
+                    lo, hi = shard.offsets[r], shard.offsets[r + 1]
+                    buffer.append((shard.ids[lo:hi], shard.types[lo:hi]))
+                    if len(buffer) == self.micro_batch:
+                        yield collate(buffer)
+                        buffer = []
+        finally:
+            reader.shutdown(wait=False, cancel_futures=True)
+
+
+class Prefetcher:
+    """Runs a batch iterator in a daemon thread, `depth` batches ahead; `wait_seconds` is the total
+    time `next()` blocked."""
+
+    _END = object()
+
+    def __init__(self, batches: Iterator[dict[str, torch.Tensor]], depth: int = 8):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self.wait_seconds = 0.0
+        self._thread = threading.Thread(target=self._fill, args=(batches,), daemon=True, name="prefetch")
+        self._thread.start()
+
+    def _fill(self, batches: Iterator[dict[str, torch.Tensor]]) -> None:
+        try:
+            for batch in batches:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            self._queue.put(e)
+        self._queue.put(self._END)
+
+    def next(self) -> dict[str, torch.Tensor]:
+        start = time.perf_counter()
+        item = self._queue.get()
+        self.wait_seconds += time.perf_counter() - start
+        if isinstance(item, BaseException):
+            raise item
+        if item is self._END:
+            raise DataError("the shard stream ended unexpectedly")
+        return item
+
+    def close(self) -> None:
+        self._stop.set()

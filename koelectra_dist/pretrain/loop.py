@@ -1,0 +1,108 @@
+"""One Ray Train worker of the pretrain stage: build the model and its DeepSpeed engine, resume
+from the latest committed checkpoint if there is one, train, checkpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import torch
+
+from koelectra_dist import storage
+from koelectra_dist.config import Config
+from koelectra_dist.pretrain import checkpoint
+from koelectra_dist.pretrain.data import Prefetcher, ShardStream, open_shards
+from koelectra_dist.pretrain.init_from import load_pretraining_weights
+from koelectra_dist.pretrain.meta import CheckpointMeta
+from koelectra_dist.pretrain.metrics import MetricsLog
+
+
+def _seed_all(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _quiet_ray_train_reports() -> None:
+    """Ray Train logs every report in full, per rank, at INFO; rank 0's metric line says it once."""
+    with contextlib.suppress(ImportError):
+        from ray.train.v2._internal.execution import context
+
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """One Ray Train worker: build, resume, train, checkpoint."""
+    import ray.train
+
+    from koelectra_dist.pretrain.engine import build_engine
+    from koelectra_dist.pretrain.model import ElectraPretrainer
+
+    cfg: Config = config["cfg"]
+    _quiet_ray_train_reports()
+    storage.use_storage_config(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    t, d = cfg.train, cfg.distributed
+    if d.gpus_per_worker == 0:
+        torch.set_num_threads(max(1, d.cpus_per_worker))
+    # Identical initial weights on every rank (ZeRO-3 keeps each rank's own slice of them).
+    _seed_all(t.seed)
+    model = ElectraPretrainer(cfg.model, mask_prob=t.mask_prob, gen_weight=t.gen_weight, disc_weight=t.disc_weight)
+    if t.init_from:
+        load_pretraining_weights(model, t.init_from)
+    engine, _, _ = build_engine(cfg, model)
+    # Masking and dropout differ across ranks (a checkpoint restores these states per rank).
+    _seed_all(t.seed * 1_000_003 + rank + 1)
+
+    shards = open_shards(cfg)
+    root = cfg.paths.checkpoints
+    step, consumed = 0, 0
+    latest = checkpoint.latest_committed(root)
+    if latest:
+        meta = checkpoint.load(engine, latest, rank)
+        step, consumed = meta.step, meta.consumed_samples
+    stream = ShardStream(
+        shards.uris,
+        shards.rows,
+        seed=t.seed,
+        rank=rank,
+        world_size=world,
+        micro_batch=t.micro_batch_size,
+        start=consumed,
+    )
+    loader = Prefetcher(stream.batches())
+    metrics = MetricsLog(cfg, rank, world, root, resumed_step=step)
+    try:
+        while step < t.steps:
+            metrics.start_step(loader.wait_seconds, lr=engine.get_lr()[0])
+            for _ in range(cfg.gradient_accumulation_steps()):
+                batch = {k: v.to(engine.device, non_blocking=True) for k, v in loader.next().items()}
+                out = engine(**batch)
+                engine.backward(out.loss)
+                engine.step()
+                metrics.add_micro(out.loss.detach(), out.metrics)
+            step += 1
+            consumed += t.global_batch_size
+            metrics.end_step(step, loader.wait_seconds, engine)
+            if step % cfg.checkpoint.interval_steps == 0 or step == t.steps:
+                meta = CheckpointMeta(
+                    step=step,
+                    consumed_samples=consumed,
+                    world_size=world,
+                    zero_stage=d.zero_stage,
+                    precision=d.precision,
+                    vocab_sha256=shards.manifest.vocab_sha256,
+                    metrics=metrics.last,
+                    config=cfg.to_dict(),
+                )
+                seconds = checkpoint.save(engine, root, step, meta, cfg.checkpoint.keep_last)
+                metrics.checkpoint_saved(step, seconds)
+    finally:
+        loader.close()
+        metrics.close()

@@ -1,0 +1,131 @@
+"""Training metrics of the pre-training loop: accumulated on the device between log steps (no
+host sync per micro-batch), averaged over ranks at log steps, then printed by rank 0, reported
+to Ray Train by every rank, and written by rank 0 as TensorBoard events beside the checkpoints."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from koelectra_dist import storage
+from koelectra_dist.config import Config
+
+# Dense bf16/fp16 tensor-core peak FLOP/s per GPU, by name fragment; MFU is reported only for these.
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "L4": 121e12}
+MEANED = ("loss", "gen_loss", "disc_loss", "gen_acc", "disc_acc", "disc_precision", "disc_recall", "disc_auc")
+SUMMED = ("real_tokens", "masked_tokens")
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+class MetricsLog:
+    def __init__(self, cfg: Config, rank: int, world: int, root: str, resumed_step: int):
+        from koelectra_dist.pretrain.model import train_flops_per_token
+
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self.flops_per_token = train_flops_per_token(cfg.model, cfg.model.max_length, cfg.train.mask_prob)
+        self.last: dict[str, float] = {}
+        self._sums: dict[str, torch.Tensor] = {}
+        self._micro = 0
+        self._window = {"steps": 0, "seconds": 0.0, "wait": 0.0}
+        self._tb_uri = storage.join(root, "tensorboard")
+        self._tb_local = None
+        self._writer = None
+        if rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            local = storage.local_path(self._tb_uri)
+            self._tb_local = local or tempfile.mkdtemp(prefix="koelectra-tb-")
+            self._writer = SummaryWriter(self._tb_local, purge_step=resumed_step + 1)
+
+    def start_step(self, wait_seconds: float, lr: float) -> None:
+        self._t0, self._wait0, self._lr = time.perf_counter(), wait_seconds, lr
+
+    def add_micro(self, loss: torch.Tensor, metrics: dict[str, torch.Tensor]) -> None:
+        values = {"loss": loss, **{k: metrics[k] for k in MEANED[1:] + SUMMED}}
+        for k, v in values.items():
+            v = v.detach().float()
+            self._sums[k] = self._sums[k] + v if k in self._sums else v
+        self._micro += 1
+
+    def end_step(self, step: int, wait_seconds: float, engine: Any) -> None:
+        self._window["steps"] += 1
+        self._window["seconds"] += time.perf_counter() - self._t0
+        self._window["wait"] += wait_seconds - self._wait0
+        if step % self.cfg.train.log_every and step != self.cfg.train.steps:
+            return
+        import ray.train
+        import torch.distributed as dist
+
+        keys = list(self._sums)
+        stacked = torch.stack([self._sums[k] for k in keys])
+        dist.all_reduce(stacked)  # sums over ranks; a collective, so every rank logs at the same steps
+        totals = dict(zip(keys, stacked.tolist(), strict=True))
+        seconds = self._window["seconds"]
+        tokens_per_s = totals["real_tokens"] / seconds
+        out = {k: totals[k] / (self._micro * self.world) for k in MEANED}
+        grad_norm = engine.get_global_grad_norm()
+        out.update(
+            step=step,
+            lr=self._lr,
+            grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
+            tokens_per_s=tokens_per_s,
+            step_time_s=seconds / self._window["steps"],
+            data_wait_frac=self._window["wait"] / seconds,
+            overflow_steps=int(getattr(engine, "skipped_steps", 0)),
+        )
+        peak = peak_flops(engine.device)
+        if peak:
+            out["mfu"] = self.flops_per_token * tokens_per_s / (peak * self.world)
+        self.last = out
+        self._sums, self._micro = {}, 0
+        self._window = {"steps": 0, "seconds": 0.0, "wait": 0.0}
+        if self._writer is not None:
+            for k, v in out.items():
+                if k != "step":
+                    self._writer.add_scalar(f"train/{k}", v, step)
+            print(self.format(out), flush=True)
+        ray.train.report(out)
+
+    def format(self, m: dict[str, float]) -> str:
+        text = (
+            f"[{self.cfg.run.name}] step {m['step']}/{self.cfg.train.steps} loss {m['loss']:.4f} "
+            f"gen_acc {m['gen_acc']:.3f} disc_p/r {m['disc_precision']:.3f}/{m['disc_recall']:.3f} "
+            f"lr {m['lr']:.2e} gnorm {m['grad_norm']:.3f} {m['tokens_per_s']:.0f} tok/s "
+            f"step {m['step_time_s'] * 1000:.0f} ms wait {100 * m['data_wait_frac']:.1f}%"
+        )
+        if m["overflow_steps"]:
+            text += f" overflows {m['overflow_steps']}"
+        if "mfu" in m:
+            text += f" MFU {100 * m['mfu']:.1f}%"
+        return text
+
+    def checkpoint_saved(self, step: int, seconds: float) -> None:
+        if self.rank != 0:
+            return
+        print(f"[{self.cfg.run.name}] step {step}: checkpoint committed in {seconds:.1f}s", flush=True)
+        self._writer.add_scalar("train/checkpoint_s", seconds, step)
+        self._sync_tensorboard()
+
+    def _sync_tensorboard(self) -> None:
+        self._writer.flush()
+        if storage.local_path(self._tb_uri) is None:
+            storage.upload_dir(self._tb_local, self._tb_uri)
+
+    def close(self) -> None:
+        if self._writer is None:
+            return
+        self._sync_tensorboard()
+        self._writer.close()
+        if storage.local_path(self._tb_uri) is None:
+            shutil.rmtree(self._tb_local, ignore_errors=True)
+        self._writer = None

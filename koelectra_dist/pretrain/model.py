@@ -1,0 +1,286 @@
+"""The ELECTRA pre-training objective: a generator and a discriminator sharing one embeddings module.
+
+Both towers are plain `transformers` classes (`ElectraForMaskedLM`, `ElectraForPreTraining`), so
+`model.generator.save_pretrained(...)` / `model.discriminator.save_pretrained(...)` export them with
+no renaming. What this module adds is ELECTRA's objective, done on the device
+without host syncs: masking, the generator head on masked positions only, Gumbel-max sampling,
+replaced-token labels, both losses and the health metrics. Attention is PyTorch's SDPA; on CPU the
+towers' dropout comes from `koelectra_dist.pretrain.dropout` (p rounded to 1/65536, a quarter of
+the random draws).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
+
+from koelectra_dist.config import ModelConfig
+from koelectra_dist.errors import ConfigError, DataError
+from koelectra_dist.pretrain.dropout import use_cpu_fast_dropout
+from koelectra_dist.tokens import CLS_ID, MASK_ID, PAD_ID, SEP_ID
+
+MASK_TOKEN_FRACTION = 0.85
+"""Of the chosen positions, this fraction becomes [MASK]; the rest keep their token (none random)."""
+NEVER_MASKED = (CLS_ID, SEP_ID, MASK_ID, PAD_ID)
+
+
+def hf_configs(model_cfg: ModelConfig) -> tuple[ElectraConfig, ElectraConfig]:
+    """The `transformers` configs of the (generator, discriminator), attention through SDPA."""
+    common = dict(
+        vocab_size=model_cfg.vocab_size,
+        embedding_size=model_cfg.embedding_size,
+        num_hidden_layers=model_cfg.num_hidden_layers,
+        hidden_act="gelu",
+        hidden_dropout_prob=model_cfg.hidden_dropout,
+        attention_probs_dropout_prob=model_cfg.attention_dropout,
+        max_position_embeddings=model_cfg.max_length,
+        type_vocab_size=2,
+        initializer_range=0.02,
+        layer_norm_eps=1e-12,
+        pad_token_id=PAD_ID,
+        tie_word_embeddings=True,
+        attn_implementation="sdpa",
+    )
+    generator = ElectraConfig(
+        hidden_size=model_cfg.generator_hidden_size(),
+        num_attention_heads=model_cfg.generator_num_attention_heads(),
+        intermediate_size=model_cfg.generator_intermediate_size(),
+        **common,
+    )
+    discriminator = ElectraConfig(
+        hidden_size=model_cfg.hidden_size,
+        num_attention_heads=model_cfg.num_attention_heads,
+        intermediate_size=model_cfg.intermediate_size,
+        **common,
+    )
+    return generator, discriminator
+
+
+def max_predictions(mask_prob: float, max_length: int) -> int:
+    """ELECTRA's cap on masked positions per example."""
+    return int((mask_prob + 0.005) * max_length)
+
+
+@dataclass
+class MaskedBatch:
+    """Where and how an input batch was masked; K prediction slots per row, the first `count` valid."""
+
+    input_ids: Tensor
+    """[B, T] the input with [MASK] at 85% of the chosen positions."""
+    positions: Tensor
+    """[B, K] int64 chosen positions (distinct within a row; invalid slots point anywhere)."""
+    valid: Tensor
+    """[B, K] bool: the slot holds a chosen position."""
+    targets: Tensor
+    """[B, K] the original token at each slot's position."""
+
+
+def mask_tokens(input_ids: Tensor, attention_mask: Tensor, mask_prob: float, cap: int) -> MaskedBatch:
+    """Choose `min(cap, max(1, round(mask_prob * real tokens)))` distinct positions per row among
+    tokens that are not [CLS]/[SEP]/[MASK]/[PAD], uniformly, with the device's default RNG."""
+    batch, length = input_ids.shape
+    real = attention_mask.bool()
+    candidates = real
+    for token_id in NEVER_MASKED:  # comparisons with Python ints: no host-to-device copy
+        candidates = candidates & (input_ids != token_id)
+    # float64 so that the per-row count and the Python slot count K round the same way
+    wanted = torch.round(real.sum(-1).double() * mask_prob).clamp(min=1, max=cap)
+    count = torch.minimum(wanted.long(), candidates.sum(-1))
+    slots = max(1, min(cap, length, round(length * mask_prob)))
+    # Random keys; non-candidates sort last, so the top `count` slots are a uniform candidate subset.
+    keys = torch.rand(batch, length, device=input_ids.device).masked_fill(~candidates, -1.0)
+    positions = keys.topk(slots, dim=-1).indices
+    valid = torch.arange(slots, device=input_ids.device) < count.unsqueeze(-1)
+    targets = input_ids.gather(1, positions)
+    to_mask = valid & (torch.rand(batch, slots, device=input_ids.device) < MASK_TOKEN_FRACTION)
+    masked = input_ids.scatter(1, positions, torch.where(to_mask, MASK_ID, targets))
+    return MaskedBatch(input_ids=masked, positions=positions, valid=valid, targets=targets)
+
+
+@torch.no_grad()
+def gumbel_sample(logits: Tensor) -> Tensor:
+    """One token per row of `logits` [..., V] from softmax(logits): Gumbel-max in fp32 (Gumbel noise
+    underflows in half precision), no gradient."""
+    with torch.autocast(logits.device.type, enabled=False):
+        scores = torch.rand(logits.shape, device=logits.device, dtype=torch.float32)
+        # -log(-log(u)), in place to keep one V-wide buffer
+        scores.add_(1e-9).log_().neg_().add_(1e-9).log_().neg_()
+        scores.add_(logits.float())
+        return scores.argmax(-1)
+
+
+@dataclass
+class PretrainOutput:
+    loss: Tensor
+    """0-d: gen_weight * generator loss + disc_weight * discriminator loss."""
+    metrics: dict[str, Tensor]
+    """0-d detached tensors, computed on the device (no host sync)."""
+    gen_loss: Tensor
+    """0-d generator cross-entropy at the masked positions (differentiable)."""
+    disc_loss: Tensor
+    """0-d discriminator sigmoid cross-entropy over real tokens (differentiable)."""
+    masked: MaskedBatch
+    """The generator's input and the prediction slots."""
+    fake_input_ids: Tensor
+    """[B, T] the discriminator's input: sampled tokens at the chosen positions."""
+    replaced: Tensor
+    """[B, T] bool discriminator labels: real token differing from the original."""
+    disc_logits: Tensor
+    """[B, T] discriminator logits."""
+
+
+class ElectraPretrainer(nn.Module):
+    """Generator (`.generator`, ElectraForMaskedLM) + discriminator (`.discriminator`,
+    ElectraForPreTraining) trained jointly with ELECTRA's replaced-token-detection objective."""
+
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        mask_prob: float = 0.15,
+        gen_weight: float = 1.0,
+        disc_weight: float = 50.0,
+    ):
+        super().__init__()
+        if not 0 < mask_prob < 1:
+            raise ConfigError(f"mask_prob must be a fraction in (0, 1), got {mask_prob}")
+        self.max_length = model_cfg.max_length
+        self.mask_prob = mask_prob
+        self.gen_weight = gen_weight
+        self.disc_weight = disc_weight
+        self.cap = max(1, max_predictions(mask_prob, model_cfg.max_length))
+        gen_cfg, disc_cfg = hf_configs(model_cfg)
+        # post_init in each applies ELECTRA's init (normal 0.02, zero bias, LayerNorm 1) and ties
+        # the generator's output layer to its word embeddings.
+        self.generator = ElectraForMaskedLM(gen_cfg)
+        self.discriminator = ElectraForPreTraining(disc_cfg)
+        # One embeddings module (word, position, token type, LayerNorm) for both towers; each tower
+        # keeps its own embeddings_project.
+        self.discriminator.electra.embeddings = self.generator.electra.embeddings
+        for tower in (self.generator, self.discriminator):
+            use_cpu_fast_dropout(tower)
+
+    def generator_logits(
+        self, masked: MaskedBatch, attention_mask: Tensor, token_type_ids: Tensor, position_ids: Tensor | None = None
+    ) -> Tensor:
+        """[B, K, V] generator logits at the prediction slots only; the head never sees an unmasked
+        position (invalid slots get zero hidden states)."""
+        hidden = self.generator.electra(
+            input_ids=masked.input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+        ).last_hidden_state
+        index = masked.positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1))
+        picked = hidden.gather(1, index).masked_fill(~masked.valid.unsqueeze(-1), 0.0)
+        return self.generator.generator_lm_head(self.generator.generator_predictions(picked))
+
+    def discriminator_logits(
+        self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor, position_ids: Tensor | None = None
+    ) -> Tensor:
+        """[B, T] discriminator logits ("replaced" > 0)."""
+        return self.discriminator(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids
+        ).logits
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor, position_ids: Tensor | None = None
+    ) -> PretrainOutput:
+        """The joint loss on one batch. `position_ids` default to 0..T-1 in every row."""
+        if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape or token_type_ids.shape != input_ids.shape:
+            raise DataError(
+                "input_ids, attention_mask and token_type_ids must all be [batch, seq]; got "
+                f"{tuple(input_ids.shape)}, {tuple(attention_mask.shape)}, {tuple(token_type_ids.shape)}"
+            )
+        if input_ids.size(1) > self.max_length:
+            raise DataError(
+                f"sequence length {input_ids.size(1)} exceeds model.max_length {self.max_length}; "
+                "rebuild the shards with the model's max_length"
+            )
+        real = attention_mask.bool()
+        masked = mask_tokens(input_ids, attention_mask, self.mask_prob, self.cap)
+        gen_logits = self.generator_logits(masked, attention_mask, token_type_ids, position_ids)
+        sampled = gumbel_sample(gen_logits.detach())
+        fake = input_ids.scatter(1, masked.positions, torch.where(masked.valid, sampled, masked.targets))
+        replaced = (fake != input_ids) & real
+        disc_logits = self.discriminator_logits(fake, attention_mask, token_type_ids, position_ids)
+
+        valid_f = masked.valid.float()
+        n_masked = valid_f.sum().clamp(min=1.0)
+        gen_ce = F.cross_entropy(gen_logits.float().flatten(0, 1), masked.targets.flatten(), reduction="none")
+        gen_loss = (gen_ce * valid_f.flatten()).sum() / n_masked
+        disc_loss = replaced_token_loss(disc_logits, replaced, real)
+        loss = self.gen_weight * gen_loss + self.disc_weight * disc_loss
+        metrics = pretrain_metrics(gen_logits, masked, disc_logits, replaced, real)
+        metrics.update(gen_loss=gen_loss.detach(), disc_loss=disc_loss.detach())
+        return PretrainOutput(
+            loss=loss,
+            metrics=metrics,
+            gen_loss=gen_loss,
+            disc_loss=disc_loss,
+            masked=masked,
+            fake_input_ids=fake,
+            replaced=replaced,
+            disc_logits=disc_logits,
+        )
+
+
+def replaced_token_loss(disc_logits: Tensor, replaced: Tensor, real: Tensor) -> Tensor:
+    """0-d discriminator sigmoid cross-entropy (fp32), averaged over the real tokens."""
+    bce = F.binary_cross_entropy_with_logits(disc_logits.float(), replaced.float(), reduction="none")
+    return (bce * real).sum() / real.sum().clamp(min=1)
+
+
+@torch.no_grad()
+def pretrain_metrics(
+    gen_logits: Tensor, masked: MaskedBatch, disc_logits: Tensor, replaced: Tensor, real: Tensor
+) -> dict[str, Tensor]:
+    """ELECTRA's health metrics as 0-d device tensors ("replaced" is the positive class)."""
+    n_masked = masked.valid.sum().float()
+    n_real = real.sum().float()
+    predicted = (disc_logits > 0) & real
+    true_pos = (predicted & replaced).sum().float()
+    return {
+        "gen_acc": ((gen_logits.argmax(-1) == masked.targets) & masked.valid).sum() / n_masked.clamp(min=1),
+        "disc_acc": (((disc_logits > 0) == replaced) & real).sum() / n_real.clamp(min=1),
+        "disc_precision": true_pos / predicted.sum().clamp(min=1),
+        "disc_recall": true_pos / replaced.sum().clamp(min=1),
+        "disc_auc": binary_auc(disc_logits, replaced, real),
+        "replaced_frac": replaced.sum() / n_real.clamp(min=1),
+        "masked_tokens": n_masked,
+        "real_tokens": n_real,
+    }
+
+
+@torch.no_grad()
+def binary_auc(scores: Tensor, labels: Tensor, weights: Tensor) -> Tensor:
+    """ROC AUC of `scores` for `labels` over the positions where `weights` is true (Mann-Whitney U
+    from ranks after one sort; ties counted in sort order). 0.5 when a class is absent."""
+    order = scores.float().flatten().argsort()
+    kept = weights.flatten()[order].double()
+    positive = labels.flatten()[order].double() * kept
+    ranks = kept.cumsum(0)
+    n_pos = positive.sum()
+    n_neg = kept.sum() - n_pos
+    u = (ranks * positive).sum() - n_pos * (n_pos + 1) / 2
+    auc = u / (n_pos * n_neg).clamp(min=1)
+    return torch.where(n_pos * n_neg > 0, auc, torch.full_like(auc, 0.5)).float()
+
+
+def train_flops_per_token(model_cfg: ModelConfig, seq_len: int, mask_prob: float = 0.15) -> float:
+    """Matmul FLOPs of one training step per real token (3x forward: forward + backward): both
+    towers at `seq_len`, the discriminator head, and the generator head on masked tokens only."""
+
+    def tower(hidden: int, ffn: int) -> float:
+        layer = 2 * (4 * hidden * hidden + 2 * hidden * ffn) + 4 * seq_len * hidden
+        project = 2 * model_cfg.embedding_size * hidden if model_cfg.embedding_size != hidden else 0
+        return model_cfg.num_hidden_layers * layer + project
+
+    hidden, gen_hidden, emb = model_cfg.hidden_size, model_cfg.generator_hidden_size(), model_cfg.embedding_size
+    disc = tower(hidden, model_cfg.intermediate_size) + 2 * hidden * hidden + 2 * hidden
+    gen_head = 2 * gen_hidden * emb + 2 * emb * model_cfg.vocab_size
+    gen = tower(gen_hidden, model_cfg.generator_intermediate_size()) + mask_prob * gen_head
+    return 3.0 * (disc + gen)

@@ -1,0 +1,128 @@
+"""The pre-training stage's driver: checks, then a Ray Train TorchTrainer running `loop.train_loop`.
+
+The driver checks everything it can (config, shards, vocabulary, the checkpoint to resume from)
+before any worker starts. When a worker dies, Ray Train restarts the group (FailureConfig) and the
+loop resumes from the latest committed checkpoint, so retries need no special path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from koelectra_dist import storage
+from koelectra_dist.config import Config
+from koelectra_dist.errors import CheckpointError, user_error_in
+from koelectra_dist.pretrain import checkpoint
+from koelectra_dist.pretrain.data import open_shards
+from koelectra_dist.pretrain.init_from import pretraining_config
+from koelectra_dist.pretrain.loop import train_loop
+from koelectra_dist.pretrain.meta import CheckpointMeta
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- driver
+
+
+def check_resume(cfg: Config, meta: CheckpointMeta, vocab_sha256: str, where: str) -> None:
+    """Refuse a checkpoint this run cannot continue exactly, saying how to proceed."""
+    saved = meta.config
+    if meta.vocab_sha256 != vocab_sha256:
+        raise CheckpointError(
+            f"{where} was trained with another vocabulary (sha256 {meta.vocab_sha256[:12]}..., the shards "
+            f"have {vocab_sha256[:12]}...); point checkpoint.storage_uri at a new folder to start afresh"
+        )
+    if saved["model"] != cfg.to_dict()["model"]:
+        raise CheckpointError(f"{where} holds another model shape; use a new checkpoint.storage_uri for this one")
+    if saved["train"]["global_batch_size"] != cfg.train.global_batch_size:
+        raise CheckpointError(
+            f"{where} used train.global_batch_size={saved['train']['global_batch_size']}; the data position and "
+            f"schedule depend on it, so resume with that value (now {cfg.train.global_batch_size})"
+        )
+    if meta.world_size != cfg.distributed.num_workers:
+        # The data position would carry over (it does not depend on the worker count), but the
+        # engine state does not: ZeRO and DeepSpeed's bf16 optimizer partition it per worker, and
+        # each rank restores its own RNG state.
+        raise CheckpointError(
+            f"{where} was written by {meta.world_size} workers; resume with distributed.num_workers="
+            f"{meta.world_size} (the data position, {meta.consumed_samples} samples, does not depend on "
+            "the worker count), or export this checkpoint and start a new run from it with train.init_from"
+        )
+    if meta.zero_stage != cfg.distributed.zero_stage:
+        raise CheckpointError(
+            f"{where} was written with ZeRO stage {meta.zero_stage}; resume with distributed.zero_stage="
+            f"{meta.zero_stage}"
+        )
+    if meta.step > cfg.train.steps:
+        raise CheckpointError(f"{where} is at step {meta.step}, beyond train.steps={cfg.train.steps}")
+
+
+def check_init_from(cfg: Config, vocab_sha256: str) -> None:
+    """Refuse an exported pretraining/ folder of another model shape or vocabulary."""
+    uri = cfg.train.init_from
+    _, saved = pretraining_config(uri, expect=cfg.model)
+    if saved.get("vocab_sha256") != vocab_sha256:
+        raise CheckpointError(
+            f"train.init_from={uri} was pre-trained with another vocabulary than the shards' (sha256 "
+            f"{str(saved.get('vocab_sha256'))[:12]}... vs {vocab_sha256[:12]}...); build the shards with its "
+            f"vocabulary: --set corpus.vocab.vocab_uri={uri} and run the corpus stage again"
+        )
+
+
+def _ray_storage(root: str) -> dict[str, Any]:
+    """RunConfig storage for Ray Train's own bookkeeping, beside our checkpoints."""
+    if not storage.is_s3(root):
+        return {"storage_path": os.path.abspath(storage.local_path(root) or root)}
+    import pyarrow.fs
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    fs = pyarrow.fs.S3FileSystem(endpoint_override=endpoint, region=os.environ.get("AWS_DEFAULT_REGION"))
+    return {"storage_path": root[len("s3://") :].rstrip("/"), "storage_filesystem": fs}
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Pre-train to `train.steps`, resuming from the latest committed checkpoint; return a report."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from koelectra_dist import ray_runtime
+
+    d = cfg.distributed
+    shards = open_shards(cfg)
+    root = cfg.paths.checkpoints
+    if cfg.train.init_from:
+        check_init_from(cfg, shards.manifest.vocab_sha256)
+    latest = checkpoint.latest_committed(root)
+    if latest:
+        meta = checkpoint.read_meta(latest)
+        check_resume(cfg, meta, shards.manifest.vocab_sha256, latest)
+        if meta.step == cfg.train.steps:
+            return {"steps": meta.step, "checkpoint": latest, "resumed_from": latest, "metrics": meta.metrics}
+    ray_runtime.connect(cfg)
+    resources = {"CPU": d.cpus_per_worker, **({"GPU": d.gpus_per_worker} if d.gpus_per_worker else {})}
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"cfg": cfg},
+        scaling_config=ScalingConfig(
+            num_workers=d.num_workers, use_gpu=d.gpus_per_worker > 0, resources_per_worker=resources
+        ),
+        torch_config=TorchConfig(backend="nccl" if d.gpus_per_worker else "gloo"),
+        run_config=RunConfig(
+            name=f"{cfg.run.name}-ray", failure_config=FailureConfig(max_failures=d.max_failures), **_ray_storage(root)
+        ),
+    )
+    log.info("pretrain: %d workers, ZeRO %d, %s, resuming from %s", d.num_workers, d.zero_stage, d.precision, latest)
+    try:
+        trainer.fit()
+    except Exception as e:  # noqa: BLE001 - re-raised as the user's error when there is one
+        user = user_error_in(e)
+        if user is not None:
+            raise user from None
+        raise
+    final = checkpoint.latest_committed(root)
+    meta = checkpoint.read_meta(final) if final else None
+    if meta is None or meta.step != cfg.train.steps:
+        raise CheckpointError(f"training ended without a committed checkpoint at step {cfg.train.steps} in {root}")
+    return {"steps": meta.step, "checkpoint": final, "resumed_from": latest, "metrics": meta.metrics}

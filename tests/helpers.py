@@ -1,0 +1,98 @@
+"""Helpers shared by the tests: where things are, the tiny config, a vocabulary from real Korean
+text, and shard sets in the corpus stage's format written directly (for pre-training tests)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import socket
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from koelectra_dist import storage
+from koelectra_dist.config import Config, load_config
+from koelectra_dist.corpus.shards import ShardFile, ShardManifest, vocab_sha256, write_manifest
+from koelectra_dist.tokens import CLS_ID, SEP_ID, SPECIAL_TOKENS
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = ROOT / "configs" / "tiny.json"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+NSMC_CORPUS = SHARED_DATA / "nsmc" / "corpus.txt.gz"
+
+
+def require_shared_data(*parts: str) -> Path:
+    """The path of a file in ../shared/data, or skip the test saying why."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"needs {path.relative_to(ROOT.parent)} (the shared Korean data beside the project); absent here")
+    return path
+
+
+def tiny_config(output_uri: str, *overrides: str) -> Config:
+    """configs/tiny.json (the tests' model) with its output under `output_uri`."""
+    return load_config(TINY_CONFIG, [f"run.output_uri={output_uri}", *overrides])
+
+
+def write_vocab(vocab_dir: Path, cfg: Config) -> str:
+    """The corpus stage's vocabulary (its own trainer and writer) from real Korean text; returns
+    the sha256 of vocab.txt."""
+    from koelectra_dist.corpus.vocab import train_vocab, write_vocab_dir
+
+    text = storage.read_bytes("pkg://konlpy/data/corpus/kolaw/constitution.txt").decode("utf-8").splitlines()
+    tokens = train_vocab(text, cfg.corpus.vocab, cfg.model.vocab_size)
+    write_vocab_dir(tokens, str(vocab_dir), cfg.model.max_length)
+    return vocab_sha256(str(vocab_dir))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_shard_set(out: str, vocab_size: int, max_length: int, rows: list[int], seed: int = 0) -> ShardManifest:
+    """Write OUT/vocab/vocab.txt and OUT/shards (one Parquet file per entry of `rows`); return the
+    manifest. Example i of shard k starts with token id 5 + (global row index mod (vocab_size - 5))
+    so tests can tell examples apart."""
+    vocab = list(SPECIAL_TOKENS) + [f"w{i}" for i in range(vocab_size - len(SPECIAL_TOKENS))]
+    vocab_bytes = ("\n".join(vocab) + "\n").encode()
+    storage.write_bytes(storage.join(out, "vocab", "vocab.txt"), vocab_bytes)
+    rng = np.random.default_rng(seed)
+    shards, row = [], 0
+    for k, n in enumerate(rows):
+        ids, types = [], []
+        for _ in range(n):
+            length = int(rng.integers(6, max_length - 1))
+            body = rng.integers(5, vocab_size, size=length).astype(np.uint16)
+            body[0] = 5 + row % (vocab_size - 5)
+            ids.append(np.concatenate([[CLS_ID], body, [SEP_ID]]).astype(np.uint16))
+            types.append(np.zeros(length + 2, np.uint8))
+            row += 1
+        table = pa.table(
+            {
+                "input_ids": pa.array(ids, pa.list_(pa.uint16())),
+                "token_type_ids": pa.array(types, pa.list_(pa.uint8())),
+            }
+        )
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        name = f"part-{k:05d}.parquet"
+        storage.write_bytes(storage.join(out, "shards", name), buf.getvalue())
+        shards.append(ShardFile(path=name, rows=n, tokens=int(sum(len(x) for x in ids)), bytes=buf.tell()))
+    manifest = ShardManifest(
+        vocab_sha256=hashlib.sha256(vocab_bytes).hexdigest(),
+        vocab_size=vocab_size,
+        max_length=max_length,
+        id_dtype="uint16",
+        shards=shards,
+        total_rows=sum(rows),
+        total_tokens=sum(s.tokens for s in shards),
+        cleaning={},
+        config={},
+    )
+    write_manifest(storage.join(out, "shards"), manifest)
+    return manifest

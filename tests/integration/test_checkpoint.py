@@ -1,0 +1,90 @@
+"""Checkpoint folders: only committed steps count, retention, reading back (local and S3)."""
+
+from __future__ import annotations
+
+import pytest
+
+from koelectra_dist import storage
+from koelectra_dist.errors import CheckpointError
+from koelectra_dist.pretrain import checkpoint
+from koelectra_dist.pretrain.meta import CheckpointMeta
+
+
+@pytest.fixture(params=["local", "s3"])
+def root(request, tmp_path):
+    if request.param == "local":
+        return str(tmp_path / "ck")
+    return request.getfixturevalue("s3_bucket") + "/run/checkpoints"
+
+
+def meta(step: int) -> CheckpointMeta:
+    return CheckpointMeta(
+        step=step,
+        consumed_samples=8 * step,
+        world_size=1,
+        zero_stage=1,
+        precision="fp32",
+        vocab_sha256="0" * 64,
+        metrics={},
+        config={},
+    )
+
+
+def fake_step(root: str, step: int, committed: bool) -> str:
+    """A step folder as `checkpoint.save` leaves it (engine files, meta, and maybe the marker)."""
+    uri = checkpoint.step_uri(root, step)
+    storage.write_bytes(storage.join(uri, "deepspeed", "state", "mp_rank_00_model_states.pt"), b"weights")
+    if committed:
+        storage.write_json(storage.join(uri, checkpoint.META), meta(step).to_json())
+        storage.write_json(storage.join(uri, checkpoint.COMMITTED), {"step": step})
+    return uri
+
+
+def test_step_uri_format():
+    assert checkpoint.step_uri("s3://b/ck", 42) == "s3://b/ck/step-00000042"
+
+
+def test_only_committed_steps_count(root):
+    assert checkpoint.committed_steps(root) == [] and checkpoint.latest_committed(root) is None
+    fake_step(root, 2, committed=True)
+    fake_step(root, 4, committed=True)
+    half = fake_step(root, 6, committed=False)  # an upload cut short
+    storage.write_bytes(storage.join(root, "tensorboard", "events.out"), b"x")  # not a step
+    assert checkpoint.committed_steps(root) == [2, 4]
+    assert checkpoint.latest_committed(root) == checkpoint.step_uri(root, 4)
+    assert not checkpoint.is_committed(half)
+    with pytest.raises(CheckpointError, match="no COMMITTED marker"):
+        checkpoint.read_meta(half)
+    with pytest.raises(CheckpointError, match="incomplete"):
+        checkpoint.materialize(half, "unused")
+    assert checkpoint.read_meta(checkpoint.step_uri(root, 4)) == meta(4)
+
+
+def test_prune_keeps_last_k_and_drops_stale_partial_uploads(tmp_path):
+    root = str(tmp_path / "ck")
+    for s in (1, 2, 3):
+        fake_step(root, s, committed=True)
+    fake_step(root, 4, committed=False)  # crashed before step 5 was saved: stale
+    fake_step(root, 5, committed=True)
+    fake_step(root, 6, committed=False)  # maybe still uploading: kept
+    assert checkpoint.prune(root, keep_last=2) == [1, 2, 4]
+    assert checkpoint.committed_steps(root) == [3, 5]
+    assert storage.exists(checkpoint.step_uri(root, 6))
+
+
+def test_materialize(root, tmp_path):
+    uri = fake_step(root, 3, committed=True)
+    local = checkpoint.materialize(uri, str(tmp_path / "dl"))
+    assert storage.read_bytes(storage.join(local, "deepspeed", "state", "mp_rank_00_model_states.pt")) == b"weights"
+
+
+def test_rng_state_round_trip():
+    import random
+
+    import numpy as np
+    import torch
+
+    state = checkpoint.rng_state()
+    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    checkpoint.set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == a

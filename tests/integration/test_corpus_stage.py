@@ -1,0 +1,208 @@
+"""The corpus stage end to end on a local Ray: launch.py, manifest, skip/rebuild, S3, bad inputs."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from helpers import ROOT
+
+import launch
+from koelectra_dist import storage
+from koelectra_dist.config import Config, config_from_dict
+from koelectra_dist.corpus import stage
+from koelectra_dist.corpus.blocks import map_blocks, reports_errors
+from koelectra_dist.corpus.shards import check_vocab, read_manifest, vocab_sha256
+from koelectra_dist.errors import DataError
+from koelectra_dist.tokens import CLS_ID, SEP_ID
+
+pytestmark = pytest.mark.slow
+
+KOLAW = "pkg://konlpy/data/corpus/kolaw"
+
+
+def make_cfg(output_uri: str, **corpus) -> Config:
+    data = json.loads((ROOT / "configs" / "tiny.json").read_text())
+    data["run"]["output_uri"] = output_uri
+    data["corpus"].update(corpus)
+    return config_from_dict(data)
+
+
+def read_rows(shards_uri: str) -> pa.Table:
+    manifest = read_manifest(shards_uri)
+    tables = [pq.read_table(io.BytesIO(storage.read_bytes(storage.join(shards_uri, s.path)))) for s in manifest.shards]
+    return pa.concat_tables(tables)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(ray_local, tmp_path_factory):
+    """`python launch.py --config configs/tiny.json corpus` into a temporary output."""
+    out = tmp_path_factory.mktemp("tiny")
+    assert launch.main(["--config", str(ROOT / "configs/tiny.json"), "--set", f"run.output_uri={out}", "corpus"]) == 0
+    return out / "corpus"
+
+
+def test_launch_writes_vocab_and_shards(tiny_run):
+    from transformers import ElectraTokenizerFast
+
+    manifest = read_manifest(str(tiny_run / "shards"))
+    assert manifest.vocab_size == 1000 and manifest.id_dtype == "uint16" and manifest.max_length == 64
+    assert manifest.vocab_sha256 == vocab_sha256(str(tiny_run / "vocab"))
+    assert manifest.cleaning["lines_kept"] > 300 and manifest.cleaning["files"] == 1
+    table = read_rows(str(tiny_run / "shards"))
+    assert table.schema.field("input_ids").type == pa.list_(pa.uint16())
+    assert table.schema.field("token_type_ids").type == pa.list_(pa.uint8())
+    assert table.num_rows == manifest.total_rows == sum(s.rows for s in manifest.shards)
+    rows = table.column("input_ids").to_pylist()
+    assert sum(map(len, rows)) == manifest.total_tokens
+    assert all(r[0] == CLS_ID and r[-1] == SEP_ID and len(r) <= 64 for r in rows)
+    assert all(s.rows == 100 for s in manifest.shards[:-1])
+    tokenizer = ElectraTokenizerFast.from_pretrained(str(tiny_run / "vocab"))
+    assert "대한민국" in tokenizer.decode(rows[0]).replace(" ", "")
+
+
+def test_rerun_skips_and_partial_output_is_rebuilt(tiny_run):
+    cfg = make_cfg(str(tiny_run.parent))
+    before = read_rows(str(tiny_run / "shards"))
+    assert stage.run(cfg)["skipped"] is True
+    (tiny_run / "shards" / "manifest.json").unlink()  # as if the stage died before finishing
+    (tiny_run / "shards" / "part-00099.parquet").write_bytes(b"junk")
+    with pytest.raises(DataError, match="has not finished"):
+        read_manifest(str(tiny_run / "shards"))
+    report = stage.run(cfg)
+    assert report["skipped"] is False
+    assert not (tiny_run / "shards" / "part-00099.parquet").exists()
+    # WordPiece training breaks count ties in hash order, so the retrained vocabulary may differ
+    # in a few tokens; the text and the packing do not.
+    after = read_rows(str(tiny_run / "shards"))
+    assert abs(after.num_rows - before.num_rows) <= 3
+    assert stage.run(make_cfg(str(tiny_run.parent), seed=7))["skipped"] is False  # config changed
+
+
+def test_packing_is_deterministic_given_the_vocabulary(tiny_run, tmp_path):
+    vocab = {"vocab_uri": str(tiny_run / "vocab")}
+    a = stage.run(make_cfg(str(tmp_path / "a"), vocab=vocab, lines_per_block=40))
+    b = stage.run(make_cfg(str(tmp_path / "b"), vocab=vocab, lines_per_block=40))
+    assert a["skipped"] is b["skipped"] is False
+    rows_a = read_rows(str(tmp_path / "a" / "corpus" / "shards"))
+    assert rows_a.equals(read_rows(str(tmp_path / "b" / "corpus" / "shards")))
+    assert a["packing"]["examples"] == rows_a.num_rows
+
+
+def test_vocab_mismatch_is_refused(tiny_run, tmp_path):
+    manifest = read_manifest(str(tiny_run / "shards"))
+    check_vocab(manifest, str(tiny_run / "vocab"))
+    other = tmp_path / "vocab.txt"
+    other.write_bytes((tiny_run / "vocab" / "vocab.txt").read_bytes().replace(b"[unused0]", b"[unused_x]"))
+    with pytest.raises(DataError, match="different vocabulary"):
+        check_vocab(manifest, str(other))
+
+
+def test_s3_round_trip(tiny_run, s3_bucket, tmp_path):
+    text = storage.read_bytes(f"{KOLAW}/constitution.txt")
+    storage.write_bytes(f"{s3_bucket}/in/constitution.txt.gz", gzip.compress(text))
+    vocab = str(tiny_run / "vocab")
+    report = stage.run(make_cfg(f"{s3_bucket}/run", inputs=[f"{s3_bucket}/in/"], vocab={"vocab_uri": vocab}))
+    shards = f"{s3_bucket}/run/corpus/shards"
+    manifest = read_manifest(shards)
+    check_vocab(manifest, f"{s3_bucket}/run/corpus/vocab")
+    assert report["total_tokens"] == manifest.total_tokens
+    stage.run(make_cfg(str(tmp_path / "local"), vocab={"vocab_uri": vocab}))
+    local = read_rows(str(tmp_path / "local" / "corpus" / "shards"))
+    assert read_rows(shards).equals(local)  # the same text and vocabulary give the same shards
+    assert stage.run(make_cfg(f"{s3_bucket}/run", inputs=[f"{s3_bucket}/in/"], vocab={"vocab_uri": vocab}))["skipped"]
+
+
+def test_bad_lines_and_binary_files_are_counted_skips(tiny_run, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_bytes(
+        "대한민국은 민주공화국이다.\n".encode() + b"\xff\xfe\xc3 broken\n" + "국민은 법 앞에 평등하다.\n".encode()
+    )
+    (corpus / "b.bin").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    report = stage.run(
+        make_cfg(str(tmp_path / "run"), inputs=[str(corpus)], vocab={"vocab_uri": str(tiny_run / "vocab")})
+    )
+    assert report["cleaning"]["invalid_utf8_lines"] == 1
+    assert report["cleaning"]["skipped_binary_files"] == [str(corpus / "b.bin")]
+    assert report["cleaning"]["lines_kept"] == 2 and report["total_rows"] == 1
+
+
+def test_empty_corpus_and_missing_paths_are_clear_errors(tiny_run, tmp_path, s3_bucket):
+    vocab = {"vocab_uri": str(tiny_run / "vocab")}
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\nㅋ\n\n", encoding="utf-8")
+    with pytest.raises(DataError, match="no text left after cleaning"):
+        stage.run(make_cfg(str(tmp_path / "r1"), inputs=[str(empty)], vocab=vocab))
+    with pytest.raises(DataError, match="no text left after cleaning"):  # also when training a vocabulary
+        stage.run(make_cfg(str(tmp_path / "r2"), inputs=[str(empty)]))
+    missing = str(tmp_path / "nope.txt")
+    with pytest.raises(DataError, match=f"{missing} does not exist"):
+        stage.run(make_cfg(str(tmp_path / "r3"), inputs=[missing], vocab=vocab))
+    with pytest.raises(DataError, match="s3://.*/missing/x.txt does not exist"):
+        stage.run(make_cfg(str(tmp_path / "r4"), inputs=[f"{s3_bucket}/missing/x.txt"], vocab=vocab))
+
+
+def test_unreadable_s3_object_is_a_clear_error(tiny_run, s3_bucket, tmp_path):
+    storage.write_bytes(f"{s3_bucket}/bad/part.txt.gz", b"\x1f\x8b\x08\x00" + b"not really gzip" * 10)
+    cfg = make_cfg(str(tmp_path / "run"), inputs=[f"{s3_bucket}/bad/"], vocab={"vocab_uri": str(tiny_run / "vocab")})
+    with pytest.raises(DataError, match=r"s3://.*/bad/part.txt.gz is a damaged gzip file"):
+        stage.run(cfg)
+    assert (
+        launch.main(["--config", str(ROOT / "configs/tiny.json"), "--set", 'corpus.inputs=["/no/such/dir"]', "corpus"])
+        == 2
+    )
+
+
+def test_worker_errors_reach_the_driver_as_clear_errors(ray_local):
+    @reports_errors
+    def data_error(batch, **_):
+        raise DataError("block 0: something specific is wrong")
+
+    def bug(batch, **_):
+        raise ValueError("unexpected")
+
+    with pytest.raises(DataError) as info:
+        list(map_blocks(iter([b"x"]), data_error, {}, 4, "test"))
+    assert str(info.value) == "block 0: something specific is wrong"
+    with pytest.raises(DataError, match="(?s)corpus test failed in a Ray worker: .*ValueError: unexpected"):
+        list(map_blocks(iter([b"x"]), bug, {}, 4, "test"))
+
+
+def test_blocks_come_back_in_order_across_overlapping_windows(ray_local):
+    def echo_block(batch, **_):  # defined here so that Ray pickles it by value
+        return batch.append_column("counts", pa.array(['{"blocks": 1}']))
+
+    blocks = [f"block {i}".encode() for i in range(23)]
+    rows = list(map_blocks(iter(blocks), echo_block, {}, 8, "test"))  # windows of 2, 8, 8, 5 blocks
+    assert [row["data"] for row in rows] == blocks
+    assert [row["index"] for row in rows] == list(range(23))
+    assert all(row["counts"] == {"blocks": 1} for row in rows)
+
+
+def test_sampled_vocabulary_and_packing_across_documents(ray_local, tmp_path):
+    cfg = make_cfg(
+        str(tmp_path / "run"),
+        flush_documents=False,
+        vocab={"pretokenizer": "mecab", "sample_lines": 300, "num_unused": 10, "min_frequency": 1},
+    )
+    report = stage.run(cfg)
+    shards = str(tmp_path / "run" / "corpus" / "shards")
+    lengths = [len(r) for r in read_rows(shards).column("input_ids").to_pylist()]
+    # Across documents, only the 5% short targets and the corpus end leave examples short.
+    assert sum(n >= 60 for n in lengths) / len(lengths) > 0.85
+    assert report["vocab_size"] == 1000 and read_manifest(shards).config["corpus"]["vocab"]["sample_lines"] == 300
+
+
+def test_reservoir_sample_is_uniform_seeded_and_in_order():
+    lines = [str(i).encode() for i in range(10_000)]
+    a = stage._reservoir(iter(lines), 1000, seed=1)
+    assert a == stage._reservoir(iter(lines), 1000, seed=1) != stage._reservoir(iter(lines), 1000, seed=2)
+    picked = [int(x) for x in a]
+    assert len(picked) == 1000 and picked == sorted(picked)
+    assert 0.4 < sum(p < 5000 for p in picked) / 1000 < 0.6  # both halves of the corpus
+    assert stage._reservoir(iter(lines[:10]), 1000, seed=1) == lines[:10]

@@ -1,0 +1,200 @@
+import dataclasses
+import json
+import pickle
+import subprocess
+import sys
+import typing
+
+import pytest
+from helpers import ROOT
+
+from koelectra_dist.config import LOCATION_FIELDS, Config, config_from_dict, load_config, resolved_json
+from koelectra_dist.errors import CheckpointError, ConfigError, DataError, StorageError
+
+CONFIGS = sorted((ROOT / "configs").glob("*.json"))
+
+
+def launch(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    """`python launch.py ARGS` from the project root, output captured."""
+    return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True, text=True, check=check)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_config_file_loads(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+    json.loads(resolved_json(cfg))
+
+
+def test_config_files_mirror_koelectra():
+    expected = {  # vocab, batch, steps, lr, generator hidden (KoELECTRA's published recipes)
+        "base_v3": (35000, 256, 1_500_000, 2e-4, 256),
+        "small_v3": (35000, 512, 800_000, 5e-4, 256),
+        "base_v2": (32200, 256, 700_000, 2e-4, 256),
+        "small_v2": (32200, 512, 300_000, 5e-4, 256),
+        "base_v1": (32200, 256, 700_000, 2e-4, 256),
+        "small_v1": (32200, 512, 300_000, 5e-4, 256),
+    }
+    for name, (vocab, batch, steps, lr, gen_hidden) in expected.items():
+        cfg = load_config(ROOT / "configs" / f"{name}.json")
+        assert (cfg.model.vocab_size, cfg.train.global_batch_size, cfg.train.steps, cfg.train.learning_rate) == (
+            vocab,
+            batch,
+            steps,
+            lr,
+        ), name
+        assert cfg.model.max_length == 512
+        assert cfg.model.generator_hidden_size() == gen_hidden, name
+        assert cfg.model.generator_num_attention_heads() == 4
+        assert cfg.model.generator_intermediate_size() == 1024
+        assert cfg.model.num_hidden_layers == 12
+
+
+def test_check_prints_base_v3_resolved():
+    out = launch("--config", "configs/base_v3.json", "--check", check=True).stdout
+    resolved = json.loads(out)
+    assert resolved["model"]["vocab_size"] == 35000
+    assert resolved["train"]["global_batch_size"] == 256
+    assert resolved["train"]["steps"] == 1_500_000
+    assert resolved["train"]["learning_rate"] == 2e-4
+    assert resolved["model"]["max_length"] == 512
+    assert resolved["derived"]["generator"] == {
+        "hidden_size": 256,
+        "num_attention_heads": 4,
+        "intermediate_size": 1024,
+        "num_hidden_layers": 12,
+        "embedding_size": 768,
+    }
+
+
+def test_check_names_a_misspelled_key_and_does_not_start_ray():
+    proc = launch("--config", "configs/base_v3.json", "--set", "model.hiden_size=1", "--check")
+    assert proc.returncode != 0
+    assert "model.hiden_size" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_overrides_parse_json_values_and_strings():
+    cfg = load_config(
+        ROOT / "configs/tiny.json",
+        [
+            "train.steps=20",
+            "checkpoint.storage_uri=s3://bucket/ckpt",
+            'corpus.inputs=["s3://b/a", "s3://b/b"]',
+            "distributed.precision=bf16",
+        ],
+    )
+    assert cfg.train.steps == 20
+    assert cfg.checkpoint.storage_uri == "s3://bucket/ckpt"
+    assert cfg.corpus.inputs == ["s3://b/a", "s3://b/b"]
+    assert cfg.distributed.precision == "bf16"
+
+
+def test_unknown_keys_name_their_dotted_path():
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"train": {"stpes": 3}, "corpus": {"cleaning": {"dedup": True}}, "bogus": 1})
+    msg = str(e.value)
+    assert "train.stpes" in msg and "corpus.cleaning.dedup" in msg and "bogus" in msg
+
+
+def test_type_errors_are_reported():
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"train": {"steps": "many"}, "distributed": {"precision": "fp8"}, "corpus": {"inputs": "x"}})
+    msg = str(e.value)
+    assert "train.steps: expected int" in msg
+    assert "distributed.precision" in msg and "fp8" in msg
+    assert "corpus.inputs: expected a list" in msg
+
+
+def test_cross_field_problems_are_collected_together():
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(
+            {
+                "run": {"stages": ["pretrain"]},
+                "train": {"global_batch_size": 100, "micro_batch_size": 8, "steps": 0},
+                "distributed": {"num_workers": 2, "gpus_per_worker": 0, "zero_stage": 4, "precision": "fp16"},
+                "model": {"hidden_size": 100, "num_attention_heads": 12},
+            }
+        )
+    msg = str(e.value)
+    for expected in [
+        "train.global_batch_size (100) must be divisible",
+        "train.steps: must be > 0",
+        "distributed.zero_stage",
+        "fp16 needs GPUs",
+        "model.hidden_size (100) must be divisible",
+    ]:
+        assert expected in msg, expected
+
+
+def test_corpus_stage_needs_inputs():
+    with pytest.raises(ConfigError, match="corpus.inputs"):
+        config_from_dict({"run": {"stages": ["corpus"]}})
+    config_from_dict({"run": {"stages": ["pretrain"]}})
+
+
+def test_named_stages_replace_configured_ones_for_validation():
+    proc = launch("--config", "configs/tiny.json", "--set", "corpus.inputs=[]", "pretrain", "--check")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["run"]["stages"] == ["pretrain"]
+    proc = launch("--config", "configs/tiny.json", "bogus", "--check")
+    assert proc.returncode == 2 and "unknown stage" in proc.stderr
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config(bad)
+
+
+def test_derived_values_are_methods():
+    cfg = load_config(ROOT / "configs/base_v3.json")
+    assert cfg.gradient_accumulation_steps() == 256 // (32 * 8)
+    assert cfg.paths.checkpoints.endswith("/checkpoints")
+
+
+@pytest.mark.parametrize("cls", [ConfigError, DataError, StorageError, CheckpointError])
+def test_errors_survive_pickling(cls):
+    err = pickle.loads(pickle.dumps(cls("what is wrong; how to fix it")))
+    assert type(err) is cls and str(err) == "what is wrong; how to fix it"
+
+
+def test_relative_local_locations_become_absolute(tmp_path, monkeypatch):
+    # Ray workers run in other directories than the driver: paths are fixed where the config loads.
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(
+        ROOT / "configs" / "tiny.json",
+        ["run.output_uri=out", 'corpus.inputs=["a.txt", "s3://b/c", "pkg://konlpy/data"]', "train.init_from=/abs/x"],
+    )
+    assert cfg.run.output_uri == str(tmp_path / "out")
+    assert cfg.corpus.inputs == [str(tmp_path / "a.txt"), "s3://b/c", "pkg://konlpy/data"]
+    assert cfg.train.init_from == "/abs/x" and cfg.export.output_uri is None
+    assert cfg.paths.checkpoints == str(tmp_path / "out" / "checkpoints")
+
+
+def test_every_location_field_is_listed():
+    def dotted_fields(tp, prefix=""):
+        for name, field_type in typing.get_type_hints(tp).items():
+            if dataclasses.is_dataclass(field_type):
+                yield from dotted_fields(field_type, f"{prefix}{name}.")
+            else:
+                yield f"{prefix}{name}"
+
+    every = set(dotted_fields(Config))
+    assert set(LOCATION_FIELDS) <= every
+    assert {f for f in every if f.endswith(("_uri", "_dir", "inputs", "init_from"))} <= set(LOCATION_FIELDS)
+
+
+def test_placeholders_pass_check_but_stop_a_run_before_ray_starts():
+    check = launch("--config", "configs/base_v3.json", "--check")
+    assert (
+        check.returncode == 0 and "run.output_uri: s3://YOUR-BUCKET/koelectra/base-v3 is a placeholder" in check.stderr
+    )
+    run = launch("--config", "configs/base_v3.json", "corpus")
+    assert run.returncode == 2, run.stderr
+    assert "koelectra_dist config error: the config still has placeholders" in run.stderr
+    assert "corpus.inputs: s3://YOUR-BUCKET/corpora/koelectra-v3/ is a placeholder" in run.stderr
+    assert "Started a local Ray instance" not in run.stderr

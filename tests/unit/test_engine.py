@@ -1,0 +1,100 @@
+"""ELECTRA's optimizer and schedule, and the DeepSpeed config derived from our Config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from koelectra_dist.config import Config, ModelConfig, config_from_dict
+from koelectra_dist.pretrain.engine import ds_config
+from koelectra_dist.pretrain.model import ElectraPretrainer
+from koelectra_dist.pretrain.optim import ElectraAdamW, lr_at, lr_factor, param_groups
+
+TINY_MODEL = ModelConfig(
+    vocab_size=300, embedding_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+    intermediate_size=64, generator_size=0.5, max_length=16,
+)  # fmt: skip
+
+
+def cfg_with(**sections) -> Config:
+    base = {"run": {"stages": ["pretrain"]}, "distributed": {"gpus_per_worker": 0}}
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    return config_from_dict(base)
+
+
+def test_lr_is_warmup_times_linear_decay_as_electra():
+    cfg = cfg_with(train={"learning_rate": 2e-4, "warmup_steps": 10_000, "steps": 100_000})
+    assert lr_at(0, cfg) == 0.0  # ELECTRA's first update uses lr 0
+    assert lr_at(5_000, cfg) == pytest.approx(2e-4 * 0.5 * 0.95)  # overlap: warm-up AND decay
+    assert lr_at(10_000, cfg) == pytest.approx(2e-4 * 0.9)
+    assert lr_at(55_000, cfg) == pytest.approx(2e-4 * 0.45)
+    assert lr_at(100_000, cfg) == 0.0
+    assert lr_factor(3, 0, 10) == pytest.approx(0.7)  # no warm-up
+
+
+def test_param_groups_exclude_layernorm_and_bias_and_count_shared_embeddings_once():
+    model = ElectraPretrainer(TINY_MODEL)
+    decay, no_decay = param_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all("LayerNorm" in names[id(p)] or "bias" in names[id(p)] for p in no_decay["params"])
+    assert not any("LayerNorm" in names[id(p)] or "bias" in names[id(p)] for p in decay["params"])
+    unique = {id(p) for p in model.parameters()}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(unique)
+    shared = model.generator.electra.embeddings.word_embeddings.weight
+    assert sum(p is shared for p in decay["params"]) == 1
+
+
+def test_adamw_has_no_bias_correction_and_decoupled_decay():
+    torch.manual_seed(0)
+    w = torch.randn(5, requires_grad=True)
+    b = torch.randn(5, requires_grad=True)
+    w0, b0 = w.detach().clone(), b.detach().clone()
+    opt = ElectraAdamW([{"params": [w], "weight_decay": 0.01}, {"params": [b], "weight_decay": 0.0}], lr=0.1, eps=1e-6)
+    grads = [torch.randn(5), torch.randn(5)]
+    m, v, ref_w = torch.zeros(5), torch.zeros(5), w0.clone()
+    for g in grads:
+        w.grad, b.grad = g.clone(), g.clone()
+        opt.step()
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        ref_w = ref_w - 0.1 * (m / (v.sqrt() + 1e-6) + 0.01 * ref_w)
+    torch.testing.assert_close(w.detach(), ref_w, rtol=1e-6, atol=1e-7)
+    # Bias-corrected Adam (torch's AdamW) would move the first step by ~lr per coordinate; ELECTRA's
+    # first step is (1 - b1) / sqrt(1 - b2) ~ 3.2x smaller in m / sqrt(v) terms.
+    assert not torch.allclose(b.detach(), b0)
+    torch_w = w0.clone().requires_grad_(True)
+    torch_opt = torch.optim.AdamW([torch_w], lr=0.1, eps=1e-6, weight_decay=0.01)
+    for g in grads:
+        torch_w.grad = g.clone()
+        torch_opt.step()
+    assert not torch.allclose(torch_w.detach(), ref_w, atol=1e-3)
+
+
+def test_adamw_state_dict_round_trip():
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = ElectraAdamW([p], lr=0.1)
+    p.grad = torch.full((3,), 0.5)
+    opt.step()
+    other = ElectraAdamW([torch.nn.Parameter(torch.ones(3))], lr=0.1)
+    other.load_state_dict(opt.state_dict())
+    assert torch.equal(other.state_dict()["state"][0]["exp_avg"], opt.state[p]["exp_avg"])
+
+
+@pytest.mark.parametrize(("precision", "gpus", "key"), [("bf16", 0, "bf16"), ("fp16", 1, "fp16"), ("fp32", 0, None)])
+def test_ds_config(precision, gpus, key):
+    cfg = cfg_with(
+        train={"global_batch_size": 64, "micro_batch_size": 4, "grad_clip": 1.0},
+        distributed={"num_workers": 2, "zero_stage": 2, "precision": precision, "gpus_per_worker": gpus},
+    )
+    ds = ds_config(cfg)
+    assert ds["gradient_accumulation_steps"] == 8  # 64 / (4 x 2)
+    assert ds["train_batch_size"] == 64 and ds["train_micro_batch_size_per_gpu"] == 4
+    assert ds["zero_optimization"] == {"stage": 2}
+    assert ds["gradient_clipping"] == 1.0
+    assert "optimizer" not in ds and "scheduler" not in ds  # ours are passed as objects
+    for other in ("bf16", "fp16"):
+        assert (other in ds) == (other == key)
+    if key == "fp16":
+        assert ds["fp16"]["loss_scale"] == 0  # dynamic

@@ -1,0 +1,361 @@
+"""Fine-tuning task specs, task file parsing (every built-in format), bad input, metrics, results table."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+
+import pytest
+from helpers import SHARED_DATA, require_shared_data
+
+from koelectra_dist import storage
+from koelectra_dist.config import load_config
+from koelectra_dist.errors import ConfigError, DataError
+from koelectra_dist.finetune.config import FinetuneConfig, config_problems, resolve_tasks
+from koelectra_dist.finetune.data import read_split
+from koelectra_dist.finetune.metrics import (
+    accuracy,
+    entities,
+    entity_f1,
+    exact_match,
+    korquad_f1,
+    macro_f1,
+    normalize_answer,
+    pearson,
+    ranks,
+    spearman,
+)
+from koelectra_dist.finetune.report import markdown, summarize
+from koelectra_dist.finetune.tasks import BUILTIN_TASKS, FinetuneTaskConfig
+
+# Small files in each task's original layout (header first), as the tests write them.
+SAMPLES = {
+    "kornli": (
+        "multinli.train.ko.tsv",
+        "sentence1\tsentence2\tgold_label\n"
+        "개념적으로 크림 스키밍은 두 가지 기본 차원을 가지고 있다.\t제품과 지리학은 크림 스키밍을 작동시키는 것이다.\tneutral\n"
+        "시즌 중에 알고 있는 거 알아?\t사람들이 다시 한번 말해줄게.\tentailment\n"
+        "우리 번호 중 하나가 당신의 지시를 세밀하게 수행할 것이다.\t우리 팀의 일원이 당신의 명령을 엄청나게 정확하게 실행할 것이다.\tcontradiction\n",
+        ["개념적으로 크림 스키밍은 두 가지 기본 차원을 가지고 있다.", "시즌 중에 알고 있는 거 알아?"],
+        [2, 1, 0],
+    ),
+    "paws": (
+        "translated_train.tsv",
+        "id\tsentence1\tsentence2\tlabel\n"
+        "1\t1975년부터 76년까지 NBA 시즌은 전미 농구 협회의 30번째 시즌이었다.\t1975-76 시즌은 NBA의 30번째 시즌이었다.\t1\n"
+        '2\t그는 "조용한" 사람이었다.\t그는 조용하지 않았다.\t0\n',
+        ["1975년부터 76년까지 NBA 시즌은 전미 농구 협회의 30번째 시즌이었다.", '그는 "조용한" 사람이었다.'],
+        [1, 0],
+    ),
+    "question_pair": (
+        "kor_pair_train.csv",
+        "question1\tquestion2\tis_duplicate\n1000일 만난 여자친구와 이별\t10년 연애 이별\t1\n오늘 날씨 어때\t내일 시험 범위\t0\n",
+        ["1000일 만난 여자친구와 이별", "오늘 날씨 어때"],
+        [1, 0],
+    ),
+    "hate_speech": (
+        "train.tsv",
+        "comments\tcontain_gender_bias\tbias\thate\n"
+        "송중기 시대극은 믿고본다. 첫회 신선하고 좋았다.\tFalse\tnone\tnone\n"
+        "지현우 나쁜놈\tFalse\tnone\toffensive\n"
+        "알바쓰고많이만들면되지\tFalse\tnone\thate\n",
+        ["송중기 시대극은 믿고본다. 첫회 신선하고 좋았다.", "지현우 나쁜놈", "알바쓰고많이만들면되지"],
+        [0, 1, 2],
+    ),
+    "naver_ner": (  # KoELECTRA's layout: words, a tab, one tag per word; no header
+        "train.tsv",
+        "비토리오 양일 만에 영사관 감호 용퇴, 항룡 압력설 의심만 가율\tPER-B DAT-B DAT-I ORG-B CVL-B O O O O O\n"
+        "이 음경동맥의 직경이 8 19mm입니다 .\tO O O NUM-B NUM-I O\n",
+        ["비토리오 양일 만에 영사관 감호 용퇴, 항룡 압력설 의심만 가율", "이 음경동맥의 직경이 8 19mm입니다 ."],
+        [[1, 13, 14, 7, 11, 0, 0, 0, 0, 0], [0, 0, 0, 17, 18, 0]],
+    ),
+}
+
+
+def _spec(name: str) -> FinetuneTaskConfig:
+    no_dev = name in ("question_pair", "naver_ner")
+    return resolve_tasks(FinetuneConfig(tasks=[name], eval_split="test" if no_dev else "dev"))[0]
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_builtin_formats_parse(tmp_path, name):
+    file, text, first_texts, labels = SAMPLES[name]
+    spec = _spec(name)
+    folder = tmp_path / (spec.folder or name)
+    folder.mkdir()
+    (folder / file).write_text(text, encoding="utf-8")
+    data = read_split(str(tmp_path), spec, "train")
+    assert data.text_a[: len(first_texts)] == first_texts
+    assert data.labels == labels
+    assert (data.text_b is None) == (len(spec.text_columns) == 1)
+
+
+def test_shared_nsmc_and_korsts_parse():
+    require_shared_data("korsts", "sts-dev.tsv")
+    data_dir = str(SHARED_DATA)
+    sts = read_split(data_dir, BUILTIN_TASKS["korsts"], "dev")
+    assert len(sts) == 1500 and 0 <= min(sts.labels) and max(sts.labels) <= 5
+    assert sts.text_b is not None and sts.text_a[0] and sts.text_b[0]
+    nsmc = read_split(data_dir, BUILTIN_TASKS["nsmc"], "train", limit=500)
+    assert len(nsmc) == 500 and set(nsmc.labels) == {0, 1} and nsmc.text_b is None
+
+
+def test_new_tsv_task_from_config_only(tmp_path):
+    """A header-less, comma-separated regression task defined entirely by a spec, read from gzip."""
+    (tmp_path / "mine").mkdir()
+    with gzip.open(tmp_path / "mine" / "train.csv.gz", "wt", encoding="utf-8") as f:
+        f.write("좋은 영화,0.5,x\r\n\n나쁜 영화,4,y\r\n")
+    cfg = FinetuneConfig(
+        tasks=["mine"],
+        task_specs=[
+            FinetuneTaskConfig(
+                name="mine",
+                train_file="train.csv.gz",
+                dev_file="train.csv.gz",
+                delimiter=",",
+                columns=["text", "score", "other"],
+                text_columns=["text"],
+                label_column="score",
+                metric="pearson",
+            )
+        ],
+    )
+    (spec,) = resolve_tasks(cfg)
+    assert (spec.epochs, spec.batch_size, spec.learning_rate) == (10, 32, 5e-5)  # the common recipe
+    data = read_split(str(tmp_path), spec, "dev")
+    assert data.text_a == ["좋은 영화", "나쁜 영화"] and data.labels == [0.5, 4.0]
+
+
+def test_spec_resolution_order_and_problems():
+    cfg = FinetuneConfig(
+        tasks=["nsmc", "korsts"],
+        epochs=2,
+        task_specs=[FinetuneTaskConfig(name="nsmc", epochs=1, learning_rate=1e-4)],
+    )
+    nsmc, korsts = resolve_tasks(cfg)
+    assert (nsmc.epochs, nsmc.batch_size, nsmc.learning_rate) == (1, 32, 1e-4)  # task entry beats global
+    assert (korsts.epochs, korsts.labels, korsts.metric) == (2, None, "spearman")
+    new = FinetuneTaskConfig(
+        name="new", train_file="t", dev_file="d", text_columns=["a"], label_column="b", metric="pearson"
+    )
+    (spec,) = resolve_tasks(FinetuneConfig(tasks=["new"], task_specs=[new], epochs=2, batch_size=8))
+    assert (spec.epochs, spec.batch_size, spec.learning_rate) == (2, 8, 5e-5)  # global overrides, then defaults
+    bad = FinetuneConfig(
+        tasks=["nsmc", "nope", "half", "question_pair"],
+        task_specs=[FinetuneTaskConfig(name="half", train_file="t.tsv", labels=["a", "b"], metric="spearman")],
+    )
+    problems = "\n".join(config_problems(bad))
+    assert "unknown task 'nope'" in problems
+    assert "'half': dev_file" not in problems and "'half': has no dev_file" in problems
+    assert "'half': text_columns is not set" in problems and "metric 'spearman' does not fit" in problems
+    assert "'question_pair': has no dev_file" in problems
+
+
+def test_max_length_comes_from_the_recipe_unless_overridden():
+    lengths = {s.name: s.max_length for s in resolve_tasks(FinetuneConfig(tasks=["nsmc", "korquad"]))}
+    assert lengths == {"nsmc": 128, "korquad": 512}  # KoELECTRA's
+    cfg = FinetuneConfig(
+        tasks=["nsmc", "korquad"], max_length=64, task_specs=[FinetuneTaskConfig(name="korquad", max_length=256)]
+    )
+    assert [s.max_length for s in resolve_tasks(cfg)] == [64, 256]  # a task_specs entry wins over the override
+    assert "max_length must be > 0" in "".join(config_problems(FinetuneConfig(tasks=["nsmc"], max_length=0)))
+
+
+def test_bad_finetune_config_fails_at_load(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"run": {"stages": ["finetune"]}, "finetune": {"tasks": ["nsmc", "korean_sts"]}}))
+    with pytest.raises(ConfigError, match=r"finetune.tasks\[1\]: unknown task 'korean_sts'"):
+        load_config(path)
+    cfg = load_config(path, ['finetune.tasks=["nsmc"]', "finetune.epochs=0.5", "finetune.repeats=2"])
+    assert cfg.finetune.epochs == 0.5 and cfg.finetune.repeats == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", r"train.tsv: empty file \(no header line\)"),
+        ("comments\tcontain_gender_bias\tbias\thate\n", r"train.tsv: no data rows after the header"),
+        (
+            "text\tbias\thate\nabc\tnone\tnone\n",
+            r"train.tsv line 1 \(header\): no column 'comments' for task 'hate_speech' \(columns: text, bias, hate\)",
+        ),
+        (
+            "comments\tcontain_gender_bias\tbias\thate\nabc\tFalse\tnone\tnone\nxyz\tFalse\tnone\n",
+            r"train.tsv line 3: 3 fields, expected 4 \(missing column 'hate'\)",
+        ),
+        (
+            "comments\tcontain_gender_bias\tbias\thate\nabc\tFalse\tnone\tnone\n\nxyz\tFalse\tnone\tmean\n",
+            r"train.tsv line 4: unknown label 'mean' in column 'hate' for task 'hate_speech' \(labels: none, offensive, hate\)",
+        ),
+    ],
+)
+def test_bad_task_files_name_file_and_line(tmp_path, text, message):
+    (tmp_path / "hate-speech").mkdir()
+    (tmp_path / "hate-speech" / "train.tsv").write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        read_split(str(tmp_path), BUILTIN_TASKS["hate_speech"], "train")
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("철수 는 서울 에\tPER-B O LOC-B\n", r"train.tsv line 2: 4 words in column 'sentence' but 3 tags in 'tags'"),
+        ("철수 는\tPER-B B-LOC\n", r"train.tsv line 2: unknown tag 'B-LOC' in column 'tags' for task 'naver_ner'"),
+    ],
+)
+def test_bad_tagging_rows_name_file_and_line(tmp_path, row, message):
+    (tmp_path / "naver-ner").mkdir()
+    (tmp_path / "naver-ner" / "train.tsv").write_text("영희 가\tPER-B O\n" + row, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        read_split(str(tmp_path), BUILTIN_TASKS["naver_ner"], "train")
+
+
+def test_tagging_specs_need_an_outside_tag_and_one_text_column():
+    spec = FinetuneTaskConfig(
+        name="tags",
+        train_file="t.tsv",
+        dev_file="d.tsv",
+        text_columns=["a", "b"],
+        label_column="tags",
+        labels=["B-X", "I-X"],
+        metric="entity_f1",
+    )
+    problems = "\n".join(config_problems(FinetuneConfig(tasks=["tags"], task_specs=[spec])))
+    assert 'needs the outside tag "O"' in problems and "tags one text column" in problems
+    assert config_problems(FinetuneConfig(tasks=["naver_ner"], eval_split="test")) == []
+    assert config_problems(FinetuneConfig(tasks=["korquad"])) == []  # SQuAD JSON: no columns needed
+
+
+KORQUAD = {
+    "version": "KorQuAD_v1.0",
+    "data": [
+        {
+            "title": "교향곡",
+            "paragraphs": [
+                {
+                    "context": "1839년 한 작곡가가 오래된 희곡을 읽고 그 이야기로 교향곡을 쓰기로 했다.",
+                    "qas": [
+                        {
+                            "id": "q-0",
+                            "question": "작곡가는 무엇을 쓰기로 했는가?",
+                            "answers": [{"text": "교향곡", "answer_start": 31}],
+                        },
+                        {
+                            "id": "q-1",
+                            "question": "작곡가가 희곡을 읽은 해는?",
+                            "answers": [{"text": "1839년", "answer_start": 0}, {"text": "1839", "answer_start": 0}],
+                        },
+                    ],
+                }
+            ],
+        }
+    ],
+}
+
+
+def test_korquad_json_parses_with_every_answer(tmp_path):
+    (tmp_path / "korquad").mkdir()
+    (tmp_path / "korquad" / "KorQuAD_v1.0_train.json").write_text(json.dumps(KORQUAD, ensure_ascii=False))
+    (spec,) = resolve_tasks(FinetuneConfig(tasks=["korquad"]))
+    data = read_split(str(tmp_path), spec, "train")
+    assert data.text_a[1] == "작곡가가 희곡을 읽은 해는?" and data.text_b[0].startswith("1839년 한 작곡가가")
+    assert [[a.text for a in answers] for answers in data.labels] == [["교향곡"], ["1839년", "1839"]]
+    assert len(read_split(str(tmp_path), spec, "train", limit=1)) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", r"KorQuAD_v1.0_train.json line 1: not SQuAD JSON"),
+        ('{"version": 1}', r'KorQuAD_v1.0_train.json: no "data" list'),
+        ('{"data": [["a list"]]}', r"KorQuAD_v1.0_train.json: not SQuAD v1.1 JSON"),
+        ('{"data": []}', r"KorQuAD_v1.0_train.json: no questions"),
+        (
+            json.dumps(KORQUAD).replace('"answer_start": 31', '"answer_start": 20'),
+            r"KorQuAD_v1.0_train.json data\[0\].paragraphs\[0\].qas\[0\] \(id 'q-0'\): answer '교향곡' is not "
+            r"at answer_start 20",
+        ),
+    ],
+)
+def test_bad_korquad_files_name_file_and_entry(tmp_path, text, message):
+    (tmp_path / "korquad").mkdir()
+    (tmp_path / "korquad" / "KorQuAD_v1.0_train.json").write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        read_split(str(tmp_path), BUILTIN_TASKS["korquad"], "train")
+
+
+def test_bad_score_and_missing_file(tmp_path):
+    (tmp_path / "korsts").mkdir()
+    (tmp_path / "korsts" / "sts-train.tsv").write_text(
+        "genre\tfilename\tyear\tid\tscore\tsentence1\tsentence2\nnews\tf\t2012\t1\tfive\ta\tb\n", encoding="utf-8"
+    )
+    with pytest.raises(DataError, match=r"sts-train.tsv line 2: score 'five' is not a number"):
+        read_split(str(tmp_path), BUILTIN_TASKS["korsts"], "train")
+    with pytest.raises(DataError, match=r"sts-dev.tsv: not found; task 'korsts' expects its dev file there"):
+        read_split(str(tmp_path), BUILTIN_TASKS["korsts"], "dev")
+
+
+@pytest.mark.slow  # a moto S3 server
+def test_reads_from_s3(s3_bucket):
+    file, text, first_texts, labels = SAMPLES["kornli"]
+    storage.write_bytes(f"{s3_bucket}/tasks/kornli/{file}", text.encode("utf-8"))
+    data = read_split(f"{s3_bucket}/tasks", BUILTIN_TASKS["kornli"], "train", limit=2)
+    assert data.text_a == first_texts and data.labels == labels[:2]
+
+
+def test_metrics_exact():
+    assert accuracy([0, 1, 1, 0], [0, 1, 0, 0]) == 0.75
+    # Per class F1: class 0: tp2 fp1 fn0 -> 0.8; class 1: tp1 fp0 fn2 -> 0.5; class 2 only predicted -> 0.
+    assert macro_f1([0, 0, 1, 1, 1], [0, 0, 0, 1, 2]) == pytest.approx((0.8 + 0.5 + 0) / 3)
+    assert ranks([10, 20, 20, 5]) == [2, 3.5, 3.5, 1]
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 400]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    # With ties: ranks x = [1.5, 1.5, 3, 4], y = [1, 2, 3, 4]; Pearson of those = 0.9486832980505138 (scipy).
+    assert spearman([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)
+    assert pearson([1, 2, 3], [2, 4, 7]) == pytest.approx(0.9933992677987828)
+    assert math.isnan(pearson([1, 1, 1], [1, 2, 3]))
+    with pytest.raises(DataError):
+        accuracy([], [])
+
+
+def test_korquad_metrics_follow_the_official_script():
+    assert normalize_answer(' "대한민국"의  (수도), Seoul! ') == "대한민국 의 수도 seoul"
+    # character F1 without spaces: "서울" vs "서울 특별시" -> 2 common of 2 and 5 characters
+    assert korquad_f1([["서울 특별시"]], ["서울"]) == pytest.approx(2 * 2 / (2 + 5))
+    assert korquad_f1([["서울 특별시", "서울"]], ["서울"]) == 1.0  # the best answer counts
+    assert exact_match([["1839년", "1839"]], ["1839"]) == 1.0 and exact_match([["교향곡"]], ["교향"]) == 0.0
+    assert korquad_f1([["교향곡"]], [""]) == 0.0
+
+
+def test_entity_f1_reads_bio_spans_like_seqeval():
+    # Naver NER's "TYPE-B" and the usual "B-TYPE" spelling; an I- tag after O or another type starts an entity.
+    assert entities(["PER-B", "PER-I", "O", "LOC-B", "B-ORG", "I-ORG"]) == {("PER", 0, 1), ("LOC", 3, 3), ("ORG", 4, 5)}
+    assert entities(["O", "I-PER", "I-PER", "I-LOC", "B-LOC", "B-LOC"]) == {
+        ("PER", 1, 2),
+        ("LOC", 3, 3),
+        ("LOC", 4, 4),
+        ("LOC", 5, 5),
+    }
+    gold = [["PER-B", "PER-I", "O", "LOC-B"], ["ORG-B", "ORG-I", "O"]]
+    pred = [["PER-B", "O", "O", "LOC-B"], ["ORG-B", "ORG-I", "ORG-I"]]
+    assert entity_f1(gold, pred) == pytest.approx(2 * 1 / (3 + 3))  # only LOC matches span and type
+    assert entity_f1(gold, gold) == 1.0 and entity_f1([["O"]], [["O"]]) == 0.0
+    with pytest.raises(DataError, match="sentence 0: 2 gold tags but 1 predicted"):
+        entity_f1([["O", "O"]], [["O"]])
+
+
+def test_results_table():
+    run = {"metric": "accuracy", "train_examples": 1000, "eval_examples": 500, "epochs": 1.0, "batch_size": 32}
+    runs = [
+        {**run, "task": "nsmc", "seed": 42, "score": 80.0, "learning_rate": 5e-5},
+        {**run, "task": "nsmc", "seed": 43, "score": 82.0, "learning_rate": 5e-5},
+        {**run, "task": "korsts", "seed": 42, "score": math.nan, "metric": "spearman", "learning_rate": 5e-5},
+    ]
+    tasks = summarize(runs)
+    assert tasks["nsmc"]["mean"] == 81.0 and tasks["nsmc"]["std"] == pytest.approx(math.sqrt(2))
+    assert tasks["korsts"]["mean"] is None and tasks["korsts"]["runs"][0]["score"] is None
+    table = markdown(tasks, "hf/discriminator", "dev")
+    assert "| nsmc | accuracy | 81.00 ± 1.41 | 42, 43 | 1,000 / 500 | 1 / 32 / 5e-05 |" in table
+    assert "| korsts | spearman | undefined |" in table
+    json.dumps(tasks, allow_nan=False)

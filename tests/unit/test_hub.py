@@ -1,0 +1,220 @@
+"""Hub publishing, offline: the plan, the commit operations and the model card for a real export
+folder, through the one network seam; the token never shows; errors come before any upload."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+from helpers import ROOT, tiny_config, write_vocab
+from huggingface_hub import CommitOperationAdd, ModelCard
+
+from koelectra_dist import storage
+from koelectra_dist.corpus.shards import ShardFile, ShardManifest, write_manifest
+from koelectra_dist.errors import DataError
+from koelectra_dist.export import hub
+from koelectra_dist.export.hf_layout import EXPORT_INFO, MODEL_FILES, TOKENIZER_FILES
+from koelectra_dist.export.model_card import validate_card
+from koelectra_dist.export.stage import export_info, write_folders
+from koelectra_dist.finetune.report import markdown, summarize
+from koelectra_dist.pretrain.meta import CheckpointMeta
+from koelectra_dist.pretrain.model import ElectraPretrainer
+
+SECRET = "hf_TestTokenThatMustNeverAppear0123456789"
+PREFIX = "koelectra-org/ko-tiny"
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory) -> Path:
+    """An export folder written by the export stage's writers from a real (tiny) ElectraPretrainer,
+    the corpus stage's vocabulary and a shard manifest, plus the finetune stage's results.md beside it."""
+    run_dir = tmp_path_factory.mktemp("hub") / "run"
+    cfg = tiny_config(str(run_dir), "distributed.zero_stage=2", 'run.stages=["export"]')
+    corpus = cfg.paths.corpus
+    vocab_sha = write_vocab(Path(corpus) / "vocab", cfg)
+    manifest = ShardManifest(
+        vocab_sha256=vocab_sha,
+        vocab_size=1000,
+        max_length=64,
+        id_dtype="uint16",
+        shards=[ShardFile(path="part-00000.parquet", rows=321, tokens=17_654, bytes=40_000)],
+        total_rows=321,
+        total_tokens=17_654,
+        cleaning={"lines_in": 400, "lines_out": 356},
+        config={},
+    )
+    write_manifest(storage.join(corpus, "shards"), manifest)
+    meta = CheckpointMeta(
+        step=8,
+        consumed_samples=64,
+        world_size=2,
+        zero_stage=2,
+        precision="fp32",
+        vocab_sha256=vocab_sha,
+        metrics={"tokens_per_s": 4321.5, "step_time_s": 0.25},
+        config=cfg.to_dict(),
+    )
+    hf = run_dir / "hf"
+    model = ElectraPretrainer(cfg.model).eval()
+    provenance = {"checkpoint": "s3://bucket/ckpt/step-00000008", "step": 8, "vocab_sha256": vocab_sha}
+    write_folders(model, cfg, str(Path(corpus) / "vocab"), str(hf), provenance)
+    storage.write_json(str(hf / EXPORT_INFO), export_info(model, cfg, meta, provenance["checkpoint"]).to_json())
+    run = {"task": "nsmc", "metric": "accuracy", "score": 81.25, "seed": 42, "train_examples": 1000}
+    run |= {"eval_examples": 200, "epochs": 1, "batch_size": 32, "learning_rate": 5e-5}
+    results = markdown(summarize([run]), str(hf / "discriminator"), "dev")
+    storage.write_bytes(str(run_dir / "finetune" / "results.md"), results.encode("utf-8"))
+    storage.write_json(str(run_dir / "finetune" / "results.json"), {"model": str(hf / "discriminator")})
+    return hf
+
+
+class RecordingClient:
+    """Stands in for `hub.HubClient` (the seam): records every call instead of sending it."""
+
+    instances: list[RecordingClient] = []
+
+    def __init__(self, token: str):
+        self.token = token
+        self.calls: list[tuple] = []
+        RecordingClient.instances.append(self)
+
+    def create_repo(self, repo_id: str, private: bool) -> None:
+        self.calls.append(("create_repo", repo_id, private))
+
+    def create_branch(self, repo_id: str, branch: str) -> None:
+        self.calls.append(("create_branch", repo_id, branch))
+
+    def commit(self, repo_id: str, operations: list[CommitOperationAdd], message: str, revision: str | None) -> str:
+        self.calls.append(("commit", repo_id, operations, message, revision))
+        return f"https://huggingface.co/{repo_id}/commit/0"
+
+
+def op_bytes(op: CommitOperationAdd) -> bytes:
+    src = op.path_or_fileobj
+    return Path(src).read_bytes() if isinstance(src, str | Path) else bytes(src)
+
+
+def test_plan_files_and_cards(export_dir):
+    plans = hub.plan(
+        str(export_dir), PREFIX, private=True, revision="v1", results_dir=str(export_dir.parent / "finetune")
+    )
+    assert [p.repo_id for p in plans] == [f"{PREFIX}-discriminator", f"{PREFIX}-generator"]
+    for p in plans:
+        on_disk = sorted(f.name for f in (export_dir / p.tower).iterdir())
+        assert [dst for dst, _ in p.files] == on_disk
+        assert set(MODEL_FILES + TOKENIZER_FILES) <= set(on_disk)
+        paths = [op.path_in_repo for op in p.operations()]
+        assert paths == on_disk + ["README.md"]
+        card = ModelCard(op_bytes(p.operations()[-1]).decode("utf-8"))
+        data = card.data
+        assert (data.language, data.license, data.library_name) == ("ko", "apache-2.0", "transformers")
+        assert data.pipeline_tag == {"discriminator": "feature-extraction", "generator": "fill-mask"}[p.tower]
+        assert {"electra", "korean", p.tower} <= set(data.tags)
+        text = card.text
+        assert "| hidden size | 64 | 32 |" in text and "| layers | 2 | 2 |" in text  # tiny: 64, generator 0.5
+        assert "| size | 1,000 |" in text and "| tokens | 17,654 |" in text and "| examples | 321 |" in text
+        assert (
+            "| steps | 8 |" in text and "| global batch size | 8 |" in text and "| peak learning rate | 0.001 |" in text
+        )
+        assert "| tokens / s (non-padding) | 4,322 |" in text and "| sequences / s | 32.0 |" in text
+        assert "| nsmc | accuracy | 81.25 |" in text
+        assert f"Fine-tuned from `{PREFIX}-discriminator`" in text and str(export_dir) not in text
+        assert f'"{p.repo_id}"' in text  # the usage snippet names the repo
+    with_pt = hub.plan(str(export_dir), PREFIX, with_pretraining=True)
+    assert "pretraining/model.safetensors" in [dst for dst, _ in with_pt[0].files]
+    assert not any(dst.startswith("pretraining/") for dst, _ in with_pt[1].files)
+
+
+def test_card_without_finetune_results_or_manifest(export_dir, tmp_path):
+    copy = tmp_path / "hf"
+    shutil.copytree(export_dir, copy)
+    info = json.loads((copy / EXPORT_INFO).read_text())
+    info["corpus"] = None
+    info["meta"]["metrics"] = {}  # a checkpoint saved before the first logged step
+    (copy / EXPORT_INFO).write_text(json.dumps(info))
+    (plan,) = [p for p in hub.plan(str(copy), PREFIX, license="mit") if p.tower == "generator"]
+    assert "Not evaluated yet" in plan.card and "were not recorded" in plan.card
+    assert ModelCard(plan.card).data.license == "mit"
+    # the offline metadata check is the one that would catch a broken card
+    with pytest.raises(DataError, match="language: 'en'"):
+        validate_card(plan.card.replace("language: ko", "language: en"), "generator")
+    with pytest.raises(DataError, match="pipeline_tag"):
+        validate_card(plan.card, "discriminator")
+
+
+def test_publish_goes_through_the_seam_with_the_token_hidden(export_dir, monkeypatch, capsys, caplog):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    RecordingClient.instances.clear()
+    argv = [str(export_dir), "--repo-prefix", PREFIX, "--private", "--revision", "v1"]
+    assert hub.main(argv, client_factory=RecordingClient) == 0
+    (client,) = RecordingClient.instances
+    assert client.token == SECRET
+    names = [c[:2] for c in client.calls]
+    disc, gen = f"{PREFIX}-discriminator", f"{PREFIX}-generator"
+    assert names == [("create_repo", disc), ("create_branch", disc), ("commit", disc)] + [
+        ("create_repo", gen),
+        ("create_branch", gen),
+        ("commit", gen),
+    ]
+    assert client.calls[0] == ("create_repo", disc, True) and client.calls[1] == ("create_branch", disc, "v1")
+    commits = [c for c in client.calls if c[0] == "commit"]
+    for _, _, ops, message, revision in commits:
+        assert revision == "v1" and "koelectra_dist" in message
+        assert [op.path_in_repo for op in ops][-1] == "README.md"
+        assert "| nsmc | accuracy | 81.25 |" in op_bytes(ops[-1]).decode("utf-8")  # default ../finetune
+        assert all(SECRET.encode() not in op_bytes(op) for op in ops)
+    out = capsys.readouterr()
+    assert "published: https://huggingface.co/" in out.out
+    assert SECRET not in out.out + out.err + caplog.text
+    assert not any(SECRET.encode() in p.read_bytes() for p in export_dir.rglob("*") if p.is_file())
+
+    # main is the default branch: no branch to create
+    RecordingClient.instances.clear()
+    assert hub.main([str(export_dir), "--repo-prefix", PREFIX], client_factory=RecordingClient) == 0
+    assert [c[0] for c in RecordingClient.instances[0].calls] == ["create_repo", "commit"] * 2
+    assert RecordingClient.instances[0].calls[0] == ("create_repo", f"{PREFIX}-discriminator", False)
+
+
+def test_errors_before_any_upload(export_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    RecordingClient.instances.clear()
+    assert hub.main([str(tmp_path / "missing"), "--repo-prefix", PREFIX], client_factory=RecordingClient) == 2
+    assert "does not exist" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    shutil.copytree(export_dir, broken)
+    os.remove(broken / "generator" / "tokenizer.json")
+    assert hub.main([str(broken), "--repo-prefix", PREFIX], client_factory=RecordingClient) == 2
+    assert "missing generator/tokenizer.json" in capsys.readouterr().err
+    assert hub.main([str(export_dir), "--repo-prefix", "no-org"], client_factory=RecordingClient) == 2
+    assert "ORG/NAME" in capsys.readouterr().err
+    # no HF_TOKEN and no saved login: a clear error, and no client was ever made
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-saved-token"))
+    assert hub.main([str(export_dir), "--repo-prefix", PREFIX], client_factory=RecordingClient) == 2
+    assert "no Hugging Face token: set HF_TOKEN" in capsys.readouterr().err
+    assert RecordingClient.instances == []
+
+
+def script(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "publish_to_hub.py"), *args],
+        env=clean | {"HF_HUB_OFFLINE": "1"} | env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_script_dry_run(export_dir):
+    dry = script([str(export_dir), "--repo-prefix", PREFIX, "--dry-run"], {"HF_TOKEN": SECRET})
+    assert dry.returncode == 0, dry.stderr
+    assert f"== {PREFIX}-discriminator: public, one commit" in dry.stdout
+    size = (export_dir / "generator" / "model.safetensors").stat().st_size
+    assert f"{size:>12,}  model.safetensors" in dry.stdout and "language: ko" in dry.stdout
+    assert SECRET not in dry.stdout + dry.stderr

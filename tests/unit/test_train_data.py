@@ -1,0 +1,125 @@
+"""The shard stream: every example once per epoch, seeded reshuffles, exact positions, any world
+size at the same position, background loading, and refusal of mismatched shards."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from helpers import write_shard_set
+
+from koelectra_dist.config import config_from_dict
+from koelectra_dist.errors import DataError
+from koelectra_dist.pretrain.data import Prefetcher, ShardStream, open_shards
+from koelectra_dist.tokens import PAD_ID
+
+ROWS = [7, 5, 9]  # 21 examples in shards of different sizes
+VOCAB = 300  # first token after [CLS] identifies the example (5 + global row index)
+
+
+@pytest.fixture
+def shard_set(tiny_shards):
+    out, manifest = tiny_shards
+    assert [s.rows for s in manifest.shards] == ROWS and manifest.vocab_size == VOCAB
+    return out, [f"{out}/shards/{s.path}" for s in manifest.shards]
+
+
+def example_ids(batch: dict[str, torch.Tensor]) -> list[int]:
+    return (batch["input_ids"][:, 1] - 5).tolist()
+
+
+def take(shard_set, n_batches: int, *, rank=0, world=1, micro=3, start=0, seed=1) -> list[list[int]]:
+    _, uris = shard_set
+    stream = ShardStream(uris, ROWS, seed=seed, rank=rank, world_size=world, micro_batch=micro, start=start)
+    return [example_ids(b) for b in itertools.islice(stream.batches(), n_batches)]
+
+
+def test_each_example_once_per_epoch_and_epochs_reshuffle(shard_set):
+    flat = [i for b in take(shard_set, 14, micro=3) for i in b]  # 42 = two epochs of 21
+    first, second = flat[:21], flat[21:]
+    assert sorted(first) == sorted(second) == list(range(21))
+    assert first != second and first != list(range(21))
+    assert take(shard_set, 7, seed=2) != take(shard_set, 7, seed=1)
+
+
+def test_ranks_split_the_stream_by_micro_batch(shard_set):
+    single = take(shard_set, 8, micro=2)
+    rank0 = take(shard_set, 4, rank=0, world=2, micro=2)
+    rank1 = take(shard_set, 4, rank=1, world=2, micro=2)
+    assert single[0::2] == rank0 and single[1::2] == rank1
+
+
+def test_resuming_at_a_position_continues_exactly(shard_set):
+    full = take(shard_set, 12, rank=1, world=2, micro=2)
+    resumed = take(shard_set, 6, rank=1, world=2, micro=2, start=24)  # 6 global batches of 2x2 consumed
+    assert resumed == full[6:]
+
+
+def test_world_size_change_keeps_the_global_batch(shard_set):
+    """Global batch 4 at position 8: one worker with micro 4 or two with micro 2 see the same examples."""
+    one = take(shard_set, 2, world=1, micro=4, start=8)
+    two = [take(shard_set, 2, rank=r, world=2, micro=2, start=8) for r in range(2)]
+    for step in range(2):
+        assert sorted(one[step]) == sorted(two[0][step] + two[1][step])
+
+
+def test_batches_are_padded_with_masks(shard_set):
+    _, uris = shard_set
+    batch = next(ShardStream(uris, ROWS, seed=0, rank=0, world_size=1, micro_batch=4, start=0).batches())
+    assert batch["input_ids"].dtype == torch.int64 and batch["input_ids"].shape[1] % 8 == 0
+    assert torch.equal(batch["attention_mask"].bool(), batch["input_ids"] != PAD_ID)
+    assert batch["token_type_ids"].shape == batch["input_ids"].shape
+
+
+def test_misaligned_start_is_refused(shard_set):
+    _, uris = shard_set
+    with pytest.raises(DataError, match="multiple"):
+        ShardStream(uris, ROWS, seed=0, rank=0, world_size=2, micro_batch=2, start=3)
+
+
+def test_prefetcher_measures_wait_and_passes_errors():
+    def slow():
+        yield {"x": torch.zeros(1)}
+        raise DataError("broken shard")
+
+    loader = Prefetcher(slow(), depth=2)
+    assert torch.equal(loader.next()["x"], torch.zeros(1))
+    with pytest.raises(DataError, match="broken shard"):
+        loader.next()
+    assert loader.wait_seconds >= 0.0
+    loader.close()
+
+
+def run_config(out: str, **model) -> object:
+    return config_from_dict(
+        {
+            "run": {"output_uri": out, "stages": ["pretrain"]},
+            "model": {"vocab_size": VOCAB, "max_length": 16, "hidden_size": 32, "num_attention_heads": 2, **model},
+            "corpus": {"vocab": {"num_unused": 10}},
+        }
+    )
+
+
+@pytest.mark.slow  # a moto S3 server
+def test_open_shards_local_and_s3(tmp_path, s3_bucket):
+    for out in (str(tmp_path / "run"), f"{s3_bucket}/run"):
+        write_shard_set(f"{out}/corpus", VOCAB, 16, ROWS)
+        shards = open_shards(run_config(out))
+        assert shards.rows == ROWS and len(shards.uris) == 3
+    stream = ShardStream(shards.uris, shards.rows, seed=0, rank=0, world_size=1, micro_batch=21, start=0)
+    assert sorted(example_ids(next(stream.batches()))) == list(range(21))
+
+
+def test_open_shards_refuses_mismatches(tmp_path):
+    out = str(tmp_path / "run")
+    write_shard_set(f"{out}/corpus", VOCAB, 16, ROWS)
+    with pytest.raises(DataError, match="model.vocab_size"):
+        open_shards(run_config(out, vocab_size=400))
+    with pytest.raises(DataError, match="max_length"):
+        open_shards(run_config(out, max_length=12))
+    (tmp_path / "run" / "corpus" / "vocab" / "vocab.txt").write_text("[PAD]\nother\n")
+    with pytest.raises(DataError):
+        open_shards(run_config(out))
+    with pytest.raises(DataError, match="manifest"):
+        open_shards(run_config(str(tmp_path / "nothing")))

@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 
-from koelectra_dist.config import STAGES, load_config, placeholder_problems, resolved_json
+from koelectra_dist.config import STAGES, config_warnings, load_config, placeholder_problems, resolved_json
 from koelectra_dist.errors import KoelectraError, user_error_in
 
 
@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             print(resolved_json(cfg))
             for problem in placeholder_problems(cfg):
                 print(f"koelectra_dist note: before running, {problem}", file=sys.stderr)
+            for warning in config_warnings(cfg):
+                print(f"koelectra_dist warning: {warning}", file=sys.stderr)
             return 0
         from koelectra_dist.pipeline import run_stages
 

@@ -136,6 +136,11 @@ class Config:
         return dataclasses.asdict(self)
 
 
+def config_warnings(cfg: Config) -> list[str]:
+    """Values that are valid but probably not what the user meant."""
+    return pretrain_config.warnings(cfg)
+
+
 def _problems(cfg: Config) -> list[str]:
     """Cross-field problems of every section, all of them."""
     m = cfg.model
@@ -157,6 +162,13 @@ def _problems(cfg: Config) -> list[str]:
         problems.append(
             f"model.hidden_size ({m.hidden_size}) must be divisible by model.num_attention_heads "
             f"({m.num_attention_heads})"
+        )
+    gen_hidden, gen_heads = m.generator_hidden_size(), m.generator_num_attention_heads()
+    if m.generator_size > 0 and gen_hidden % gen_heads:
+        problems.append(
+            f"model.generator_size ({m.generator_size}) gives a generator of width {gen_hidden}, which its "
+            f"{gen_heads} attention heads (width // 64) do not divide; choose a size whose width is below 128 or a "
+            "multiple of its heads (e.g. a multiple of 64)"
         )
     if m.generator_size > 1:
         problems.append(f"model.generator_size: a fraction in (0, 1], got {m.generator_size}")

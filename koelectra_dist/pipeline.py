@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from koelectra_dist import ray_runtime
-from koelectra_dist.config import STAGES, Config, placeholder_problems
+from koelectra_dist import ray_runtime, storage
+from koelectra_dist.config import STAGES, Config, config_warnings, placeholder_problems
 from koelectra_dist.errors import ConfigError
+from koelectra_dist.layout import Layout
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,12 @@ STAGE_MODULES = {
     "finetune": "koelectra_dist.finetune.stage",
 }
 NEEDS_RAY = {"corpus", "pretrain", "finetune"}
+OUTPUTS: dict[str, Callable[[Layout], str]] = {
+    "corpus": lambda paths: paths.corpus,
+    "pretrain": lambda paths: paths.checkpoints,
+    "export": lambda paths: paths.export,
+    "finetune": lambda paths: paths.finetune,
+}
 assert tuple(STAGE_MODULES) == STAGES
 
 
@@ -37,6 +44,10 @@ def run_stages(cfg: Config) -> dict[str, dict]:
     problems = placeholder_problems(cfg)
     if problems:
         raise ConfigError("the config still has placeholders:\n  - " + "\n  - ".join(problems))
+    for warning in config_warnings(cfg):
+        log.warning("config: %s", warning)
+    for stage in cfg.run.stages:  # a missing bucket or a read-only folder fails now, not after hours
+        storage.check_writable(OUTPUTS[stage](cfg.paths))
     reports = {}
     if NEEDS_RAY & set(cfg.run.stages):
         ray_runtime.connect(cfg)

@@ -11,6 +11,14 @@ from koelectra_dist.storage import use_storage_config
 
 log = logging.getLogger(__name__)
 
+_started_here = False
+
+
+def cluster_can_grow() -> bool:
+    """False when this process started its own local Ray: nothing can add nodes to it. A cluster we
+    connected to (RAY_ADDRESS, `ray job submit`) may have an autoscaler."""
+    return not _started_here
+
 
 def connect(cfg: Config) -> None:
     """Initialise Ray once; storage settings travel to every worker through the runtime env."""
@@ -22,7 +30,9 @@ def connect(cfg: Config) -> None:
     # Quiet, deterministic workers; the tokenizers library must not fork-bomb its own threads.
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     runtime_env = {"env_vars": env}
+    global _started_here
     address = os.environ.get("RAY_ADDRESS")
     ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+    _started_here = address is None
     where = f"cluster at {address}" if address else "local Ray (started here, or the one running on this node)"
     log.info("connected to %s: %s", where, ray.cluster_resources())

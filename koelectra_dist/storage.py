@@ -13,6 +13,7 @@ marker exists, so a half-written output is never mistaken for a whole one.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
@@ -77,14 +78,49 @@ def join(uri: str, *parts: str) -> str:
     return os.path.join(uri, *parts)
 
 
+_S3_CREDENTIALS = (
+    "S3 credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE) or the "
+    "instance profile"
+)
+
+
 def _wrap(uri: str, exc: Exception) -> StorageError:
+    """A StorageError that names the likely cause and the fix."""
     if isinstance(exc, StorageError):
         return exc
+    text = f"{type(exc).__name__}: {exc}"
+    if is_s3(uri):
+        bucket = uri[len("s3://") :].split("/")[0]
+        if "NoSuchBucket" in text or "bucket does not exist" in text:
+            return StorageError(f"{uri}: the bucket {bucket} does not exist; create it or correct the URI")
+        if "NoCredentials" in text or "Unable to locate credentials" in text:
+            return StorageError(f"{uri}: no S3 credentials were found; {_S3_CREDENTIALS}")
+        if isinstance(exc, PermissionError) or any(
+            code in text for code in ("AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch")
+        ):
+            return StorageError(
+                f"{uri}: access denied ({exc}); check that the credentials are valid and may read and write "
+                f"s3://{bucket}. {_S3_CREDENTIALS}"
+            )
+        if "EndpointConnectionError" in text or "Could not connect" in text or isinstance(exc, ConnectionError):
+            return StorageError(f"{uri}: the S3 endpoint cannot be reached ({exc}); check storage.s3_endpoint_url")
     if isinstance(exc, FileNotFoundError):
         return StorageError(f"{uri}: not found")
-    if isinstance(exc, PermissionError):
-        return StorageError(f"{uri}: permission denied (check the path, or S3 credentials in the environment)")
-    return StorageError(f"{uri}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, PermissionError) or getattr(exc, "errno", None) == errno.EROFS:
+        return StorageError(
+            f"{uri}: not writable (read-only or owned by another user: {exc}); choose a location this user may write"
+        )
+    if getattr(exc, "errno", None) == errno.ENOSPC:
+        return StorageError(f"{uri}: no space left on the device; free some space or write elsewhere")
+    return StorageError(f"{uri}: {text}")
+
+
+def check_writable(uri: str) -> None:
+    """Write and delete a small probe file below `uri`: a missing bucket, read-only folder or refused
+    credentials show up before any work, not hours later."""
+    probe = join(uri, f".koelectra-write-probe-{os.getpid()}")
+    write_bytes(probe, b"")
+    remove(probe)
 
 
 def exists(uri: str) -> bool:
@@ -153,6 +189,21 @@ def list_files(uri: str, recursive: bool = False) -> list[str]:
     except Exception as e:  # noqa: BLE001
         raise _wrap(uri, e) from e
     return sorted(f"s3://{p}" if is_s3(uri) else p for p in found)
+
+
+def file_sizes(uri: str) -> dict[str, int]:
+    """Size in bytes of each file directly in a folder, by file name (empty when it does not exist)."""
+    fs, path = filesystem(uri)
+    try:
+        if not fs.exists(path):
+            return {}
+        return {
+            posixpath.basename(e["name"].rstrip("/")): int(e["size"])
+            for e in fs.ls(path, detail=True)
+            if e.get("type") == "file"
+        }
+    except Exception as e:  # noqa: BLE001
+        raise _wrap(uri, e) from e
 
 
 def list_dirs(uri: str) -> list[str]:

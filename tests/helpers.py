@@ -82,7 +82,9 @@ def write_shard_set(out: str, vocab_size: int, max_length: int, rows: list[int],
         pq.write_table(table, buf)
         name = f"part-{k:05d}.parquet"
         storage.write_bytes(storage.join(out, "shards", name), buf.getvalue())
-        shards.append(ShardFile(path=name, rows=n, tokens=int(sum(len(x) for x in ids)), bytes=buf.tell()))
+        data = buf.getvalue()
+        sha = hashlib.sha256(data).hexdigest()
+        shards.append(ShardFile(path=name, rows=n, tokens=int(sum(len(x) for x in ids)), bytes=len(data), sha256=sha))
     manifest = ShardManifest(
         vocab_sha256=hashlib.sha256(vocab_bytes).hexdigest(),
         vocab_size=vocab_size,

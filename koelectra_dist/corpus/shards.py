@@ -34,6 +34,8 @@ class ShardFile:
     rows: int
     tokens: int
     bytes: int
+    sha256: str | None = None
+    """sha256 of the file (None in manifests written before shards were hashed)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,7 +120,12 @@ class ShardWriter:
         name = f"part-{len(self.shards):05d}.parquet"
         storage.write_bytes(storage.join(self.shards_uri, name), buf.getvalue())
         tokens = pc.sum(pc.list_value_length(shard.column("input_ids"))).as_py() or 0
-        self.shards.append(ShardFile(path=name, rows=shard.num_rows, tokens=tokens, bytes=buf.tell()))
+        data = buf.getvalue()
+        self.shards.append(
+            ShardFile(
+                path=name, rows=shard.num_rows, tokens=tokens, bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
+            )
+        )
 
     def close(self) -> list[ShardFile]:
         if self._pending_rows:
@@ -146,6 +153,34 @@ def read_manifest(shards_uri: str) -> ShardManifest:
             "finished shard folder"
         )
     return ShardManifest.from_json(data, uri)
+
+
+def shard_problems(shards_uri: str, manifest: ShardManifest, hashes: bool = False) -> list[str]:
+    """What is wrong with the files of a shard set against its manifest: a shard missing, of
+    another size, with another row count in its Parquet footer, or (with `hashes`, which reads
+    every file) another sha256; and row totals that do not add up. Empty: intact."""
+    problems = []
+    if manifest.total_rows != sum(s.rows for s in manifest.shards):
+        problems.append(f"total_rows {manifest.total_rows} is not the sum of the shards' rows")
+    sizes = storage.file_sizes(shards_uri)
+    for shard in manifest.shards:
+        uri = storage.join(shards_uri, shard.path)
+        if shard.path not in sizes:
+            problems.append(f"{shard.path}: missing")
+        elif sizes[shard.path] != shard.bytes:
+            problems.append(f"{shard.path}: {sizes[shard.path]} bytes, the manifest says {shard.bytes}")
+        else:
+            try:
+                with storage.open_uri(uri) as f:
+                    rows = pq.ParquetFile(f).metadata.num_rows
+            except (OSError, ValueError, KoelectraError) as e:
+                problems.append(f"{shard.path}: not a readable Parquet file ({e})")
+                continue
+            if rows != shard.rows:
+                problems.append(f"{shard.path}: {rows} rows, the manifest says {shard.rows}")
+            elif hashes and shard.sha256 and hashlib.sha256(storage.read_bytes(uri)).hexdigest() != shard.sha256:
+                problems.append(f"{shard.path}: sha256 differs from the manifest's (the file is damaged)")
+    return problems
 
 
 def vocab_sha256(vocab_uri: str) -> str:

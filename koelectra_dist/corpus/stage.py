@@ -31,6 +31,7 @@ from koelectra_dist.corpus.shards import (
     ShardWriter,
     id_dtype,
     read_manifest,
+    shard_problems,
     vocab_sha256,
     write_manifest,
 )
@@ -70,7 +71,10 @@ def _finished(shards_uri: str, vocab_uri: str, fp: str) -> ShardManifest | None:
     try:
         manifest = read_manifest(shards_uri)
         if manifest.fingerprint == fp and vocab_sha256(vocab_uri) == manifest.vocab_sha256:
-            return manifest
+            problems = shard_problems(shards_uri, manifest, hashes=True)
+            if not problems:
+                return manifest
+            log.warning("corpus: %s is damaged, rebuilding it:\n  - %s", shards_uri, "\n  - ".join(problems))
     except DataError:
         pass
     return None

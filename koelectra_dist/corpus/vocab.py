@@ -163,7 +163,17 @@ def load_vocab(uri: str) -> list[str]:
     txt = vocab_txt_uri(uri)
     if not storage.exists(txt):
         raise DataError(f"vocabulary {txt} not found; fix corpus.vocab.vocab_uri")
-    return storage.read_bytes(txt).decode("utf-8").rstrip("\n").split("\n")
+    data = storage.read_bytes(txt)
+    # Each of these would turn every token into another string (`[PAD]\r`, a BOM before `[PAD]`)
+    # that still looks right when printed.
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise DataError(f"{txt} starts with a UTF-8 byte order mark; save it as UTF-8 without BOM")
+    if b"\r" in data:
+        raise DataError(f"{txt} has Windows line ends (CRLF); convert it to LF line ends (e.g. dos2unix)")
+    try:
+        return data.decode("utf-8").rstrip("\n").split("\n")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{txt} is not UTF-8 ({e}); a vocabulary is one UTF-8 token per line") from None
 
 
 def write_vocab_dir(vocab: list[str], uri: str, max_length: int) -> Tokenizer:

@@ -14,3 +14,6 @@ class ExportConfig:
     vocab_uri: str | None = None
     """Vocabulary folder shipped with the models (vocab.txt, tokenizer.json, ...); None: the corpus
     stage's vocab/ recorded in the checkpoint's config. Checked against the checkpoint's vocab_sha256."""
+    overwrite: bool = False
+    """Replace discriminator/, generator/ and pretraining/ in an output folder that holds other files
+    no export wrote; without it such a folder is refused (an earlier export is always replaced)."""

@@ -229,3 +229,18 @@ def main(argv: list[str] | None = None, client_factory: Callable[[str], HubClien
     except HfHubHTTPError as e:  # the Hub refused (permissions, name taken...): its message, no traceback
         print(f"publish_to_hub hub error: {e}", file=sys.stderr)
         return 1
+    except Exception as e:
+        if not _is_network_error(e):
+            raise
+        print(
+            f"publish_to_hub network error: the Hub cannot be reached ({type(e).__name__}: {e}); check the network "
+            "or HF_ENDPOINT, and try again (--dry-run works offline)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _is_network_error(e: BaseException) -> bool:
+    """A failure to reach the Hub, whichever HTTP client huggingface_hub uses underneath."""
+    names = {c.__name__ for c in type(e).__mro__}
+    return isinstance(e, OSError | TimeoutError) or bool(names & {"TransportError", "ConnectionError"})

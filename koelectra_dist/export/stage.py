@@ -49,13 +49,20 @@ _LOAD_TIME_KEYS = ("is_local", "local_files_only")
 
 
 def resolve_checkpoint(cfg: Config) -> str:
-    """The step folder to export: `export.checkpoint`, or the latest committed step."""
+    """The step folder to export: `export.checkpoint`, or the latest committed step that verifies."""
     if cfg.export.checkpoint:
-        if not storage.exists(cfg.export.checkpoint):
-            raise CheckpointError(f"export.checkpoint {cfg.export.checkpoint}: no such checkpoint folder")
-        return cfg.export.checkpoint  # checkpoint.read_meta refuses it if it is not committed
+        named = cfg.export.checkpoint
+        if not storage.exists(named):
+            raise CheckpointError(f"export.checkpoint {named}: no such checkpoint folder")
+        checkpoint.read_meta(named)  # refuses a step that is not committed
+        problems = checkpoint.verify(named)
+        if problems:
+            raise CheckpointError(
+                f"export.checkpoint {named} is damaged:\n  - " + "\n  - ".join(problems) + "\nexport another step"
+            )
+        return named
     root = cfg.paths.checkpoints
-    latest = checkpoint.latest_committed(root)
+    latest = checkpoint.latest_verified(root)
     if latest is None:
         raise CheckpointError(
             f"no committed checkpoint under {root}; run the pretrain stage first, or name one with "
@@ -172,14 +179,30 @@ def export_info(model: ElectraPretrainer, train_cfg: Config, meta: CheckpointMet
 # ---------------------------------------------------------------- the stage
 
 
+def check_target(out: str, overwrite: bool) -> None:
+    """Refuse to replace a folder holding files that no export wrote (an export leaves
+    export_info.json), unless export.overwrite says so."""
+    if overwrite or not storage.exists(out) or storage.exists(storage.join(out, EXPORT_INFO)):
+        return
+    entries = [os.path.basename(f) for f in storage.list_files(out)] + storage.list_dirs(out)
+    foreign = [e for e in entries if e not in {*TOWERS, PRETRAINING}]
+    if foreign:
+        raise ConfigError(
+            f"export.output_uri {out} already holds {', '.join(sorted(foreign)[:5])}, which no export wrote; point "
+            "export.output_uri at another folder, or set export.overwrite=true to replace discriminator/, "
+            "generator/ and pretraining/ there"
+        )
+
+
 def run(cfg: Config) -> dict[str, Any]:
     start = time.time()
     storage.use_storage_config(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)
+    out = cfg.paths.export
+    check_target(out, cfg.export.overwrite)
     ckpt = resolve_checkpoint(cfg)
     meta = checkpoint.read_meta(ckpt)
     train_cfg = training_config(meta, ckpt)
     vocab_uri = cfg.export.vocab_uri or train_cfg.paths.vocab
-    out = cfg.paths.export
     provenance = {"checkpoint": ckpt, "step": meta.step, "vocab_sha256": meta.vocab_sha256}
     with tempfile.TemporaryDirectory(prefix="koelectra-export-") as scratch:
         # the vocabulary first: a wrong one fails before the (long) consolidation

@@ -7,6 +7,7 @@ sentences contain bare quotes). Blank lines are skipped.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -95,9 +96,12 @@ def parse_lines(lines: Iterable[str], spec: FinetuneTaskConfig, uri: str, limit:
             labels.append(_tag_ids(raw, fields[text_idx[0]], label_ids, spec, f"{uri} line {number}"))
         elif regression:
             try:
-                labels.append(float(raw))
+                value = float(raw)
             except ValueError:
                 raise DataError(f"{uri} line {number}: {spec.label_column} {raw!r} is not a number") from None
+            if not math.isfinite(value):  # nan/inf would train to nan and report a meaningless score
+                raise DataError(f"{uri} line {number}: {spec.label_column} {raw!r} is not a finite number")
+            labels.append(value)
         elif raw in label_ids:
             labels.append(label_ids[raw])
         else:

@@ -6,14 +6,21 @@ Layout of one step folder:
 - `rng/rank-{R:05d}.pt`: each rank's python, numpy and torch RNG states;
 - `meta.json`: a `CheckpointMeta` (step, data position, world size, ZeRO stage, precision, vocabulary
   hash, last metrics, the run config);
-- `COMMITTED`: written by rank 0 LAST, after a barrier that follows every rank's upload.
+- `COMMITTED`: written by rank 0 LAST, after every rank's upload; it seals the step's file list,
+  each file's size and sha256 (`files`).
 
 Only committed steps exist for readers: a step folder without COMMITTED (an upload cut short by
-a crash) is never resumed from and is removed by the next save's retention pass.
+a crash) is never resumed from and is removed by the next save's retention pass. A committed step
+is used only after its files match what COMMITTED sealed (`verify`); one that does not (a flipped
+bit, a truncated or missing file) is rejected loudly, its COMMITTED replaced by `REJECTED` (the
+files stay for inspection), and the newest earlier step that verifies is used instead.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import random
 import re
@@ -26,10 +33,13 @@ import numpy as np
 import torch
 
 from koelectra_dist import storage
-from koelectra_dist.errors import CheckpointError
+from koelectra_dist.errors import CheckpointError, KoelectraError
 from koelectra_dist.pretrain.meta import CheckpointMeta
 
+log = logging.getLogger(__name__)
+
 COMMITTED = "COMMITTED"
+REJECTED = "REJECTED"
 META = "meta.json"
 DEEPSPEED_DIR = "deepspeed"
 DEEPSPEED_TAG = "state"
@@ -72,6 +82,84 @@ def read_meta(uri: str) -> CheckpointMeta:
     return CheckpointMeta.from_json(storage.read_json(storage.join(uri, META)), uri)
 
 
+def _sealed_files(uri: str) -> dict[str, dict[str, Any]] | None:
+    """The file list COMMITTED sealed; None for a checkpoint written before files were sealed."""
+    marker = storage.read_json(storage.join(uri, COMMITTED))
+    return marker.get("files") if isinstance(marker, dict) else None
+
+
+def verify(uri: str, local_dir: str | None = None) -> list[str]:
+    """What is wrong with the committed step `uri`: each sealed file that is missing, of another
+    size, or of another sha256 (read from `local_dir`, a local copy, when given). Empty: intact."""
+    sealed = _sealed_files(uri)
+    if sealed is None:
+        log.warning("%s: written before checkpoints sealed their files; it cannot be verified", uri)
+        return []
+    base = local_dir or uri
+    problems = []
+    for name, want in sorted(sealed.items()):
+        where = storage.join(base, *name.split("/"))
+        try:
+            if storage.local_path(where) is not None:
+                path = storage.local_path(where)
+                have = file_digest(path) if os.path.exists(path) else None
+            else:
+                have = _remote_digest(where) if storage.exists(where) else None
+        except KoelectraError as e:
+            problems.append(f"{name}: cannot be read ({e})")
+            continue
+        if have is None:
+            problems.append(f"{name}: missing")
+        elif have["bytes"] != want["bytes"]:
+            problems.append(f"{name}: {have['bytes']} bytes, {want['bytes']} when saved (truncated or replaced)")
+        elif have["sha256"] != want["sha256"]:
+            problems.append(f"{name}: sha256 differs from the one saved (the file is damaged)")
+    return problems
+
+
+def _remote_digest(uri: str) -> dict[str, Any]:
+    digest, size = hashlib.sha256(), 0
+    with storage.open_uri(uri) as f:
+        while chunk := f.read(8 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"bytes": size, "sha256": digest.hexdigest()}
+
+
+def reject(uri: str, problems: list[str]) -> None:
+    """Take a damaged step out of use: COMMITTED gives way to REJECTED, which says why."""
+    storage.write_json(storage.join(uri, REJECTED), {"time": time.time(), "problems": problems})
+    storage.remove(storage.join(uri, COMMITTED))
+
+
+def latest_verified(root: str) -> str | None:
+    """The newest committed step whose files match their seal and whose meta.json reads; each
+    damaged newer step is reported (file and reason) and rejected. None when nothing was committed;
+    CheckpointError when every committed step is damaged."""
+    steps = committed_steps(root)
+    for step in reversed(steps):
+        uri = step_uri(root, step)
+        problems = verify(uri)
+        if not problems:
+            try:
+                read_meta(uri)
+                return uri
+            except CheckpointError as e:
+                problems = [str(e)]
+        log.warning(
+            "checkpoint %s is damaged and will not be used:\n  - %s\nfalling back to the previous committed step",
+            uri,
+            "\n  - ".join(problems),
+        )
+        reject(uri, problems)
+    if steps:
+        raise CheckpointError(
+            f"every committed checkpoint under {root} is damaged (steps {', '.join(map(str, steps))}; each "
+            f"holds a {REJECTED} file saying why); point checkpoint.storage_uri at a new folder to start afresh"
+        )
+    return None
+
+
 def materialize(uri: str, local_dir: str) -> str:
     """A local folder holding the committed checkpoint `uri`: the folder itself when local, else
     a download into `local_dir`."""
@@ -107,6 +195,25 @@ def _rng_file(base: str, rank: int) -> str:
 # ---------------------------------------------------------------- saving (called on every rank)
 
 
+def file_digest(path: str) -> dict[str, Any]:
+    """Size and sha256 of a local file, read in 8 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            digest.update(chunk)
+    return {"bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+
+
+def _digests(local_dir: str) -> dict[str, dict[str, Any]]:
+    """Every file below `local_dir`, by its '/'-separated relative path."""
+    found = {}
+    for folder, _, names in os.walk(local_dir):
+        for name in names:
+            path = os.path.join(folder, name)
+            found[os.path.relpath(path, local_dir).replace(os.sep, "/")] = file_digest(path)
+    return found
+
+
 def save(engine: Any, root: str, step: int, meta: CheckpointMeta, keep_last: int) -> float:
     """Save the engine state of every rank to `root`/step-N and commit it; return the seconds it
     took. Collective: every rank must call it with the same step."""
@@ -115,18 +222,26 @@ def save(engine: Any, root: str, step: int, meta: CheckpointMeta, keep_last: int
     start = time.perf_counter()
     uri = step_uri(root, step)
     rank = dist.get_rank()
+    if rank == 0:
+        storage.remove(uri)  # a rejected or abandoned earlier attempt at this step
+    dist.barrier()
     local = tempfile.mkdtemp(prefix=f"koelectra-ckpt-{step}-r{rank}-")
     try:
         engine.save_checkpoint(os.path.join(local, DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
         os.makedirs(os.path.dirname(_rng_file(local, rank)), exist_ok=True)
         torch.save(rng_state(), _rng_file(local, rank))
+        files = _digests(local)
         storage.upload_dir(local, uri)
     finally:
         shutil.rmtree(local, ignore_errors=True)
-    dist.barrier()  # every rank's files are stored before the marker says so
+    every_rank: list[dict[str, Any] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(every_rank, files)  # also the barrier: every rank's files are stored
     if rank == 0:
-        storage.write_json(storage.join(uri, META), meta.to_json())
-        storage.write_json(storage.join(uri, COMMITTED), {"step": step, "time": time.time()})
+        sealed = {name: digest for rank_files in every_rank for name, digest in (rank_files or {}).items()}
+        meta_bytes = json.dumps(meta.to_json(), indent=2, ensure_ascii=False).encode("utf-8")
+        storage.write_bytes(storage.join(uri, META), meta_bytes)
+        sealed[META] = {"bytes": len(meta_bytes), "sha256": hashlib.sha256(meta_bytes).hexdigest()}
+        storage.write_json(storage.join(uri, COMMITTED), {"step": step, "time": time.time(), "files": sealed})
         prune(root, keep_last)
     dist.barrier()
     return time.perf_counter() - start
@@ -149,12 +264,15 @@ def prune(root: str, keep_last: int) -> list[int]:
 
 
 def load(engine: Any, uri: str, rank: int) -> CheckpointMeta:
-    """Load the committed checkpoint `uri` into `engine` on this rank, restore this rank's RNG
-    states, and return its meta.json."""
+    """Load the committed checkpoint `uri` (chosen by `latest_verified`) into `engine` on this
+    rank, restore this rank's RNG states, and return its meta.json."""
     meta = read_meta(uri)
     scratch = tempfile.mkdtemp(prefix="koelectra-resume-")
     try:
         local = materialize(uri, scratch)
+        if storage.local_path(uri) is None and (problems := verify(uri, local)):
+            # damaged in transit: a transient fault, so not a user error (the attempt is retried)
+            raise RuntimeError(f"{uri}: the downloaded copy does not match its seal: {'; '.join(problems)}")
         load_path, _ = engine.load_checkpoint(
             os.path.join(local, DEEPSPEED_DIR),
             tag=DEEPSPEED_TAG,

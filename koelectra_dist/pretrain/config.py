@@ -43,6 +43,9 @@ class TrainConfig:
     """Log metrics every this many steps."""
     init_from: str | None = None
     """An exported pretraining/ folder to start from (continued pre-training)."""
+    verify_shards: Literal["size", "sha256"] = "size"
+    """What the driver checks of every shard before training starts: presence, size and row count
+    ("size": a listing and each Parquet footer), or also each file's sha256 ("sha256": reads them all)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,12 @@ class DistributedConfig:
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
     """Mixed precision mode; fp16 uses dynamic loss scaling and needs GPUs."""
     max_failures: int = 3
-    """Times Ray Train restarts the worker group after a failure (resuming from the last checkpoint)."""
+    """Times the worker group is started again after a failure that is not a user error (a lost
+    worker or node, a storage outage), resuming from the last committed checkpoint; -1: always.
+    A user error (bad data, config, checkpoint) stops the run at once."""
+    resource_wait_s: int = 600
+    """On a cluster that may grow (an autoscaler), seconds to wait for it to hold the workers before
+    failing with a clear error; a local Ray started by this process never grows and fails at once."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,21 @@ def problems(cfg: Any) -> list[str]:
             ("train.disc_weight", t.disc_weight),
         ],
     )
+    if d.resource_wait_s < 0:
+        found.append(f"distributed.resource_wait_s: must be >= 0, got {d.resource_wait_s}")
     if d.max_failures < -1:
         found.append(f"distributed.max_failures: >= 0 retries, or -1 for unlimited; got {d.max_failures}")
+    return found
+
+
+def warnings(cfg: Any) -> list[str]:
+    """Valid values that are probably a mistake (`cfg` is the root config)."""
+    t = cfg.train
+    found = []
+    if t.warmup_steps >= t.steps:
+        found.append(
+            f"train.warmup_steps ({t.warmup_steps}) >= train.steps ({t.steps}): ELECTRA's schedule multiplies "
+            f"warm-up and decay, so the learning rate peaks at {t.steps / (4 * t.warmup_steps):.0%} of "
+            "train.learning_rate; lower train.warmup_steps (ELECTRA: 10,000 of 1M steps)"
+        )
     return found

@@ -27,7 +27,7 @@ import torch
 
 from koelectra_dist import layout, storage
 from koelectra_dist.config import Config
-from koelectra_dist.corpus.shards import ShardManifest, check_vocab, read_manifest
+from koelectra_dist.corpus.shards import ShardManifest, check_vocab, read_manifest, shard_problems
 from koelectra_dist.errors import DataError
 from koelectra_dist.tokens import PAD_ID
 
@@ -72,6 +72,13 @@ def open_shards(cfg: Config) -> ShardSet:
     uri = cfg.paths.shards
     manifest = read_manifest(uri)
     check_vocab(manifest, layout.vocab_beside(uri))
+    problems = shard_problems(uri, manifest, hashes=cfg.train.verify_shards == "sha256")
+    if problems:
+        raise DataError(
+            f"{uri}: the shards do not match their manifest:\n  - "
+            + "\n  - ".join(problems)
+            + "\nrun the corpus stage again (it rebuilds a damaged shard set), or restore the files"
+        )
     if manifest.vocab_size != cfg.model.vocab_size:
         raise DataError(
             f"{uri}: the shards use a vocabulary of {manifest.vocab_size} tokens but model.vocab_size is "

@@ -63,9 +63,8 @@ def train_loop(config: dict[str, Any]) -> None:
     shards = open_shards(cfg)
     root = cfg.paths.checkpoints
     step, consumed = 0, 0
-    latest = checkpoint.latest_committed(root)
-    if latest:
-        meta = checkpoint.load(engine, latest, rank)
+    if config["resume"]:  # chosen and verified by the driver
+        meta = checkpoint.load(engine, config["resume"], rank)
         step, consumed = meta.step, meta.consumed_samples
     stream = ShardStream(
         shards.uris,

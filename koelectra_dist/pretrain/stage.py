@@ -1,8 +1,8 @@
 """The pre-training stage's driver: checks, then a Ray Train TorchTrainer running `loop.train_loop`.
 
-The driver checks everything it can (config, shards, vocabulary, the checkpoint to resume from)
-before any worker starts. When a worker dies, Ray Train restarts the group (FailureConfig) and the
-loop resumes from the latest committed checkpoint, so retries need no special path.
+The driver checks everything it can (config, shards, vocabulary, the checkpoint to resume from,
+whether the cluster can hold the workers) before any worker starts, and chooses the checkpoint the
+workers resume from: the newest committed one whose files match their seal.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from koelectra_dist.pretrain.data import open_shards
 from koelectra_dist.pretrain.init_from import pretraining_config
 from koelectra_dist.pretrain.loop import train_loop
 from koelectra_dist.pretrain.meta import CheckpointMeta
+from koelectra_dist.pretrain.preflight import check_resources, worker_bundle
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,11 @@ def check_resume(cfg: Config, meta: CheckpointMeta, vocab_sha256: str, where: st
             f"{where} was written by {meta.world_size} workers; resume with distributed.num_workers="
             f"{meta.world_size} (the data position, {meta.consumed_samples} samples, does not depend on "
             "the worker count), or export this checkpoint and start a new run from it with train.init_from"
+        )
+    if meta.precision != cfg.distributed.precision:
+        raise CheckpointError(
+            f"{where} was trained in {meta.precision}; resume with distributed.precision={meta.precision} (the "
+            "engine state holds that precision's master weights and optimizer layout)"
         )
     if meta.zero_stage != cfg.distributed.zero_stage:
         raise CheckpointError(
@@ -82,8 +88,16 @@ def _ray_storage(root: str) -> dict[str, Any]:
     return {"storage_path": root[len("s3://") :].rstrip("/"), "storage_filesystem": fs}
 
 
+def _attempts(max_failures: int) -> range:
+    return range(1, 2**62 if max_failures < 0 else max_failures + 2)
+
+
 def run(cfg: Config) -> dict[str, Any]:
-    """Pre-train to `train.steps`, resuming from the latest committed checkpoint; return a report."""
+    """Pre-train to `train.steps`, resuming from the latest verified checkpoint; return a report.
+
+    Failures are retried here, not by Ray Train: each attempt starts a new worker group from the
+    latest verified checkpoint, and an attempt that failed with a user error stops the run at once
+    (Ray Train's own failure policy cannot tell the two apart)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -94,35 +108,49 @@ def run(cfg: Config) -> dict[str, Any]:
     root = cfg.paths.checkpoints
     if cfg.train.init_from:
         check_init_from(cfg, shards.manifest.vocab_sha256)
-    latest = checkpoint.latest_committed(root)
-    if latest:
-        meta = checkpoint.read_meta(latest)
-        check_resume(cfg, meta, shards.manifest.vocab_sha256, latest)
-        if meta.step == cfg.train.steps:
-            return {"steps": meta.step, "checkpoint": latest, "resumed_from": latest, "metrics": meta.metrics}
-    ray_runtime.connect(cfg)
-    resources = {"CPU": d.cpus_per_worker, **({"GPU": d.gpus_per_worker} if d.gpus_per_worker else {})}
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={"cfg": cfg},
-        scaling_config=ScalingConfig(
-            num_workers=d.num_workers, use_gpu=d.gpus_per_worker > 0, resources_per_worker=resources
-        ),
-        torch_config=TorchConfig(backend="nccl" if d.gpus_per_worker else "gloo"),
-        run_config=RunConfig(
-            name=f"{cfg.run.name}-ray", failure_config=FailureConfig(max_failures=d.max_failures), **_ray_storage(root)
-        ),
-    )
-    log.info("pretrain: %d workers, ZeRO %d, %s, resuming from %s", d.num_workers, d.zero_stage, d.precision, latest)
-    try:
-        trainer.fit()
-    except Exception as e:  # noqa: BLE001 - re-raised as the user's error when there is one
-        user = user_error_in(e)
-        if user is not None:
-            raise user from None
-        raise
-    final = checkpoint.latest_committed(root)
+    first_resume = None
+    for attempt in _attempts(d.max_failures):
+        resume = checkpoint.latest_verified(root)
+        if resume:
+            meta = checkpoint.read_meta(resume)
+            check_resume(cfg, meta, shards.manifest.vocab_sha256, resume)
+            if meta.step == cfg.train.steps:
+                return {"steps": meta.step, "checkpoint": resume, "resumed_from": resume, "metrics": meta.metrics}
+        if attempt == 1:
+            first_resume = resume
+            ray_runtime.connect(cfg)
+            check_resources(cfg, ray_runtime.cluster_can_grow())
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config={"cfg": cfg, "resume": resume},
+            scaling_config=ScalingConfig(
+                num_workers=d.num_workers, use_gpu=d.gpus_per_worker > 0, resources_per_worker=worker_bundle(cfg)
+            ),
+            torch_config=TorchConfig(backend="nccl" if d.gpus_per_worker else "gloo"),
+            run_config=RunConfig(
+                name=f"{cfg.run.name}-ray", failure_config=FailureConfig(max_failures=0), **_ray_storage(root)
+            ),
+        )
+        log.info(
+            "pretrain: %d workers, ZeRO %d, %s, attempt %d, resuming from %s",
+            d.num_workers,
+            d.zero_stage,
+            d.precision,
+            attempt,
+            resume,
+        )
+        try:
+            trainer.fit()
+            break
+        except Exception as e:  # noqa: BLE001 - a user error stops the run; anything else is retried
+            user = user_error_in(e)
+            if user is not None:
+                raise user from None
+            if attempt == _attempts(d.max_failures)[-1]:
+                raise
+            log.warning("pretrain: attempt %d failed (%s: %s); starting again", attempt, type(e).__name__, e)
+    final = checkpoint.latest_verified(root)
     meta = checkpoint.read_meta(final) if final else None
     if meta is None or meta.step != cfg.train.steps:
         raise CheckpointError(f"training ended without a committed checkpoint at step {cfg.train.steps} in {root}")
-    return {"steps": meta.step, "checkpoint": final, "resumed_from": latest, "metrics": meta.metrics}
+    return {"steps": meta.step, "checkpoint": final, "resumed_from": first_resume, "metrics": meta.metrics}

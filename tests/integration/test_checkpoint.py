@@ -1,6 +1,11 @@
-"""Checkpoint folders: only committed steps count, retention, reading back (local and S3)."""
+"""Checkpoint folders: only committed steps count, retention, reading back, and the seal of every
+file that makes a damaged step fall back to an intact earlier one (local and S3)."""
 
 from __future__ import annotations
+
+import hashlib
+import json
+import logging
 
 import pytest
 
@@ -30,13 +35,24 @@ def meta(step: int) -> CheckpointMeta:
     )
 
 
+WEIGHTS = "deepspeed/state/mp_rank_00_model_states.pt"
+
+
 def fake_step(root: str, step: int, committed: bool) -> str:
-    """A step folder as `checkpoint.save` leaves it (engine files, meta, and maybe the marker)."""
+    """A step folder as `checkpoint.save` leaves it (engine files, meta, and maybe the marker
+    sealing their sizes and hashes)."""
     uri = checkpoint.step_uri(root, step)
-    storage.write_bytes(storage.join(uri, "deepspeed", "state", "mp_rank_00_model_states.pt"), b"weights")
+    files = {
+        WEIGHTS: b"weights-%d" % step,
+        "rng/rank-00000.pt": b"rng",
+        checkpoint.META: json.dumps(meta(step).to_json()).encode(),
+    }
+    for name, data in files.items():
+        if name != checkpoint.META or committed:
+            storage.write_bytes(storage.join(uri, *name.split("/")), data)
     if committed:
-        storage.write_json(storage.join(uri, checkpoint.META), meta(step).to_json())
-        storage.write_json(storage.join(uri, checkpoint.COMMITTED), {"step": step})
+        sealed = {name: {"bytes": len(d), "sha256": hashlib.sha256(d).hexdigest()} for name, d in files.items()}
+        storage.write_json(storage.join(uri, checkpoint.COMMITTED), {"step": step, "files": sealed})
     return uri
 
 
@@ -75,7 +91,7 @@ def test_prune_keeps_last_k_and_drops_stale_partial_uploads(tmp_path):
 def test_materialize(root, tmp_path):
     uri = fake_step(root, 3, committed=True)
     local = checkpoint.materialize(uri, str(tmp_path / "dl"))
-    assert storage.read_bytes(storage.join(local, "deepspeed", "state", "mp_rank_00_model_states.pt")) == b"weights"
+    assert storage.read_bytes(storage.join(local, *WEIGHTS.split("/"))) == b"weights-3"
 
 
 def test_rng_state_round_trip():
@@ -88,3 +104,32 @@ def test_rng_state_round_trip():
     a = (random.random(), np.random.rand(), torch.rand(1).item())
     checkpoint.set_rng_state(state)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+
+
+def test_verify_names_each_damaged_file(root, tmp_path):
+    uri = fake_step(root, 3, committed=True)
+    assert checkpoint.verify(uri) == []
+    storage.write_bytes(storage.join(uri, *WEIGHTS.split("/")), b"weights-4")  # one flipped bit: same size
+    storage.write_bytes(storage.join(uri, "rng", "rank-00000.pt"), b"rn")  # truncated
+    assert checkpoint.verify(uri) == [
+        f"{WEIGHTS}: sha256 differs from the one saved (the file is damaged)",
+        "rng/rank-00000.pt: 2 bytes, 3 when saved (truncated or replaced)",
+    ]
+    storage.remove(storage.join(uri, "rng"))
+    assert "rng/rank-00000.pt: missing" in checkpoint.verify(uri)
+    # a local copy (what a worker downloaded) is checked the same way
+    assert checkpoint.verify(uri, checkpoint.materialize(uri, str(tmp_path / "dl")))[0].startswith(WEIGHTS)
+
+
+def test_a_damaged_latest_step_falls_back_loudly_and_none_left_is_an_error(root, caplog):
+    fake_step(root, 3, committed=True)
+    latest = fake_step(root, 6, committed=True)
+    storage.write_bytes(storage.join(latest, *WEIGHTS.split("/")), b"weights-7")
+    with caplog.at_level(logging.WARNING):
+        assert checkpoint.latest_verified(root) == checkpoint.step_uri(root, 3)
+    assert f"{latest} is damaged and will not be used" in caplog.text and "sha256 differs" in caplog.text
+    assert checkpoint.committed_steps(root) == [3]  # the damaged step is rejected, its files kept
+    assert "sha256 differs" in storage.read_json(storage.join(latest, checkpoint.REJECTED))["problems"][0]
+    storage.write_bytes(storage.join(checkpoint.step_uri(root, 3), "meta.json"), b"{")  # unreadable meta
+    with pytest.raises(CheckpointError, match="every committed checkpoint under .* is damaged"):
+        checkpoint.latest_verified(root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -206,3 +207,15 @@ def test_reservoir_sample_is_uniform_seeded_and_in_order():
     assert len(picked) == 1000 and picked == sorted(picked)
     assert 0.4 < sum(p < 5000 for p in picked) / 1000 < 0.6  # both halves of the corpus
     assert stage._reservoir(iter(lines[:10]), 1000, seed=1) == lines[:10]
+
+
+def test_a_damaged_shard_set_is_rebuilt_on_rerun(ray_local, tiny_run, tmp_path):
+    """The rerun of a finished corpus stage checks the files, not only the manifest."""
+    cfg = make_cfg(str(tmp_path / "run"), vocab={"vocab_uri": str(tiny_run / "vocab")})
+    assert stage.run(cfg)["skipped"] is False
+    shards = cfg.paths.corpus_shards
+    before = read_rows(shards)
+    assert stage.run(cfg)["skipped"] is True
+    os.remove(os.path.join(shards, "part-00000.parquet"))
+    report = stage.run(cfg)
+    assert report["skipped"] is False and read_rows(shards).equals(before)

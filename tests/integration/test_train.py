@@ -4,6 +4,9 @@ weights of the uninterrupted one; a killed worker is restarted by Ray and the ru
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import os
 import signal
 import threading
@@ -13,12 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import TINY_CONFIG, write_shard_set
+from safetensors.torch import save_file
 
+import launch
 from koelectra_dist import storage
 from koelectra_dist.config import load_config
 from koelectra_dist.errors import CheckpointError, ConfigError, DataError
 from koelectra_dist.pretrain import checkpoint
 from koelectra_dist.pretrain import stage as train
+from koelectra_dist.pretrain.init_from import PRETRAINING_FORMAT
+from koelectra_dist.pretrain.preflight import check_resources
 
 STEPS, INTERVAL = 6, 3
 ROWS = [20, 17]  # 6 steps x 8 examples cross an epoch boundary
@@ -30,19 +37,20 @@ def tensorboard_files(root: str) -> list[str]:
     return [f for f in storage.list_files(uri, recursive=True) if "tfevents" in os.path.basename(f)]
 
 
+def run_settings(out: str, shards: str, *overrides: str) -> list[str]:
+    return [
+        f"run.output_uri={out}",
+        f"train.shards_uri={shards}",
+        f"train.steps={STEPS}",
+        f"checkpoint.interval_steps={INTERVAL}",
+        "checkpoint.keep_last=2",
+        "train.log_every=3",
+        *overrides,
+    ]
+
+
 def tiny_config(out: str, shards: str, *overrides: str):
-    return load_config(
-        TINY_CONFIG,
-        [
-            f"run.output_uri={out}",
-            f"train.shards_uri={shards}",
-            f"train.steps={STEPS}",
-            f"checkpoint.interval_steps={INTERVAL}",
-            "checkpoint.keep_last=2",
-            "train.log_every=3",
-            *overrides,
-        ],
-    )
+    return load_config(TINY_CONFIG, run_settings(out, shards, *overrides))
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +204,76 @@ def test_missing_shards_are_refused_before_any_worker_starts(tmp_path):
     cfg = load_config(TINY_CONFIG, [f"run.output_uri={tmp_path}"])
     with pytest.raises(DataError, match="corpus stage has not finished"):
         train.run(cfg)
+
+
+@pytest.mark.slow
+def test_a_damaged_latest_step_falls_back_and_the_run_ends_as_the_uninterrupted_one(
+    reference, shards, s3_run_bucket, s3_endpoint, tmp_path, caplog
+):
+    ref_root = reference(1, "fp32")
+    cfg = tiny_config(f"{s3_run_bucket}/damaged", shards, *run_overrides(1, "fp32", s3_endpoint))
+    root = cfg.paths.checkpoints
+    for step in (INTERVAL, STEPS):  # a finished run...
+        copy = storage.download_dir(checkpoint.step_uri(ref_root, step), str(tmp_path / f"step{step}"))
+        storage.upload_dir(copy, checkpoint.step_uri(root, step))
+    # ...whose final step lost one bit of its engine state
+    victim = storage.join(checkpoint.step_uri(root, STEPS), "deepspeed", "state", "mp_rank_00_model_states.pt")
+    data = bytearray(storage.read_bytes(victim))
+    data[len(data) // 2] ^= 0x01
+    storage.write_bytes(victim, bytes(data))
+    with caplog.at_level(logging.WARNING):
+        report = train.run(cfg)
+    assert "step-00000006 is damaged and will not be used" in caplog.text
+    assert "mp_rank_00_model_states.pt: sha256 differs" in caplog.text
+    assert report["resumed_from"] == checkpoint.step_uri(root, INTERVAL) and report["steps"] == STEPS
+    assert_same_weights(final_weights(root), final_weights(ref_root))
+
+
+@pytest.mark.slow
+def test_a_precision_change_on_resume_is_refused_before_any_worker_starts(reference, shards, s3_endpoint):
+    out = reference(1, "fp32").rsplit("/", 1)[0]
+    cfg = tiny_config(out, shards, *run_overrides(1, "bf16", s3_endpoint), "train.steps=9")
+    with pytest.raises(CheckpointError, match="resume with distributed.precision=fp32"):
+        train.run(cfg)
+
+
+@pytest.mark.slow
+def test_a_user_error_in_a_worker_stops_the_run_after_one_attempt(shards, s3_endpoint, tmp_path, capsys, caplog):
+    """train.init_from with weights that do not fit: only the workers find out, and the run ends at
+    once with the error's one line and exit 2 instead of distributed.max_failures more attempts."""
+    manifest = storage.read_json(f"{shards}/manifest.json")
+    folder = tmp_path / "pretraining"
+    folder.mkdir()
+    settings = run_settings(str(tmp_path / "run"), shards, *run_overrides(1, "fp32", s3_endpoint))
+    cfg = load_config(TINY_CONFIG, settings)
+    config = {"format": PRETRAINING_FORMAT, "model": dataclasses.asdict(cfg.model)}
+    config |= {"objective": {"mask_prob": 0.15, "gen_weight": 1.0, "disc_weight": 50.0}}
+    (folder / "config.json").write_text(json.dumps({**config, "vocab_sha256": manifest["vocab_sha256"]}))
+    save_file({"unrelated.weight": torch.zeros(2)}, str(folder / "model.safetensors"))
+    args = ["--config", str(TINY_CONFIG), "pretrain", "--set", f"train.init_from={folder}"]
+    args += [a for o in settings for a in ("--set", o)]
+    with caplog.at_level(logging.INFO):
+        assert launch.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("koelectra_dist checkpoint error:") and "do not fit" in err[0]
+    assert "attempt 1" in caplog.text and "attempt 2" not in caplog.text
+
+
+@pytest.mark.slow
+def test_workers_the_cluster_cannot_hold_fail_clearly(ray_local, shards, s3_endpoint, tmp_path):
+    cfg = tiny_config(str(tmp_path / "run"), shards, "distributed.gpus_per_worker=1", "distributed.resource_wait_s=2")
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"did not come to hold 2 workers .* within 2s \(distributed.resource_wait_s"):
+        train.run(cfg)  # a cluster we joined may grow: a bounded wait
+    assert time.monotonic() - started < 60
+    with pytest.raises(ConfigError, match="the local Ray started here can never hold 2 workers"):
+        check_resources(cfg, can_grow=False)  # one that launch.py started itself cannot: at once
+
+
+@pytest.mark.slow
+def test_a_damaged_shard_set_is_refused_before_any_worker_starts(tmp_path):
+    out = str(tmp_path / "run")
+    write_shard_set(f"{out}/corpus", 1000, 64, ROWS, seed=3)
+    (tmp_path / "run" / "corpus" / "shards" / "part-00001.parquet").unlink()
+    with pytest.raises(DataError, match=r"part-00001.parquet: missing\n.*run the corpus stage again"):
+        train.run(load_config(TINY_CONFIG, [f"run.output_uri={out}"]))

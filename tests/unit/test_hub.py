@@ -218,3 +218,17 @@ def test_script_dry_run(export_dir):
     size = (export_dir / "generator" / "model.safetensors").stat().st_size
     assert f"{size:>12,}  model.safetensors" in dry.stdout and "language: ko" in dry.stdout
     assert SECRET not in dry.stdout + dry.stderr
+
+
+def test_an_unreachable_hub_is_one_line(export_dir, monkeypatch, capsys):
+    from huggingface_hub import HfApi
+
+    class Unreachable(hub.HubClient):
+        def __init__(self, token: str):
+            self._api = HfApi(endpoint="http://127.0.0.1:9", token=token)  # nothing listens on port 9
+
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    assert hub.main([str(export_dir), "--repo-prefix", PREFIX], client_factory=Unreachable) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("publish_to_hub network error: the Hub cannot be reached") and "\n" not in err
+    assert SECRET not in err

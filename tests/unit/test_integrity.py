@@ -1,0 +1,111 @@
+"""Fail-fast checks that need no cluster: bad config values, damaged vocabularies and shard sets,
+non-finite labels, storage errors that name their cause, foreign export targets, an unreachable Hub."""
+
+from __future__ import annotations
+
+import errno
+import json
+import subprocess
+import sys
+
+import pytest
+from helpers import ROOT, TINY_CONFIG, write_shard_set
+
+from koelectra_dist import storage
+from koelectra_dist.config import config_warnings, load_config
+from koelectra_dist.corpus.shards import read_manifest, shard_problems
+from koelectra_dist.corpus.vocab import load_vocab
+from koelectra_dist.errors import ConfigError, DataError
+from koelectra_dist.export.stage import check_target
+from koelectra_dist.finetune.data import read_split
+from koelectra_dist.finetune.tasks import BUILTIN_TASKS
+
+
+def test_generator_width_must_split_into_its_heads():
+    # 1000 x 0.2 = 200 wide, 200 // 64 = 3 heads, which do not divide 200
+    with pytest.raises(ConfigError, match=r"model.generator_size \(0.2\) gives a generator of width 200"):
+        load_config(TINY_CONFIG, ["model.hidden_size=1000", "model.num_attention_heads=8", "model.generator_size=0.2"])
+
+
+def test_warmup_longer_than_the_run_is_warned_by_check():
+    cfg = load_config(TINY_CONFIG, ["train.steps=100", "train.warmup_steps=5000"])
+    (warning,) = config_warnings(cfg)
+    assert "train.warmup_steps (5000) >= train.steps (100)" in warning and "peaks at 0%" in warning
+    done = subprocess.run(
+        [sys.executable, "launch.py", "--config", "configs/tiny.json", "--set", "train.warmup_steps=100000", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0 and "koelectra_dist warning: train.warmup_steps (100000)" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"\xef\xbb\xbf[PAD]\n[UNK]\n", "byte order mark"), (b"[PAD]\r\n[UNK]\r\n", "CRLF"), (b"[PAD]\n\xff\n", "UTF-8")],
+)
+def test_vocabulary_encoding_mistakes_are_named(tmp_path, content, message):
+    (tmp_path / "vocab.txt").write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        load_vocab(str(tmp_path))
+
+
+def test_shard_set_damage_is_found(tmp_path):
+    out = str(tmp_path / "corpus")
+    write_shard_set(out, 300, 16, [7, 5, 9])
+    shards = f"{out}/shards"
+    manifest = read_manifest(shards)
+    assert shard_problems(shards, manifest, hashes=True) == []
+    (tmp_path / "corpus" / "shards" / "part-00001.parquet").unlink()
+    part2 = tmp_path / "corpus" / "shards" / "part-00002.parquet"
+    data = bytearray(part2.read_bytes())
+    data[len(data) // 3] ^= 0x10  # one flipped bit: same size, same footer
+    part2.write_bytes(bytes(data))
+    problems = shard_problems(shards, manifest, hashes=True)
+    assert problems == [
+        "part-00001.parquet: missing",
+        "part-00002.parquet: sha256 differs from the manifest's (the file is damaged)",
+    ]
+    assert shard_problems(shards, manifest) == ["part-00001.parquet: missing"]  # sizes and footers only
+    edited = json.loads((tmp_path / "corpus" / "shards" / "manifest.json").read_text())
+    edited["shards"][0]["rows"] = 70
+    (tmp_path / "corpus" / "shards" / "manifest.json").write_text(json.dumps(edited))
+    assert "part-00000.parquet: 7 rows, the manifest says 70" in shard_problems(shards, read_manifest(shards))
+
+
+def test_non_finite_scores_are_refused_with_file_and_line(tmp_path):
+    header = "genre\tfilename\tyear\tid\tscore\tsentence1\tsentence2\n"
+    (tmp_path / "korsts").mkdir()
+    (tmp_path / "korsts" / "sts-train.tsv").write_text(
+        header + "news\tf\t2012\t1\t4.5\ta\tb\nnews\tf\t2012\t2\tnan\tc\td\n"
+    )
+    with pytest.raises(DataError, match=r"sts-train.tsv line 3: score 'nan' is not a finite number"):
+        read_split(str(tmp_path), BUILTIN_TASKS["korsts"], "train")
+
+
+@pytest.mark.parametrize(
+    ("uri", "exc", "message"),
+    [
+        ("/data/out", PermissionError(13, "Permission denied"), "not writable"),
+        ("/data/out", OSError(errno.EROFS, "Read-only file system"), "not writable"),
+        ("/data/out", OSError(errno.ENOSPC, "No space left on device"), "no space left on the device"),
+        ("s3://b/x", FileNotFoundError("NoSuchBucket: The specified bucket does not exist"), "bucket b does not exist"),
+        ("s3://b/x", PermissionError("Forbidden"), "access denied"),
+        ("s3://b/x", OSError("InvalidAccessKeyId: The AWS Access Key Id you provided does not exist"), "access denied"),
+    ],
+)
+def test_storage_errors_name_the_likely_cause(uri, exc, message):
+    assert message in str(storage._wrap(uri, exc))
+
+
+def test_export_refuses_a_folder_it_did_not_write(tmp_path):
+    out = tmp_path / "hf"
+    check_target(str(out), overwrite=False)  # absent: fine
+    (out / "discriminator").mkdir(parents=True)
+    check_target(str(out), overwrite=False)  # what an interrupted export leaves: fine
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="already holds notes.txt, which no export wrote"):
+        check_target(str(out), overwrite=False)
+    check_target(str(out), overwrite=True)
+    (out / "export_info.json").write_text("{}")
+    check_target(str(out), overwrite=False)  # an earlier export: replaced as before

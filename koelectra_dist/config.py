@@ -191,6 +191,7 @@ LOCATION_FIELDS = (
     "corpus.vocab.vocab_uri",
     "train.shards_uri",
     "train.init_from",
+    "distributed.deepspeed_config",
     "checkpoint.storage_uri",
     "export.checkpoint",
     "export.output_uri",

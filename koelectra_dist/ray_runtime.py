@@ -33,6 +33,9 @@ def connect(cfg: Config) -> None:
     global _started_here
     address = os.environ.get("RAY_ADDRESS")
     ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
-    _started_here = address is None
+    # Without an address ray.init joins a cluster already running on this node, if there is one;
+    # only a Ray whose processes this driver started is one that nothing else can grow.
+    node = getattr(ray._private.worker, "_global_node", None)
+    _started_here = bool(getattr(node, "all_processes", None))
     where = f"cluster at {address}" if address else "local Ray (started here, or the one running on this node)"
     log.info("connected to %s: %s", where, ray.cluster_resources())

@@ -64,6 +64,17 @@ class DistributedConfig:
     """Times the worker group is started again after a failure that is not a user error (a lost
     worker or node, a storage outage), resuming from the last committed checkpoint; -1: always.
     A user error (bad data, config, checkpoint) stops the run at once."""
+    reduce_bucket_size: int = 50_000_000
+    """Elements per ZeRO gradient reduce bucket. DeepSpeed's 5e8 holds all of a 110M model, so the
+    reduction cannot start before the backward pass ends; 5e7 gives Base several buckets to overlap."""
+    allgather_bucket_size: int = 50_000_000
+    """Elements per ZeRO parameter all-gather bucket (same reasoning)."""
+    overlap_comm: bool = True
+    """Overlap ZeRO's gradient communication with the backward pass (on GPUs; ignored on CPU)."""
+    deepspeed_config: str | None = None
+    """A JSON file (local or s3://) of your own DeepSpeed settings, merged over the generated ones
+    (nested objects key by key). The keys this project sets from its own fields are refused there:
+    batch sizes and accumulation, gradient clipping, precision, ZeRO stage, optimizer, scheduler."""
     resource_wait_s: int = 600
     """On a cluster that may grow (an autoscaler), seconds to wait for it to hold the workers before
     failing with a clear error; a local Ray started by this process never grows and fails at once."""
@@ -134,6 +145,13 @@ def problems(cfg: Any) -> list[str]:
             ("train.disc_weight", t.disc_weight),
         ],
     )
+    positive(
+        found,
+        [
+            ("distributed.reduce_bucket_size", d.reduce_bucket_size),
+            ("distributed.allgather_bucket_size", d.allgather_bucket_size),
+        ],
+    )
     if d.resource_wait_s < 0:
         found.append(f"distributed.resource_wait_s: must be >= 0, got {d.resource_wait_s}")
     if d.max_failures < -1:
@@ -150,5 +168,11 @@ def warnings(cfg: Any) -> list[str]:
             f"train.warmup_steps ({t.warmup_steps}) >= train.steps ({t.steps}): ELECTRA's schedule multiplies "
             f"warm-up and decay, so the learning rate peaks at {t.steps / (4 * t.warmup_steps):.0%} of "
             "train.learning_rate; lower train.warmup_steps (ELECTRA: 10,000 of 1M steps)"
+        )
+    d = cfg.distributed
+    if d.precision == "bf16" and d.zero_stage < 2 and gradient_accumulation_steps(t, d) > 1:
+        found.append(
+            f"gradients accumulate over {gradient_accumulation_steps(t, d)} micro-batches in bf16 at ZeRO "
+            f"{d.zero_stage}; distributed.zero_stage=2 accumulates them in fp32"
         )
     return found

@@ -101,8 +101,10 @@ def epoch_order(rows: list[int], seed: int, epoch: int) -> tuple[np.ndarray, lis
     return shard_order, row_orders
 
 
-def collate(rows: list[tuple[np.ndarray, np.ndarray]], pad_to_multiple: int = 8) -> dict[str, torch.Tensor]:
-    """Pad a micro-batch to its longest example (rounded up so GPU kernels get aligned shapes)."""
+def collate(rows: list[tuple[np.ndarray, np.ndarray]], pad_to_multiple: int = 8) -> dict[str, torch.Tensor | None]:
+    """Pad a micro-batch to its longest example (rounded up so GPU kernels get aligned shapes).
+    A batch of full rows has no padding and gets no attention mask (None): attention then runs
+    without one, on the fused kernel."""
     longest = max(len(ids) for ids, _ in rows)
     width = -(-longest // pad_to_multiple) * pad_to_multiple
     input_ids = np.full((len(rows), width), PAD_ID, dtype=np.int64)
@@ -114,7 +116,7 @@ def collate(rows: list[tuple[np.ndarray, np.ndarray]], pad_to_multiple: int = 8)
         mask[i, : len(ids)] = 1
     return {
         "input_ids": torch.from_numpy(input_ids),
-        "attention_mask": torch.from_numpy(mask),
+        "attention_mask": None if mask.all() else torch.from_numpy(mask),
         "token_type_ids": torch.from_numpy(token_types),
     }
 

@@ -11,26 +11,55 @@ from typing import Any
 
 import torch
 
+from koelectra_dist import storage
 from koelectra_dist.config import Config
+from koelectra_dist.errors import ConfigError, StorageError
 from koelectra_dist.pretrain.optim import ElectraAdamW, lr_factor, param_groups
 
+# Keys `ds_config` derives from the run's own fields: a user's deepspeed_config may not set them.
+OWNED_KEYS = (
+    "train_batch_size",
+    "train_micro_batch_size_per_gpu",
+    "gradient_accumulation_steps",
+    "gradient_clipping",
+    "bf16",
+    "fp16",
+    "optimizer",
+    "scheduler",
+    "zero_optimization.stage",
+)
 
-def ds_config(cfg: Config) -> dict[str, Any]:
-    """The DeepSpeed config dict for this run (optimizer and scheduler are passed as objects)."""
+
+def ds_config(cfg: Config, user: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The DeepSpeed config dict for this run (optimizer and scheduler are passed as objects), with
+    the user's own settings (`distributed.deepspeed_config`, already read) merged over it."""
     t, d = cfg.train, cfg.distributed
+    on_gpu = d.gpus_per_worker > 0
     config: dict[str, Any] = {
         "train_batch_size": t.global_batch_size,
         "train_micro_batch_size_per_gpu": t.micro_batch_size,
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps(),
         "gradient_clipping": t.grad_clip,
-        "zero_optimization": {"stage": d.zero_stage},
-        # Our optimizer is ELECTRA's AdamW variant, not one of DeepSpeed's fused ones.
+        "zero_optimization": {
+            "stage": d.zero_stage,
+            "reduce_bucket_size": d.reduce_bucket_size,
+            "allgather_bucket_size": d.allgather_bucket_size,
+            "overlap_comm": d.overlap_comm and on_gpu,
+        },
+        # ElectraAdamW (ELECTRA's update) is not one of DeepSpeed's tested optimizers.
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**62,
+        # No timers: DeepSpeed's throughput and wall-clock timers synchronise the device every step.
         "wall_clock_breakdown": False,
+        "timers": {"throughput": {"enabled": False}},
     }
     if d.precision == "bf16":
         config["bf16"] = {"enabled": True}
+        if d.zero_stage >= 2:
+            # Accumulate gradients over micro-batches in fp32, not bf16 (DeepSpeed's default). Its
+            # ZeRO 0 path supports only bf16, and at ZeRO 1 fp32 switches to another optimizer
+            # whose checkpoints DeepSpeed's zero_to_fp32 (the export) cannot read.
+            config["data_types"] = {"grad_accum_dtype": "fp32"}
     elif d.precision == "fp16":
         # loss_scale 0 = dynamic loss scaling; overflowing steps are skipped and counted.
         config["fp16"] = {
@@ -41,7 +70,45 @@ def ds_config(cfg: Config) -> dict[str, Any]:
             "hysteresis": 2,
             "min_loss_scale": 1,
         }
-    return config
+    return _merged(config, user or {})
+
+
+def _owned(user: dict[str, Any], prefix: str = "") -> list[str]:
+    found = []
+    for key, value in user.items():
+        dotted = prefix + key
+        if dotted in OWNED_KEYS:
+            found.append(dotted)
+        elif isinstance(value, dict):
+            found += _owned(value, dotted + ".")
+    return found
+
+
+def _merged(base: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in user.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merged(merged[key], value) if both else value
+    return merged
+
+
+def user_ds_config(uri: str | None) -> dict[str, Any]:
+    """The user's DeepSpeed settings file; ConfigError naming the keys this project owns."""
+    if uri is None:
+        return {}
+    try:
+        user = storage.read_json(uri)
+    except (StorageError, ValueError) as e:
+        raise ConfigError(f"distributed.deepspeed_config {uri}: cannot be read as JSON ({e})") from None
+    if not isinstance(user, dict):
+        raise ConfigError(f"distributed.deepspeed_config {uri}: the top level must be a JSON object")
+    owned = _owned(user)
+    if owned:
+        raise ConfigError(
+            f"distributed.deepspeed_config {uri} sets {', '.join(owned)}, which come from this project's own "
+            "fields (train.*, distributed.zero_stage, distributed.precision); remove them there and set those fields"
+        )
+    return user
 
 
 def skip_cpu_shm_build() -> None:
@@ -53,23 +120,58 @@ def skip_cpu_shm_build() -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
-def build_engine(cfg: Config, model: torch.nn.Module) -> tuple[Any, torch.optim.Optimizer, Any]:
-    """`deepspeed.initialize` over an already-initialised torch process group (Ray Train's)."""
+def fused_adam_available() -> bool:
+    """DeepSpeed's FusedAdam needs CUDA and its compiled (or compilable) op."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        from deepspeed.ops.op_builder import FusedAdamBuilder
+
+        return bool(FusedAdamBuilder().is_compatible())
+    except ImportError:
+        return False
+
+
+def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """ELECTRA's update: DeepSpeed's FusedAdam without bias correction, decoupled decay (one kernel
+    for all parameters) on GPUs where its op is available, else ElectraAdamW (the same math)."""
+    t = cfg.train
+    groups = param_groups(model, t.weight_decay)
+    if cfg.distributed.gpus_per_worker and fused_adam_available():
+        from deepspeed.ops.adam import FusedAdam
+
+        return FusedAdam(
+            groups,
+            lr=t.learning_rate,
+            betas=tuple(t.adam_betas),
+            eps=t.adam_eps,
+            bias_correction=False,
+            adam_w_mode=True,
+        )
+    return ElectraAdamW(groups, lr=t.learning_rate, betas=tuple(t.adam_betas), eps=t.adam_eps)
+
+
+def build_engine(
+    cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> tuple[Any, torch.optim.Optimizer, Any]:
+    """`deepspeed.initialize` over an already-initialised torch process group (Ray Train's), with
+    `make_optimizer`'s optimizer unless another is given."""
     import deepspeed
 
     if cfg.distributed.gpus_per_worker == 0:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
         skip_cpu_shm_build()
     t = cfg.train
-    optimizer = ElectraAdamW(
-        param_groups(model, t.weight_decay), lr=t.learning_rate, betas=tuple(t.adam_betas), eps=t.adam_eps
-    )
+    optimizer = optimizer or make_optimizer(cfg, model)
 
     def scheduler(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, t.warmup_steps, t.steps))
 
     deepspeed.init_distributed(dist_backend="gloo" if cfg.distributed.gpus_per_worker == 0 else "nccl")
     engine, ds_optimizer, _, lr_scheduler = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config(cfg)
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        config=ds_config(cfg, user_ds_config(cfg.distributed.deepspeed_config)),
     )
     return engine, ds_optimizer, lr_scheduler

@@ -81,7 +81,9 @@ def train_loop(config: dict[str, Any]) -> None:
         while step < t.steps:
             metrics.start_step(loader.wait_seconds, lr=engine.get_lr()[0])
             for _ in range(cfg.gradient_accumulation_steps()):
-                batch = {k: v.to(engine.device, non_blocking=True) for k, v in loader.next().items()}
+                batch = {
+                    k: v if v is None else v.to(engine.device, non_blocking=True) for k, v in loader.next().items()
+                }
                 out = engine(**batch)
                 engine.backward(out.loss)
                 engine.step()

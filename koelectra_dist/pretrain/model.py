@@ -164,7 +164,11 @@ class ElectraPretrainer(nn.Module):
             use_cpu_fast_dropout(tower)
 
     def generator_logits(
-        self, masked: MaskedBatch, attention_mask: Tensor, token_type_ids: Tensor, position_ids: Tensor | None = None
+        self,
+        masked: MaskedBatch,
+        attention_mask: Tensor | None,
+        token_type_ids: Tensor,
+        position_ids: Tensor | None = None,
     ) -> Tensor:
         """[B, K, V] generator logits at the prediction slots only; the head never sees an unmasked
         position (invalid slots get zero hidden states)."""
@@ -179,7 +183,11 @@ class ElectraPretrainer(nn.Module):
         return self.generator.generator_lm_head(self.generator.generator_predictions(picked))
 
     def discriminator_logits(
-        self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor, position_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        token_type_ids: Tensor,
+        position_ids: Tensor | None = None,
     ) -> Tensor:
         """[B, T] discriminator logits ("replaced" > 0)."""
         return self.discriminator(
@@ -187,21 +195,27 @@ class ElectraPretrainer(nn.Module):
         ).logits
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor, position_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        token_type_ids: Tensor,
+        position_ids: Tensor | None = None,
     ) -> PretrainOutput:
-        """The joint loss on one batch. `position_ids` default to 0..T-1 in every row."""
-        if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape or token_type_ids.shape != input_ids.shape:
+        """The joint loss on one batch. `attention_mask` None: every position is real (no padding),
+        and attention runs without a mask. `position_ids` default to 0..T-1 in every row."""
+        shapes = [t.shape for t in (attention_mask, token_type_ids) if t is not None]
+        if input_ids.dim() != 2 or any(shape != input_ids.shape for shape in shapes):
             raise DataError(
                 "input_ids, attention_mask and token_type_ids must all be [batch, seq]; got "
-                f"{tuple(input_ids.shape)}, {tuple(attention_mask.shape)}, {tuple(token_type_ids.shape)}"
+                f"{tuple(input_ids.shape)}, {[tuple(shape) for shape in shapes]}"
             )
         if input_ids.size(1) > self.max_length:
             raise DataError(
                 f"sequence length {input_ids.size(1)} exceeds model.max_length {self.max_length}; "
                 "rebuild the shards with the model's max_length"
             )
-        real = attention_mask.bool()
-        masked = mask_tokens(input_ids, attention_mask, self.mask_prob, self.cap)
+        real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        masked = mask_tokens(input_ids, real, self.mask_prob, self.cap)
         gen_logits = self.generator_logits(masked, attention_mask, token_type_ids, position_ids)
         sampled = gumbel_sample(gen_logits.detach())
         fake = input_ids.scatter(1, masked.positions, torch.where(masked.valid, sampled, masked.targets))

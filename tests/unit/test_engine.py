@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from koelectra_dist.config import Config, ModelConfig, config_from_dict
-from koelectra_dist.pretrain.engine import ds_config
+from koelectra_dist.errors import ConfigError
+from koelectra_dist.pretrain.engine import ds_config, make_optimizer, user_ds_config
 from koelectra_dist.pretrain.model import ElectraPretrainer
 from koelectra_dist.pretrain.optim import ElectraAdamW, lr_at, lr_factor, param_groups
 
@@ -91,10 +94,60 @@ def test_ds_config(precision, gpus, key):
     ds = ds_config(cfg)
     assert ds["gradient_accumulation_steps"] == 8  # 64 / (4 x 2)
     assert ds["train_batch_size"] == 64 and ds["train_micro_batch_size_per_gpu"] == 4
-    assert ds["zero_optimization"] == {"stage": 2}
+    assert ds["zero_optimization"]["stage"] == 2
+    assert ds["zero_optimization"]["overlap_comm"] == (gpus > 0)  # overlapping needs device streams
+    assert ds["timers"]["throughput"]["enabled"] is False and ds["wall_clock_breakdown"] is False
     assert ds["gradient_clipping"] == 1.0
     assert "optimizer" not in ds and "scheduler" not in ds  # ours are passed as objects
     for other in ("bf16", "fp16"):
         assert (other in ds) == (other == key)
     if key == "fp16":
         assert ds["fp16"]["loss_scale"] == 0  # dynamic
+    assert ds.get("data_types") == ({"grad_accum_dtype": "fp32"} if key == "bf16" else None)
+
+
+def test_bf16_plain_data_parallel_keeps_deepspeeds_bf16_accumulation():
+    cfg = cfg_with(distributed={"zero_stage": 0, "precision": "bf16", "gpus_per_worker": 0})
+    assert "data_types" not in ds_config(cfg)  # DeepSpeed's ZeRO 0 supports no other
+
+
+def test_a_users_deepspeed_config_is_merged_but_may_not_set_what_the_project_owns(tmp_path):
+    cfg = cfg_with(distributed={"zero_stage": 2, "gpus_per_worker": 1})
+    mine = tmp_path / "ds.json"
+    mine.write_text(json.dumps({"zero_optimization": {"reduce_bucket_size": 123}, "comms_logger": {"enabled": True}}))
+    ds = ds_config(cfg, user_ds_config(str(mine)))
+    assert ds["zero_optimization"] == {**ds_config(cfg)["zero_optimization"], "reduce_bucket_size": 123}
+    assert ds["comms_logger"] == {"enabled": True}
+    mine.write_text(json.dumps({"zero_optimization": {"stage": 3}, "train_batch_size": 9}))
+    with pytest.raises(ConfigError, match="sets zero_optimization.stage, train_batch_size, which come from"):
+        user_ds_config(str(mine))
+    mine.write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot be read as JSON"):
+        user_ds_config(str(mine))
+
+
+def test_the_cpu_optimizer_is_electras():
+    model = torch.nn.Linear(3, 3)
+    assert isinstance(make_optimizer(cfg_with(distributed={"gpus_per_worker": 0}), model), ElectraAdamW)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (DeepSpeed's FusedAdam)")
+def test_fused_adam_makes_electras_update():
+    from deepspeed.ops.adam import FusedAdam
+
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(64, 64, device="cuda")) for _ in range(2)]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    fused = FusedAdam(
+        [{"params": params, "weight_decay": 0.01}], lr=1e-3, eps=1e-6, bias_correction=False, adam_w_mode=True
+    )
+    ours = ElectraAdamW([{"params": twins, "weight_decay": 0.01}], lr=1e-3, eps=1e-6)
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in params]
+        for p, t, g in zip(params, twins, grads, strict=True):
+            p.grad, t.grad = g.clone(), g.clone()
+        fused.step()
+        ours.step()
+    for p, t in zip(params, twins, strict=True):
+        torch.testing.assert_close(p, t, rtol=1e-5, atol=1e-6)

@@ -365,3 +365,17 @@ def test_position_ids_reach_both_towers():
     loss = model.train()(ids, attention, token_types, shifted).loss
     loss.backward()
     assert model.generator.electra.embeddings.position_embeddings.weight.grad[20:28].abs().sum() > 0
+
+
+def test_no_attention_mask_means_every_position_is_real():
+    """Full rows come without a mask (attention then runs on the fused kernel); the objective is
+    the one an all-ones mask gives, draw for draw."""
+    model = ElectraPretrainer(TINY).eval()
+    ids, _, token_types = make_batch(4, 16, TINY.vocab_size)
+    torch.manual_seed(3)
+    with_mask = model(ids, torch.ones_like(ids), token_types)
+    torch.manual_seed(3)
+    without = model(ids, None, token_types)
+    assert torch.equal(with_mask.masked.positions, without.masked.positions)
+    torch.testing.assert_close(without.loss, with_mask.loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(without.disc_logits, with_mask.disc_logits, rtol=1e-5, atol=1e-5)

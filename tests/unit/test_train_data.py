@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from helpers import write_shard_set
 
 from koelectra_dist.config import config_from_dict
 from koelectra_dist.errors import DataError
-from koelectra_dist.pretrain.data import Prefetcher, ShardStream, open_shards
+from koelectra_dist.pretrain.data import Prefetcher, ShardStream, collate, open_shards
 from koelectra_dist.tokens import PAD_ID
 
 ROWS = [7, 5, 9]  # 21 examples in shards of different sizes
@@ -123,3 +124,11 @@ def test_open_shards_refuses_mismatches(tmp_path):
         open_shards(run_config(out))
     with pytest.raises(DataError, match="manifest"):
         open_shards(run_config(str(tmp_path / "nothing")))
+
+
+def test_a_batch_of_full_rows_has_no_attention_mask():
+    full = [(np.arange(5, 21, dtype=np.uint16), np.zeros(16, np.uint8)) for _ in range(3)]
+    batch = collate(full)
+    assert batch["attention_mask"] is None and batch["input_ids"].shape == (3, 16)
+    batch = collate([*full, (np.arange(5, 12, dtype=np.uint16), np.zeros(7, np.uint8))])
+    assert batch["attention_mask"] is not None and batch["attention_mask"][3].sum() == 7

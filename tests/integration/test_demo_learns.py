@@ -66,6 +66,14 @@ def test_demo_discriminator_learns(demo_run):
     assert m["disc_recall"] > 2 * positive_rate, m
 
 
+def test_export_names_no_machine_folders(demo_run):
+    out, _ = demo_run
+    for path in (out / "hf").rglob("*.json"):
+        assert str(out.parent) not in path.read_text(encoding="utf-8"), path
+    info = json.loads((out / "hf" / "export_info.json").read_text())
+    assert info["checkpoint"] == "checkpoints/step-00000200" and info["meta"]["config"]["run"]["output_uri"] == "run"
+
+
 def random_copy(model_dir: Path, dest: Path) -> Path:
     """The same shape and tokenizer with fresh weights (ELECTRA's initialisation)."""
     from transformers import AutoConfig, ElectraForPreTraining

@@ -2,7 +2,7 @@
 
 Cheap by design: the fresh venv reaches the project venv's already installed dependencies through
 a .pth line, and the package itself is built and installed with `--no-deps` (no downloads);
-tests/unit/test_package.py checks that every dependency the code imports is declared.
+tests/unit/test_dependencies.py checks that every dependency the code imports is declared.
 """
 
 from __future__ import annotations

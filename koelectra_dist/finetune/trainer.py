@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import random
+import shutil
 import time
 from typing import Any
 
 import torch
 
+from koelectra_dist.export.hf_layout import TOKENIZER_FILES
 from koelectra_dist.finetune.data import TaskData
 from koelectra_dist.finetune.heads import Encoded, Head, head_for
 from koelectra_dist.finetune.spans import Windows
@@ -163,7 +166,10 @@ def finetune(
     score, extra = head.score(scored, scored_enc, predict(model, head, scored_enc, pad_id, device))
     if save_dir is not None:
         model.save_pretrained(save_dir)
-        tokenizer.save_pretrained(save_dir)
+        # the source folder's tokenizer files as they are (transformers 5 would write no vocab.txt)
+        for name in TOKENIZER_FILES:
+            if os.path.exists(os.path.join(model_dir, name)):
+                shutil.copy(os.path.join(model_dir, name), os.path.join(save_dir, name))
     tail = losses[-max(1, len(losses) // 10) :]
     result = {
         "task": spec.name,

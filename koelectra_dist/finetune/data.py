@@ -82,18 +82,15 @@ def _delimited(lines: Iterable[str], spec: FinetuneTaskConfig) -> Iterator[tuple
     first = next(((n, line) for n, line in numbered if line.strip()), None)
     if first is None:
         return
-    delimiter = spec.delimiter
-    if delimiter is None:
-        header = first[1]
-        delimiter = "," if spec.columns is None and "\t" not in header and "," in header else "\t"
-    if delimiter == "," and spec.delimiter is None:
+    header = first[1]
+    if spec.delimiter is None and spec.columns is None and "\t" not in header and "," in header:
         # CSV: quoted fields may hold commas, quotes and line breaks; the reader counts lines
-        reader = csv.reader(itertools.chain([first[1]], lines))
-        base = first[0] - 1
+        reader = csv.reader(itertools.chain([header], lines))
         for fields in reader:
             if any(f.strip() for f in fields):
-                yield base + reader.line_num, fields
+                yield first[0] - 1 + reader.line_num, fields
         return
+    delimiter = spec.delimiter or "\t"
     for number, line in itertools.chain([first], numbered):
         line = line.rstrip("\r\n")
         if line.strip():

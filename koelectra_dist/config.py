@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from koelectra_dist.pretrain import config as pretrain_config
 from koelectra_dist.pretrain.config import CheckpointConfig, DistributedConfig, TrainConfig
 
 STAGES = ("corpus", "pretrain", "export", "finetune")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class RunConfig:
     location lives below it (corpus/, checkpoints/, hf/, finetune/)."""
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     """Stages `launch.py` runs when none is named on the command line, in pipeline order."""
+    data_progress: bool = False
+    """Show Ray Data's progress bars and per-dataset log lines (quiet by default: the stages log
+    their own progress)."""
 
 
 @dataclass(frozen=True)
@@ -202,21 +207,85 @@ LOCATION_FIELDS = (
 )
 
 
+def portable(location: str, root: str) -> str:
+    """A location as a published file may state it: URIs unchanged; a local path relative to the
+    run's output root `root` when below it, else only its last component (a machine's folders
+    mean nothing elsewhere and may say too much)."""
+    if "://" in location or not os.path.isabs(location):
+        return location
+    relative = os.path.relpath(location, root)
+    return os.path.basename(location.rstrip("/")) if relative.startswith("..") else relative
+
+
+def portable_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A config's `to_dict()` with every location field made `portable` against its run.output_uri."""
+    data = json.loads(json.dumps(data))
+    root = data["run"]["output_uri"]
+    for dotted in LOCATION_FIELDS:
+        *parents, key = dotted.split(".")
+        section = functools.reduce(lambda d, k: d.get(k) or {}, parents, data)
+        value = section.get(key)
+        if isinstance(value, list):
+            section[key] = [portable(v, root) for v in value]
+        elif value:
+            section[key] = portable(value, root)
+    data["run"]["output_uri"] = portable(root, os.path.dirname(root.rstrip("/")))
+    return data
+
+
 PLACEHOLDER = "YOUR-"
 """Marks the values the shipped configs leave to the user (s3://YOUR-BUCKET/..., YOUR-ORG/...)."""
+
+
+PLACEHOLDER_HINTS = {
+    "corpus.vocab.vocab_uri": (
+        "to KoELECTRA v2's vocabulary (EnlipleAI's 32,200 tokens): the vocab.txt of a published v2 model, "
+        "e.g. monologg/koelectra-base-v2-discriminator on the Hugging Face Hub, copied to your storage"
+    ),
+}
+"""What to put where a placeholder is more than a bucket name."""
 
 
 def placeholder_problems(cfg: Config) -> list[str]:
     """Locations that still hold a placeholder: fine for `--check`, fatal for a run."""
     problems = []
     for dotted in LOCATION_FIELDS:
-        value: Any = cfg
-        for part in dotted.split("."):
-            value = getattr(value, part)
+        value = _get(cfg, dotted)
         for v in value if isinstance(value, list) else [value]:
             if v and PLACEHOLDER in v:
-                problems.append(f"{dotted}: {v} is a placeholder; set it, e.g. --set {dotted}=s3://my-bucket/...")
+                hint = PLACEHOLDER_HINTS.get(dotted, f"e.g. --set {dotted}=s3://my-bucket/...")
+                problems.append(f"{dotted}: {v} is a placeholder; set it, {hint}")
     return problems
+
+
+OUTPUT_FIELDS = (
+    "run.output_uri",
+    "corpus.output_uri",
+    "checkpoint.storage_uri",
+    "export.output_uri",
+    "finetune.output_uri",
+)
+RAY_JOB_WORKING_DIR = "/runtime_resources/working_dir_files/"
+"""Part of the folder `ray job submit --working-dir` unpacks the job into (removed when Ray cleans up)."""
+
+
+def ray_job_output_warnings(cfg: Config, relative: list[str], cwd: str) -> list[str]:
+    """Under a Ray job's unpacked working directory, a relative output lands in Ray's temporary
+    copy of the project: say where each went and how to keep it."""
+    if RAY_JOB_WORKING_DIR not in cwd.replace(os.sep, "/") + "/":
+        return []
+    return [
+        f"{dotted} is a relative path, resolved to {_get(cfg, dotted)} inside the Ray job's temporary copy of "
+        "the working directory, which Ray deletes; set it to an absolute path on shared storage or an "
+        f"s3:// URI (--set {dotted}=s3://my-bucket/...)"
+        for dotted in relative
+    ]
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
 
 
 def _absolute(location: str | list[str] | None) -> str | list[str] | None:
@@ -241,8 +310,13 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         errors += _problems(cfg)
     if errors:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))
+    relative = [
+        d for d in OUTPUT_FIELDS if _get(cfg, d) and "://" not in _get(cfg, d) and not os.path.isabs(_get(cfg, d))
+    ]
     for dotted in LOCATION_FIELDS:
         cfg = _replace_at(cfg, dotted.split("."), _absolute)
+    for warning in ray_job_output_warnings(cfg, relative, os.getcwd()):
+        log.warning(warning)
     return cfg
 
 

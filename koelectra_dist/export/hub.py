@@ -100,14 +100,15 @@ def read_export(export_dir: str) -> tuple[ExportInfo, dict[str, dict]]:
     return info, configs
 
 
-def finetune_results(results_dir: str, repo_id: str) -> str | None:
-    """The finetune stage's results.md, once complete (results.json is its marker), with the local
-    path of the fine-tuned model replaced by the repository name (no private paths in a public card)."""
+def finetune_results(results_dir: str, repo_id: str) -> tuple[str, dict] | None:
+    """The finetune stage's results.md and results.json, once complete (results.json is its
+    marker), the table naming the repository instead of the fine-tuned folder."""
     if not storage.exists(storage.join(results_dir, "results.json")):
         return None
-    model = storage.read_json(storage.join(results_dir, "results.json")).get("model")
+    results = storage.read_json(storage.join(results_dir, "results.json"))
+    name = str(results.get("model") or "").rstrip("/").rsplit("/", 1)[-1]
     text = storage.read_bytes(storage.join(results_dir, "results.md")).decode("utf-8")
-    return text.replace(f"`{model}`", f"`{repo_id}`") if model else text
+    return (text.replace(f"from `{name}`", f"from `{repo_id}`") if name else text), results
 
 
 def _folder_files(folder: str, prefix: str = "") -> list[tuple[str, str]]:
@@ -130,6 +131,7 @@ def plan(
     license: str = "apache-2.0",
     results_dir: str | None = None,
     with_pretraining: bool = False,
+    base_model: str | None = None,
 ) -> list[RepoPlan]:
     """What publishing `export_dir` (a local folder) would do; no network."""
     if repo_prefix.count("/") != 1 or not all(repo_prefix.split("/")):
@@ -143,7 +145,7 @@ def plan(
         files = _folder_files(os.path.join(export_dir, tower))
         if with_pretraining and tower == "discriminator":
             files += _folder_files(os.path.join(export_dir, PRETRAINING), prefix=f"{PRETRAINING}/")
-        card = build_card(tower, repos[tower], sibling, info, configs, license, results)
+        card = build_card(tower, repos[tower], sibling, info, configs, license, results, base_model)
         plans.append(RepoPlan(repos[tower], tower, files, card, private, revision))
     return plans
 
@@ -195,6 +197,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--with-pretraining", action="store_true", help="also upload pretraining/ into the discriminator repo"
     )
+    p.add_argument(
+        "--base-model",
+        metavar="ORG/NAME",
+        help="the Hub model this one continues from or was distilled from (the card's base_model)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the plan (repos, files, sizes, cards); no network")
     return p.parse_args(argv)
 
@@ -215,6 +222,7 @@ def main(argv: list[str] | None = None, client_factory: Callable[[str], HubClien
                 license=args.license,
                 results_dir=results_dir,
                 with_pretraining=args.with_pretraining,
+                base_model=args.base_model,
             )
             if args.dry_run:
                 print(describe(plans))

@@ -7,12 +7,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from koelectra_dist.errors import DataError
 from koelectra_dist.export.hf_layout import ExportInfo
 
 PIPELINE_TAGS = {"discriminator": "feature-extraction", "generator": "fill-mask"}
+WIDGETS = {"discriminator": "한국어 ELECTRA를 공유합니다.", "generator": "대한민국의 수도는 [MASK]이다."}
+# The Hub's task type for each fine-tuning metric, and the Hub datasets of the built-in tasks known there.
+TASK_TYPES = {
+    "accuracy": "text-classification",
+    "macro_f1": "text-classification",
+    "spearman": "sentence-similarity",
+    "pearson": "sentence-similarity",
+    "entity_f1": "token-classification",
+    "korquad_f1": "question-answering",
+}
+HUB_DATASETS = {"nsmc": "e9t/nsmc", "korquad": "KorQuAD/squad_kor_v1"}
 CLASSES = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
 
 
@@ -34,21 +45,29 @@ def build_card(
     info: ExportInfo,
     configs: dict[str, dict],
     license: str,
-    results: str | None,
+    results: tuple[str, dict] | None,
+    base_model: str | None = None,
 ) -> str:
     """README.md with YAML metadata; `configs` are the towers' config.json; `results` the fine-tuning
-    stage's results.md (or None)."""
+    stage's results.md and results.json (or None); `base_model` the Hub model this one continues."""
     meta = info.meta
     run_cfg = meta.config
     train, dist = run_cfg.get("train", {}), run_cfg.get("distributed", {})
     disc, gen = configs["discriminator"], configs["generator"]
     params = info.parameters
+    table, scores = results if results else (None, {})
+    evals = _eval_results(scores) if tower == "discriminator" else []
     metadata = ModelCardData(
         language="ko",
         license=license,
         library_name="transformers",
         pipeline_tag=PIPELINE_TAGS[tower],
         tags=["electra", "koelectra", "korean", tower, "pretraining"],
+        widget=[{"text": WIDGETS[tower]}],
+        base_model=base_model,
+        datasets=sorted({HUB_DATASETS[t] for t in scores.get("tasks", {}) if t in HUB_DATASETS}) or None,
+        model_name=repo_id.split("/")[-1] if evals else None,
+        eval_results=evals or None,
     )
     usage = (
         f'fill = pipeline("fill-mask", model="{repo_id}")\nfill("대한민국의 수도는 [MASK]이다.")'
@@ -142,14 +161,78 @@ def build_card(
         "",
         *_throughput_section(meta.metrics, train.get("global_batch_size"), dist.get("gpus_per_worker")),
         "",
+        "## Final pre-training metrics",
+        "",
+        *_final_metrics_section(meta.metrics),
+        "",
         "## Downstream results",
         "",
-        results.strip() if results else "Not evaluated yet (run the finetune stage, then publish again).",
+        table.strip() if table else "Not evaluated yet (run the finetune stage, then publish again).",
+        "",
+        "## Limitations",
+        "",
+        *_limitations(info, run_cfg, base_model, bool(table)),
         "",
     ]
     card = ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(lines))
     validate_card(card.content, tower)
     return card.content
+
+
+def _eval_results(results: dict) -> list[EvalResult]:
+    """model-index entries: each fine-tuned task's mean score on the split it was scored on."""
+    evals = []
+    for task, entry in results.get("tasks", {}).items():
+        if entry.get("mean") is None or entry.get("metric") not in TASK_TYPES:
+            continue
+        split = entry["runs"][0].get("eval_split") or results.get("eval_split")
+        evals.append(
+            EvalResult(
+                task_type=TASK_TYPES[entry["metric"]],
+                dataset_type=HUB_DATASETS.get(task, task),
+                dataset_name=task,
+                dataset_split=split,
+                metric_type=entry["metric"],
+                metric_value=round(entry["mean"], 2),
+                metric_name=f"{entry['metric']} (x100, mean of {len(entry['runs'])} seeds)",
+            )
+        )
+    return evals
+
+
+def _final_metrics_section(metrics: dict[str, Any] | None) -> list[str]:
+    """The objective's figures at the exported step."""
+    if not metrics or "loss" not in metrics:
+        return ["Not recorded in the checkpoint."]
+
+    def value(key: str) -> str | None:
+        return f"{metrics[key]:.3f}" if key in metrics else None
+
+    pr = f"{value('disc_precision')} / {value('disc_recall')}" if "disc_precision" in metrics else None
+    rows = [
+        ("loss (generator + weighted discriminator)", value("loss")),
+        ("generator MLM loss", value("gen_loss")),
+        ("generator accuracy at masked positions", value("gen_acc")),
+        ("discriminator precision / recall", pr),
+        ("discriminator AUC", value("disc_auc")),
+    ]
+    return [*_table(rows), "", "Measured on training batches over the last logging window, in training mode."]
+
+
+def _limitations(info: ExportInfo, run_cfg: dict[str, Any], base_model: str | None, evaluated: bool) -> list[str]:
+    """What this model is not, stated plainly."""
+    train = run_cfg.get("train", {})
+    lines = [
+        f"- Pre-trained for {info.step:,} steps of the {train.get('steps', info.step):,} its config planned."
+        if train.get("steps", info.step) != info.step
+        else f"- Pre-trained for {info.step:,} steps; its quality depends on that budget and on the corpus above.",
+        "- Trained on the corpus above only; it reproduces that text's biases and knows nothing beyond it.",
+    ]
+    if not evaluated:
+        lines.append("- Not evaluated on downstream tasks: no score vouches for it yet.")
+    if train.get("init_from") and not base_model:
+        lines.append("- Continued from an earlier pre-training run that is not named here (no base_model given).")
+    return lines
 
 
 def _corpus_section(corpus: dict[str, Any] | None) -> list[str]:

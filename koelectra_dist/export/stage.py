@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from transformers import ElectraTokenizerFast
 
 from koelectra_dist import storage
-from koelectra_dist.config import Config, config_from_dict
+from koelectra_dist.config import Config, config_from_dict, portable, portable_config
 from koelectra_dist.corpus.shards import read_manifest, vocab_sha256
 from koelectra_dist.corpus.vocab import check_vocab_tokens, load_vocab, vocab_txt_uri
 from koelectra_dist.errors import CheckpointError, ConfigError, DataError
@@ -203,7 +203,9 @@ def run(cfg: Config) -> dict[str, Any]:
     meta = checkpoint.read_meta(ckpt)
     train_cfg = training_config(meta, ckpt)
     vocab_uri = cfg.export.vocab_uri or train_cfg.paths.vocab
-    provenance = {"checkpoint": ckpt, "step": meta.step, "vocab_sha256": meta.vocab_sha256}
+    # nothing exported names this machine's folders: locations relative to the run's output root
+    ckpt_name = portable(ckpt, train_cfg.run.output_uri)
+    provenance = {"checkpoint": ckpt_name, "step": meta.step, "vocab_sha256": meta.vocab_sha256}
     with tempfile.TemporaryDirectory(prefix="koelectra-export-") as scratch:
         # the vocabulary first: a wrong one fails before the (long) consolidation
         vocab_dir = fetch_vocab(
@@ -220,7 +222,7 @@ def run(cfg: Config) -> dict[str, Any]:
         for name in (*TOWERS, PRETRAINING):
             storage.remove(storage.join(out, name))
         storage.upload_dir(staged, out)
-    info = export_info(model, train_cfg, meta, ckpt)
+    info = export_info(model, train_cfg, dataclasses.replace(meta, config=portable_config(meta.config)), ckpt_name)
     storage.write_json(storage.join(out, EXPORT_INFO), info.to_json())
     return {
         "checkpoint": ckpt,

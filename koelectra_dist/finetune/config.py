@@ -8,9 +8,9 @@ from typing import Any, Literal
 
 from koelectra_dist.errors import ConfigError
 from koelectra_dist.finetune.tasks import (
-    BUILTIN_TASKS,
     NEW_TASK_DEFAULTS,
     FinetuneTaskConfig,
+    builtin_tasks,
     merge_spec,
     spec_problems,
 )
@@ -35,6 +35,10 @@ class FinetuneConfig:
     """Runs per task with different seeds; results report each run, their mean and standard deviation."""
     task_specs: list[FinetuneTaskConfig] = field(default_factory=list)
     """New tasks, or changes to built-in ones (by name); see FinetuneTaskConfig."""
+    recipe: Literal["auto", "base", "small"] = "auto"
+    """Which of KoELECTRA's fine-tuning recipe families the built-in tasks use: its Small configs
+    differ in batch size (KorNLI 128, PAWS 64, KorQuAD 32; Base 64, 32, 8). "auto" picks from the
+    model's config.json: Small for hidden_size <= 256, Base above."""
     epochs: float | None = None
     """Epochs for every task, replacing the built-in recipes' (a task_specs entry still wins); None: recipes."""
     batch_size: int | None = None
@@ -46,7 +50,11 @@ class FinetuneConfig:
     max_eval_examples: int | None = None
     """Evaluate on at most the first N rows of each evaluation file; None: all."""
     eval_split: Literal["dev", "test"] = "dev"
-    """Split the results are measured on (KoELECTRA reported test; the shared data has dev only)."""
+    """Split every task is scored on unless its task_specs entry says otherwise. "dev": the final
+    model on the dev file; "test": the test file, scored once at the end with the epoch that scored
+    best on dev (KoELECTRA reported test)."""
+    allow_same_files: bool = False
+    """Let a task train and evaluate on the same file (a warning instead of an error)."""
     gpus_per_task: float = 1.0
     """GPUs reserved by each fine-tuning run (fractions share a GPU) when the cluster has GPUs; on a
     cluster without GPUs runs go to CPUs."""
@@ -54,7 +62,7 @@ class FinetuneConfig:
     """CPUs reserved by each fine-tuning run (also its torch thread count on CPU)."""
 
 
-def _resolve(cfg: FinetuneConfig) -> tuple[dict[str, FinetuneTaskConfig], list[str]]:
+def _resolve(cfg: FinetuneConfig, size: str = "base") -> tuple[dict[str, FinetuneTaskConfig], list[str]]:
     problems: list[str] = []
     overrides = {
         "epochs": cfg.epochs,
@@ -62,7 +70,7 @@ def _resolve(cfg: FinetuneConfig) -> tuple[dict[str, FinetuneTaskConfig], list[s
         "learning_rate": cfg.learning_rate,
         "max_length": cfg.max_length,
     }
-    specs = {name: merge_spec(spec, overrides) for name, spec in BUILTIN_TASKS.items()}
+    specs = {name: merge_spec(spec, overrides) for name, spec in builtin_tasks(size).items()}
     for i, entry in enumerate(cfg.task_specs):
         if not entry.name:
             problems.append(f"finetune.task_specs[{i}].name: a task name is required")
@@ -78,9 +86,13 @@ def _resolve(cfg: FinetuneConfig) -> tuple[dict[str, FinetuneTaskConfig], list[s
                 f"finetune.tasks[{i}]: unknown task {name!r}; known: {', '.join(sorted(specs))} "
                 "(define a new one in finetune.task_specs)"
             )
+    specs = {
+        name: spec if spec.eval_split else dataclasses.replace(spec, eval_split=cfg.eval_split)
+        for name, spec in specs.items()
+    }
     for name in dict.fromkeys(cfg.tasks):
         if name in specs:
-            problems += spec_problems(specs[name], cfg.eval_split)
+            problems += spec_problems(specs[name], specs[name].eval_split)
     if not cfg.tasks:
         problems.append('finetune.tasks: empty; name at least one task, e.g. ["nsmc"]')
     if cfg.repeats <= 0:
@@ -101,9 +113,10 @@ def config_problems(cfg: FinetuneConfig) -> list[str]:
     return _resolve(cfg)[1]
 
 
-def resolve_tasks(cfg: FinetuneConfig) -> list[FinetuneTaskConfig]:
-    """The complete specs of the configured tasks, in order; ConfigError listing every problem."""
-    specs, problems = _resolve(cfg)
+def resolve_tasks(cfg: FinetuneConfig, size: str = "base") -> list[FinetuneTaskConfig]:
+    """The complete specs of the configured tasks, in order, built-ins with KoELECTRA's `size`
+    recipes; ConfigError listing every problem."""
+    specs, problems = _resolve(cfg, size)
     if problems:
         raise ConfigError("invalid fine-tuning configuration:\n  - " + "\n  - ".join(problems))
     return [specs[name] for name in dict.fromkeys(cfg.tasks)]

@@ -1,14 +1,18 @@
 """Reading a task's split files (local, s3://, .gz) into examples, with errors that name file and line.
 
-Lines are split on the task's delimiter without quoting, as KoELECTRA's readers did (KorSTS
-sentences contain bare quotes). Blank lines are skipped.
+A file is read as its dataset publishes it. With no delimiter set, the header line tells the
+format: a tab in it means tab-separated lines split without quoting, as KoELECTRA's readers did
+(KorSTS sentences contain bare quotes); no tab but a comma means CSV with quoting (songys'
+Question Pair files). Blank lines are skipped.
 """
 
 from __future__ import annotations
 
+import csv
 import io
+import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from koelectra_dist import storage
@@ -33,9 +37,13 @@ class TaskData:
 
 
 def split_uri(data_dir: str, spec: FinetuneTaskConfig, split: str) -> str:
+    """Where a split's file is: `<data_dir>/<folder>/<file>`, or the file setting itself when it is
+    a full path or URI."""
     name = split_file(spec, split)
     if name is None:
         raise DataError(f"task {spec.name!r} has no {split} file; set {split}_file in finetune.task_specs")
+    if "://" in name or name.startswith("/"):
+        return name
     return storage.join(data_dir, spec.folder or spec.name, name)
 
 
@@ -68,20 +76,37 @@ def _tag_ids(raw: str, text: str, label_ids: dict[str, int], spec: FinetuneTaskC
     return [label_ids[tag] for tag in tags]
 
 
+def _delimited(lines: Iterable[str], spec: FinetuneTaskConfig) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of each non-blank line, in the format the spec or the header gives."""
+    lines = iter(lines)
+    numbered = enumerate(lines, start=1)
+    first = next(((n, line) for n, line in numbered if line.strip()), None)
+    if first is None:
+        return
+    header = first[1]
+    if spec.delimiter is None and spec.columns is None and "\t" not in header and "," in header:
+        # CSV: quoted fields may hold commas, quotes and line breaks; the reader counts lines
+        reader = csv.reader(itertools.chain([header], lines))
+        for fields in reader:
+            if any(f.strip() for f in fields):
+                yield first[0] - 1 + reader.line_num, fields
+        return
+    delimiter = spec.delimiter or "\t"
+    for number, line in itertools.chain([first], numbered):
+        line = line.rstrip("\r\n")
+        if line.strip():
+            yield number, line.split(delimiter)
+
+
 def parse_lines(lines: Iterable[str], spec: FinetuneTaskConfig, uri: str, limit: int | None = None) -> TaskData:
     """Parse a task file's lines (without decoding concerns); `limit` keeps the first N rows."""
-    delimiter = spec.delimiter or "\t"
     regression, tagging = is_regression(spec), is_tagging(spec)
     label_ids = {label: i for i, label in enumerate(spec.labels or [])}
     header = spec.columns
     indexes: list[int] = [] if header is None else _column_indexes(spec, header, uri)
     texts: list[list[str]] = [[] for _ in spec.text_columns]
     labels: list = []
-    for number, line in enumerate(lines, start=1):
-        line = line.rstrip("\r\n")
-        if not line.strip():
-            continue
-        fields = line.split(delimiter)
+    for number, fields in _delimited(lines, spec):
         if header is None:
             header = [f.strip() for f in fields]
             indexes = _column_indexes(spec, header, uri)
@@ -124,9 +149,16 @@ def read_split(data_dir: str, spec: FinetuneTaskConfig, split: str, limit: int |
     """Read one split of a task from `data_dir` (local or s3://); DataError naming file and line on bad input."""
     uri = split_uri(data_dir, spec, split)
     if not storage.exists(uri):
+        name = split_file(spec, split)
+        where = (
+            f"{split}_file={name}"
+            if uri == name
+            else f"finetune.data_dir={data_dir}, folder={spec.folder or spec.name}, {split}_file={name}"
+        )
         raise DataError(
-            f"{uri}: not found; task {spec.name!r} expects its {split} file there "
-            "(set finetune.data_dir, or the file name in finetune.task_specs)"
+            f"{uri}: not found; task {spec.name!r} expects its {split} file there ({where}); change "
+            f"finetune.data_dir, or the task's folder or {split}_file in finetune.task_specs ({split}_file "
+            "may also be a full path or URI of its own)"
         )
     with storage.open_uri(uri, "rb", compression="infer") as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="\n")  # a stray \r stays inside its line

@@ -37,19 +37,28 @@ def _score_cell(entry: dict[str, Any]) -> str:
     return f"{entry['mean']:.2f} ± {entry['std']:.2f}"
 
 
-def markdown(tasks: dict[str, dict[str, Any]], model: str, split: str) -> str:
-    """The table the model card shows (scores x100, mean ± std over seeds)."""
+def _file_name(uri: str) -> str:
+    """A results table names files, not the machine's folders."""
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def markdown(tasks: dict[str, dict[str, Any]], model: str) -> str:
+    """The table the model card shows (scores x100, mean ± std over seeds), naming the split and
+    the file each score comes from (and the dev file that chose the epoch for test scores)."""
     lines = [
-        f"Fine-tuned from `{model}`; scores x100 on the {split} split, mean ± standard deviation over seeds.",
+        f"Fine-tuned from `{_file_name(model)}`; scores x100, mean ± standard deviation over seeds.",
         "",
-        "| task | metric | score | seeds | train / eval examples | epochs / batch / lr |",
-        "|---|---|---|---|---|---|",
+        "| task | metric | score | split (file) | seeds | train / eval examples | epochs / batch / lr |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, entry in tasks.items():
         first = entry["runs"][0]
         seeds = ", ".join(str(r["seed"]) for r in entry["runs"])
+        split = f"{first.get('eval_split', 'dev')} (`{_file_name(first['eval_file'])}`)"
+        if first.get("selection"):
+            split += f", epoch chosen on `{_file_name(first['selection']['on'])}`"
         lines.append(
-            f"| {name} | {entry['metric']} | {_score_cell(entry)} | {seeds} | "
+            f"| {name} | {entry['metric']} | {_score_cell(entry)} | {split} | {seeds} | "
             f"{first['train_examples']:,} / {first['eval_examples']:,} | "
             f"{first['epochs']:g} / {first['batch_size']} / {first['learning_rate']:g} |"
         )

@@ -14,11 +14,11 @@ from typing import Any
 
 from koelectra_dist import ray_runtime, storage
 from koelectra_dist.config import Config
-from koelectra_dist.errors import DataError
-from koelectra_dist.finetune.config import resolve_tasks
-from koelectra_dist.finetune.data import TaskData, read_split
+from koelectra_dist.errors import ConfigError, DataError
+from koelectra_dist.finetune.config import FinetuneConfig, resolve_tasks
+from koelectra_dist.finetune.data import TaskData, read_split, split_uri
 from koelectra_dist.finetune.report import markdown, summarize
-from koelectra_dist.finetune.tasks import FinetuneTaskConfig
+from koelectra_dist.finetune.tasks import SMALL_MAX_HIDDEN, FinetuneTaskConfig, recipe_size
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +32,54 @@ def check_model_folder(uri: str) -> None:
             )
 
 
+def pick_recipe(ft: FinetuneConfig, model_uri: str) -> dict[str, str]:
+    """KoELECTRA's recipe family for this model ("base" or "small") and why it was chosen."""
+    if ft.recipe != "auto":
+        return {"size": ft.recipe, "why": f"finetune.recipe={ft.recipe}"}
+    hidden = storage.read_json(storage.join(model_uri, "config.json")).get("hidden_size")
+    if not isinstance(hidden, int):
+        return {"size": "base", "why": "the model's config.json has no hidden_size; Base is the default"}
+    return {
+        "size": recipe_size(hidden),
+        "why": f"hidden_size {hidden} in the model's config.json (Small recipes up to {SMALL_MAX_HIDDEN}, Base above)",
+    }
+
+
+def task_files(ft: FinetuneConfig, spec: FinetuneTaskConfig) -> dict[str, str]:
+    """The files a task reads, by role: train, the scored split, and dev for model selection when
+    test is scored; ConfigError when training and evaluation would read the same file (a warning
+    with finetune.allow_same_files)."""
+    files = {
+        "train": split_uri(ft.data_dir, spec, "train"),
+        spec.eval_split: split_uri(ft.data_dir, spec, spec.eval_split),
+    }
+    if spec.eval_split == "test" and spec.dev_file:
+        files["dev"] = split_uri(ft.data_dir, spec, "dev")
+    for split in ("dev", "test"):
+        if files.get(split) == files["train"]:
+            message = (
+                f"task {spec.name!r} trains and evaluates on the same file {files['train']} (train_file and "
+                f"{split}_file); its score would measure memorisation"
+            )
+            if not ft.allow_same_files:
+                raise ConfigError(
+                    f"{message}. Give a separate {split}_file in finetune.task_specs (a full path or URI "
+                    "may point elsewhere), or set finetune.allow_same_files=true to run it anyway"
+                )
+            log.warning("%s (finetune.allow_same_files is set)", message)
+    return files
+
+
 def _run_one(
     model_uri: str,
     spec: FinetuneTaskConfig,
-    train: TaskData,
-    evaluation: TaskData,
+    data: dict[str, TaskData],
     seed: int,
     threads: int,
+    save_uri: str,
 ) -> dict[str, Any]:
-    """One fine-tuning run inside a Ray worker (downloads an s3:// model folder first)."""
+    """One fine-tuning run inside a Ray worker (downloads an s3:// model folder first); the scored
+    model goes to `save_uri`."""
     import torch
     import transformers
 
@@ -49,44 +88,59 @@ def _run_one(
     torch.set_num_threads(threads)
     # The load report lists the dropped pre-training head and the new classifier on every run: expected.
     transformers.logging.set_verbosity_error()
+    selecting = spec.eval_split == "test" and "dev" in data
     with tempfile.TemporaryDirectory(prefix="koelectra-finetune-") as tmp:
-        local = storage.local_path(model_uri) or storage.download_dir(model_uri, tmp)
-        return finetune(local, spec, train, evaluation, seed=seed)
+        local = storage.local_path(model_uri) or storage.download_dir(model_uri, f"{tmp}/model")
+        saved = f"{tmp}/fine-tuned"
+        result = finetune(
+            local,
+            spec,
+            data["train"],
+            data["dev"] if selecting else data[spec.eval_split],
+            seed=seed,
+            test=data["test"] if selecting else None,
+            save_dir=saved,
+        )
+        storage.upload_dir(saved, save_uri)
+    return {**result, "eval_split": spec.eval_split, "model_uri": save_uri}
 
 
 def run(cfg: Config) -> dict[str, Any]:
     import ray
 
     ft = cfg.finetune
-    specs = resolve_tasks(ft)
     model_uri = cfg.paths.finetune_model
     check_model_folder(model_uri)
-    data = {
-        spec.name: (
-            read_split(ft.data_dir, spec, "train", ft.max_train_examples),
-            read_split(ft.data_dir, spec, ft.eval_split, ft.max_eval_examples),
-        )
-        for spec in specs
-    }
+    recipe = pick_recipe(ft, model_uri)
+    log.info("fine-tuning recipes: KoELECTRA-%s (%s)", recipe["size"].capitalize(), recipe["why"])
+    specs = resolve_tasks(ft, recipe["size"])
+    limits = {"train": ft.max_train_examples, "dev": ft.max_eval_examples, "test": ft.max_eval_examples}
+    data = {}
+    for spec in specs:
+        files = task_files(ft, spec)
+        data[spec.name] = {split: read_split(ft.data_dir, spec, split, limits[split]) for split in files}
     ray_runtime.connect(cfg)
     gpus = ft.gpus_per_task if ray.cluster_resources().get("GPU", 0) > 0 else 0
     remote = ray.remote(_run_one).options(num_cpus=ft.cpus_per_task, num_gpus=gpus, max_retries=0)
+    out = cfg.paths.finetune
     refs = []
     for spec in specs:
-        train_ref, eval_ref = (ray.put(d) for d in data[spec.name])
+        data_ref = ray.put(data[spec.name])
         for r in range(ft.repeats):
-            refs.append(remote.remote(model_uri, spec, train_ref, eval_ref, ft.seed + r, ft.cpus_per_task))
+            seed = ft.seed + r
+            save = storage.join(out, "models", f"{spec.name}-seed{seed}")
+            refs.append(remote.remote(model_uri, spec, data_ref, seed, ft.cpus_per_task, save))
     log.info("fine-tuning %s: %d runs, %s GPU each", model_uri, len(refs), gpus)
     tasks = summarize(ray.get(refs))
-    out = cfg.paths.finetune
     results = {
         "model": model_uri,
         "eval_split": ft.eval_split,
+        "recipe": recipe,
         "tasks": tasks,
         "specs": {s.name: dataclasses.asdict(s) for s in specs},
         "config": dataclasses.asdict(ft),
     }
-    storage.write_bytes(storage.join(out, "results.md"), markdown(tasks, model_uri, ft.eval_split).encode("utf-8"))
+    storage.write_bytes(storage.join(out, "results.md"), markdown(tasks, model_uri).encode("utf-8"))
     storage.write_json(storage.join(out, "results.json"), results)  # last: its presence means complete
     return {
         "output_uri": out,

@@ -29,13 +29,19 @@ class FinetuneTaskConfig:
     folder: str | None = None
     """Folder of the task's files below `finetune.data_dir`; None: the task name."""
     train_file: str | None = None
-    """Training file name inside the folder."""
+    """Training file name inside the folder, or a full path / URI of its own (then data_dir and
+    folder do not apply), so training and evaluation files may live in different places."""
     dev_file: str | None = None
-    """Development file name inside the folder."""
+    """Development file name inside the folder (or a full path / URI, like train_file)."""
     test_file: str | None = None
-    """Test file name inside the folder (None: the task has no test split here)."""
+    """Test file name inside the folder (or a full path / URI); None: the task has no test split here."""
+    eval_split: Literal["dev", "test"] | None = None
+    """The split this task is scored on; None: finetune.eval_split. "test" scores the test file
+    once, at the end, with the epoch that scored best on dev (the last epoch without a dev file)."""
     delimiter: str | None = None
-    """Field separator; None: a tab. Lines are split on it without quoting, like the original files."""
+    """Field separator; None: detected from the header line (a tab: tab-separated, split without
+    quoting like KoELECTRA's readers; else a comma: CSV with quoting). A given delimiter splits
+    lines on it without quoting."""
     columns: list[str] | None = None
     """Names of all columns, in order, for files without a header line; None: the first line is the header."""
     text_columns: list[str] | None = None
@@ -158,6 +164,28 @@ BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
         ),
     ]
 }
+# KoELECTRA's Small configs (finetune/config/<task>/koelectra-small-v3.json) differ from Base only here.
+SMALL_RECIPES: dict[str, dict[str, object]] = {
+    "kornli": {"batch_size": 128},
+    "paws": {"batch_size": 64},
+    "korquad": {"batch_size": 32},
+}
+SMALL_MAX_HIDDEN = 256
+"""Models this wide or narrower get the Small recipes (KoELECTRA-Small is 256 wide, Base 768)."""
+
+
+def recipe_size(hidden_size: int) -> str:
+    """Which of KoELECTRA's recipe families fits a model of this width: "small" or "base"."""
+    return "small" if hidden_size <= SMALL_MAX_HIDDEN else "base"
+
+
+def builtin_tasks(size: str) -> dict[str, FinetuneTaskConfig]:
+    """The built-in tasks with the recipes of KoELECTRA's `size` ("base" or "small") configs."""
+    if size == "base":
+        return dict(BUILTIN_TASKS)
+    return {name: merge_spec(spec, SMALL_RECIPES.get(name, {})) for name, spec in BUILTIN_TASKS.items()}
+
+
 _REQUIRED = ("train_file", "metric", "epochs", "batch_size", "learning_rate", "max_length")
 _COLUMNS = ("text_columns", "label_column")  # required unless the task reads SQuAD JSON
 
@@ -191,8 +219,9 @@ def spec_problems(spec: FinetuneTaskConfig, eval_split: str) -> list[str]:
     problems = [f"{where}: {name} is not set" for name in required if getattr(spec, name) is None]
     if split_file(spec, eval_split) is None:
         problems.append(
-            f"{where}: has no {eval_split}_file to evaluate on (finetune.eval_split={eval_split!r}); "
-            f"set it in finetune.task_specs or choose the other split"
+            f"{where}: has no {eval_split}_file to evaluate on (eval_split={eval_split!r}, from the task's "
+            f"task_specs entry or finetune.eval_split); set {eval_split}_file in finetune.task_specs or "
+            "choose the other split"
         )
     if spec.text_columns is not None and len(spec.text_columns) not in (1, 2):
         problems.append(f"{where}: text_columns needs 1 or 2 columns, got {spec.text_columns}")

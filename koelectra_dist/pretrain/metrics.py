@@ -27,6 +27,13 @@ def peak_flops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 
+def format_eta(seconds: float) -> str:
+    """A remaining time as h:mm:ss (or m:ss under an hour)."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 class MetricsLog:
     def __init__(self, cfg: Config, rank: int, world: int, root: str, resumed_step: int):
         from koelectra_dist.pretrain.model import train_flops_per_token
@@ -97,9 +104,12 @@ class MetricsLog:
         ray.train.report(out)
 
     def format(self, m: dict[str, float]) -> str:
+        steps = self.cfg.train.steps
         text = (
-            f"[{self.cfg.run.name}] step {m['step']}/{self.cfg.train.steps} loss {m['loss']:.4f} "
+            f"[{self.cfg.run.name}] step {m['step']}/{steps} ({100 * m['step'] / steps:.0f}%, "
+            f"ETA {format_eta((steps - m['step']) * m['step_time_s'])}) loss {m['loss']:.4f} "
             f"gen_acc {m['gen_acc']:.3f} disc_p/r {m['disc_precision']:.3f}/{m['disc_recall']:.3f} "
+            f"disc_auc {m['disc_auc']:.3f} "
             f"lr {m['lr']:.2e} gnorm {m['grad_norm']:.3f} {m['tokens_per_s']:.0f} tok/s "
             f"step {m['step_time_s'] * 1000:.0f} ms wait {100 * m['data_wait_frac']:.1f}%"
         )

@@ -18,7 +18,7 @@ from koelectra_dist.finetune.config import FinetuneConfig, resolve_tasks
 from koelectra_dist.finetune.data import read_split
 from koelectra_dist.finetune.heads import head_for, tag_names, word_tags
 from koelectra_dist.finetune.tasks import FinetuneTaskConfig
-from koelectra_dist.finetune.trainer import finetune, load_model, lr_at, total_steps
+from koelectra_dist.finetune.trainer import finetune, load_model, lr_at, predict, total_steps
 
 FILLERS = "영화 배우 연기 스토리 정말 너무 이 그 음악 감독 장면 결말".split()
 SENTIMENT = {"좋다": "1", "최고": "1", "재밌다": "1", "싫다": "0", "최악": "0", "지루하다": "0"}
@@ -169,8 +169,21 @@ def test_finetune_learns_classification_and_regression(tmp_path, hf_folder):
     assert sentiment["metric"] == "accuracy" and sentiment["score"] >= 90, sentiment
     assert sts["metric"] == "spearman" and sts["score"] >= 80, sts
     assert sentiment["steps"] == 10 * 13 and sentiment["device"] == "cpu" and sentiment["max_length"] == 32
-    again = finetune(str(hf_folder), spec, train, dev, seed=42)
+    saved = tmp_path / "saved"
+    again = finetune(str(hf_folder), spec, train, dev, seed=42, save_dir=str(saved))
     assert again["score"] == sts["score"]  # the seed fixes initialisation and data order
+    # the scored model is saved as a Hugging Face folder that scores the same when loaded back
+    assert {"config.json", "model.safetensors", "vocab.txt"} <= {p.name for p in saved.iterdir()}
+    head = head_for(spec)
+    tokenizer, reloaded = load_model(str(saved), head)
+    enc = head.encode(tokenizer, dev, again["max_length"])
+    score, _ = head.score(dev, enc, predict(reloaded, head, enc, tokenizer.pad_token_id, torch.device("cpu")))
+    assert 100 * score == pytest.approx(again["score"])
+    # test scored once, with the epoch that scored best on dev
+    selected = finetune(str(hf_folder), dataclasses.replace(spec, epochs=3), train, dev, seed=42, test=dev)
+    assert selected["selection"]["on"] == dev.uri and 1 <= selected["selection"]["best_epoch"] <= 3
+    assert selected["score"] == pytest.approx(selected["selection"]["dev_score"])  # same file: same score
+    assert selected["precision"] == "fp32"
     longer = finetune(str(hf_folder), dataclasses.replace(spec, max_length=512, epochs=0.1), train, dev, seed=42)
     assert longer["max_length"] == 128  # cut to the model's positions
 
@@ -266,8 +279,11 @@ def test_launch_finetune_on_ray_with_s3(tmp_path, hf_folder, ray_local, s3_bucke
     for name, entry in results["tasks"].items():
         assert [r["seed"] for r in entry["runs"]] == [42, 43]
         assert all(r["train_examples"] == 100 and r["eval_examples"] == 100 for r in entry["runs"])
-        steps = -(-entry["runs"][0]["train_windows"] // 8) if name == "korquad" else 4  # korquad: batch 8, windows
+        steps = -(-entry["runs"][0]["train_windows"] // 32) if name == "korquad" else 4  # korquad: batch 32, windows
         assert all(r["steps"] == steps for r in entry["runs"])
+        assert storage.exists(f"{s3_bucket}/run/finetune/models/{name}-seed43/model.safetensors")
+    # a 64-wide model gets KoELECTRA's Small recipes (KorQuAD batch 32), and the run says why
+    assert results["recipe"]["size"] == "small" and "hidden_size 64" in results["recipe"]["why"]
     table = storage.read_bytes(f"{s3_bucket}/run/finetune/results.md").decode("utf-8")
     assert "| korsts | spearman |" in table and "| 42, 43 | 100 / 100 | 1 / 32 / 5e-05 |" in table
     assert "| naver_ner | entity_f1 |" in table and "| korquad | korquad_f1 |" in table

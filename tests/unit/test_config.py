@@ -8,7 +8,16 @@ import typing
 import pytest
 from helpers import ROOT
 
-from koelectra_dist.config import LOCATION_FIELDS, Config, config_from_dict, load_config, resolved_json
+from koelectra_dist.config import (
+    LOCATION_FIELDS,
+    Config,
+    config_from_dict,
+    load_config,
+    placeholder_problems,
+    portable,
+    portable_config,
+    resolved_json,
+)
 from koelectra_dist.errors import CheckpointError, ConfigError, DataError, StorageError
 
 CONFIGS = sorted((ROOT / "configs").glob("*.json"))
@@ -48,6 +57,44 @@ def test_config_files_mirror_koelectra():
         assert cfg.model.generator_num_attention_heads() == 4
         assert cfg.model.generator_intermediate_size() == 1024
         assert cfg.model.num_hidden_layers == 12
+        # KoELECTRA packed across documents (--blanks-separate-docs false), blank lines skipped
+        assert cfg.corpus.flush_documents is False, name
+        # v2's defining change is EnlipleAI's vocabulary: the config asks for it, it does not train one
+        assert (cfg.corpus.vocab.vocab_uri is not None) == name.endswith("v2"), name
+
+
+def test_v2_configs_stop_without_their_vocabulary():
+    check = launch("--config", "configs/small_v2.json", "--check")
+    assert check.returncode == 0 and '"flush_documents": false' in check.stdout
+    assert "corpus.vocab.vocab_uri: s3://YOUR-BUCKET/vocab/koelectra-v2/vocab.txt is a placeholder" in check.stderr
+    assert "monologg/koelectra-base-v2-discriminator" in check.stderr
+    cfg = load_config(ROOT / "configs" / "base_v2.json")
+    assert any(p.startswith("corpus.vocab.vocab_uri:") for p in placeholder_problems(cfg))
+
+
+def test_relative_outputs_under_a_ray_job_are_named_with_where_they_went(tmp_path, monkeypatch, caplog):
+    job_dir = tmp_path / "session" / "runtime_resources" / "working_dir_files" / "_ray_pkg_abc"
+    job_dir.mkdir(parents=True)
+    monkeypatch.chdir(job_dir)
+    cfg = load_config(ROOT / "configs" / "demo.json", ["checkpoint.storage_uri=s3://b/ckpt"])
+    (warning,) = [r.getMessage() for r in caplog.records if "Ray job" in r.getMessage()]
+    assert warning.startswith(f"run.output_uri is a relative path, resolved to {job_dir}/outputs/demo")
+    assert "s3://" in warning and cfg.run.output_uri == str(job_dir / "outputs" / "demo")
+    caplog.clear()
+    monkeypatch.chdir(tmp_path)  # outside a Ray job: nothing to say
+    load_config(ROOT / "configs" / "demo.json")
+    assert not [r for r in caplog.records if "Ray job" in r.getMessage()]
+
+
+def test_portable_config_names_no_machine_folders():
+    cfg = load_config(ROOT / "configs" / "demo.json", ["run.output_uri=/home/me/runs/demo", "finetune.data_dir=/data"])
+    data = portable_config(cfg.to_dict())
+    assert data["run"]["output_uri"] == "demo"
+    assert data["finetune"]["data_dir"] == "data"
+    assert data["corpus"]["inputs"] == ["pkg://konlpy/data/corpus/kolaw", "pkg://konlpy/data/corpus/kobill"]
+    assert portable("/home/me/runs/demo/checkpoints/step-00000200", "/home/me/runs/demo") == "checkpoints/step-00000200"
+    assert portable("s3://b/x", "/home/me/runs/demo") == "s3://b/x"
+    assert "/home/me" not in json.dumps(data)
 
 
 def test_check_prints_base_v3_resolved():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import math
@@ -27,7 +28,8 @@ from koelectra_dist.finetune.metrics import (
     spearman,
 )
 from koelectra_dist.finetune.report import markdown, summarize
-from koelectra_dist.finetune.tasks import BUILTIN_TASKS, FinetuneTaskConfig
+from koelectra_dist.finetune.stage import task_files
+from koelectra_dist.finetune.tasks import BUILTIN_TASKS, FinetuneTaskConfig, recipe_size
 
 # Small files in each task's original layout (header first), as the tests write them.
 SAMPLES = {
@@ -48,11 +50,26 @@ SAMPLES = {
         ["1975년부터 76년까지 NBA 시즌은 전미 농구 협회의 30번째 시즌이었다.", '그는 "조용한" 사람이었다.'],
         [1, 0],
     ),
-    "question_pair": (
+    "question_pair": (  # songys' CSV: comma-separated, quoted where a field holds a comma, quote or line break
         "kor_pair_train.csv",
-        "question1\tquestion2\tis_duplicate\n1000일 만난 여자친구와 이별\t10년 연애 이별\t1\n오늘 날씨 어때\t내일 시험 범위\t0\n",
-        ["1000일 만난 여자친구와 이별", "오늘 날씨 어때"],
+        "id,qid1,qid2,question1,question2,is_duplicate\n"
+        '1,1,2,"1000일 만난 여자친구와 이별, 어떻게",10년 연애 이별,1\n'
+        '2,3,4,"라디오처럼 ""사랑""을\n끄고 싶어",오늘 날씨 어때,0\n',
+        ["1000일 만난 여자친구와 이별, 어떻게", '라디오처럼 "사랑"을\n끄고 싶어'],
         [1, 0],
+    ),
+    "nsmc": (  # e9t/nsmc
+        "ratings_train.txt",
+        'id\tdocument\tlabel\n9976970\t아 더빙.. 진짜 짜증나네요 목소리\t0\n3819312\t"흠...포스터보고 초딩영화줄....\t1\n',
+        ["아 더빙.. 진짜 짜증나네요 목소리", '"흠...포스터보고 초딩영화줄....'],
+        [0, 1],
+    ),
+    "korsts": (  # kakaobrain/kor-nlu-datasets, KorSTS
+        "sts-train.tsv",
+        "genre\tfilename\tyear\tid\tscore\tsentence1\tsentence2\n"
+        "main-captions\tMSRvid\t2012test\t0001\t5.000\t비행기가 이륙하고 있다.\t비행기가 이륙하고 있다.\n",
+        ["비행기가 이륙하고 있다."],
+        [5.0],
     ),
     "hate_speech": (
         "train.tsv",
@@ -89,6 +106,61 @@ def test_builtin_formats_parse(tmp_path, name):
     assert data.text_a[: len(first_texts)] == first_texts
     assert data.labels == labels
     assert (data.text_b is None) == (len(spec.text_columns) == 1)
+
+
+def test_question_pair_reads_koelectra_tsv_and_songys_test_csv(tmp_path):
+    """KoELECTRA's TSV re-split (train/dev/test.tsv, tab-separated, no quoting) and songys' test CSV
+    (test_id first, a trailing empty column) read with the same built-in task: the header tells."""
+    folder = tmp_path / "question-pair"
+    folder.mkdir()
+    (folder / "dev.tsv").write_text('question1\tquestion2\tis_duplicate\n"따옴표, 쉼표\t질문\t0\n', encoding="utf-8")
+    (folder / "kor_pair_test.csv").write_text(
+        "test_id,question1,question2,is_duplicate,\n0,잠 와,졸려,0,\n", encoding="utf-8"
+    )
+    spec = dataclasses.replace(_spec("question_pair"), dev_file="dev.tsv")
+    dev = read_split(str(tmp_path), spec, "dev")
+    assert (dev.text_a, dev.text_b, dev.labels) == (['"따옴표, 쉼표'], ["질문"], [0])
+    test = read_split(str(tmp_path), spec, "test")
+    assert (test.text_a, test.text_b, test.labels) == (["잠 와"], ["졸려"], [0])
+
+
+def test_recipes_by_model_size():
+    """KoELECTRA's Small configs differ from Base in three batch sizes; overrides still win."""
+    small = {s.name: s for s in resolve_tasks(FinetuneConfig(tasks=["kornli", "paws", "korquad", "nsmc"]), "small")}
+    base = {s.name: s for s in resolve_tasks(FinetuneConfig(tasks=["kornli", "paws", "korquad", "nsmc"]))}
+    assert [small[t].batch_size for t in ("kornli", "paws", "korquad", "nsmc")] == [128, 64, 32, 32]
+    assert [base[t].batch_size for t in ("kornli", "paws", "korquad", "nsmc")] == [64, 32, 8, 32]
+    (kornli,) = resolve_tasks(FinetuneConfig(tasks=["kornli"], batch_size=16), "small")
+    assert kornli.batch_size == 16
+    assert [recipe_size(h) for h in (64, 256, 768)] == ["small", "small", "base"]
+
+
+def test_same_file_for_training_and_evaluation_is_refused(caplog):
+    same = FinetuneTaskConfig(name="nsmc", dev_file="ratings_train.txt")
+    cfg = FinetuneConfig(tasks=["nsmc"], task_specs=[same], data_dir="/data")
+    (spec,) = resolve_tasks(cfg)
+    with pytest.raises(ConfigError, match=r"same file /data/nsmc/ratings_train.txt .*allow_same_files"):
+        task_files(cfg, spec)
+    allowed = dataclasses.replace(cfg, allow_same_files=True)
+    assert task_files(allowed, spec) == {"train": "/data/nsmc/ratings_train.txt", "dev": "/data/nsmc/ratings_train.txt"}
+    assert "memorisation" in caplog.text
+
+
+def test_per_task_split_and_files_in_other_folders(tmp_path):
+    """A task scored on test selects its epoch on dev; its files may each be a full path."""
+    elsewhere = FinetuneTaskConfig(name="korsts", eval_split="test", test_file="s3://other/sts/sts-test.tsv")
+    cfg = FinetuneConfig(tasks=["nsmc", "korsts"], task_specs=[elsewhere], data_dir="/data")
+    nsmc, korsts = resolve_tasks(cfg)
+    assert (nsmc.eval_split, korsts.eval_split) == ("dev", "test")
+    assert task_files(cfg, korsts) == {
+        "train": "/data/korsts/sts-train.tsv",
+        "test": "s3://other/sts/sts-test.tsv",
+        "dev": "/data/korsts/sts-dev.tsv",
+    }
+    with pytest.raises(DataError) as e:
+        read_split(str(tmp_path), nsmc, "dev")
+    for setting in ("finetune.data_dir", "folder=nsmc", "dev_file=ratings_dev.txt", "full path or URI"):
+        assert setting in str(e.value)
 
 
 def test_shared_nsmc_and_korsts_parse():
@@ -347,6 +419,7 @@ def test_entity_f1_reads_bio_spans_like_seqeval():
 
 def test_results_table():
     run = {"metric": "accuracy", "train_examples": 1000, "eval_examples": 500, "epochs": 1.0, "batch_size": 32}
+    run |= {"eval_split": "dev", "eval_file": "s3://b/tasks/nsmc/ratings_dev.txt", "selection": None}
     runs = [
         {**run, "task": "nsmc", "seed": 42, "score": 80.0, "learning_rate": 5e-5},
         {**run, "task": "nsmc", "seed": 43, "score": 82.0, "learning_rate": 5e-5},
@@ -355,7 +428,9 @@ def test_results_table():
     tasks = summarize(runs)
     assert tasks["nsmc"]["mean"] == 81.0 and tasks["nsmc"]["std"] == pytest.approx(math.sqrt(2))
     assert tasks["korsts"]["mean"] is None and tasks["korsts"]["runs"][0]["score"] is None
-    table = markdown(tasks, "hf/discriminator", "dev")
-    assert "| nsmc | accuracy | 81.00 ± 1.41 | 42, 43 | 1,000 / 500 | 1 / 32 / 5e-05 |" in table
+    table = markdown(tasks, "hf/discriminator")
+    assert (
+        "| nsmc | accuracy | 81.00 ± 1.41 | dev (`ratings_dev.txt`) | 42, 43 | 1,000 / 500 | 1 / 32 / 5e-05 |" in table
+    )
     assert "| korsts | spearman | undefined |" in table
     json.dumps(tasks, allow_nan=False)

@@ -67,9 +67,11 @@ def export_dir(tmp_path_factory) -> Path:
     storage.write_json(str(hf / EXPORT_INFO), export_info(model, cfg, meta, provenance["checkpoint"]).to_json())
     run = {"task": "nsmc", "metric": "accuracy", "score": 81.25, "seed": 42, "train_examples": 1000}
     run |= {"eval_examples": 200, "epochs": 1, "batch_size": 32, "learning_rate": 5e-5}
-    results = markdown(summarize([run]), str(hf / "discriminator"), "dev")
+    run |= {"eval_split": "test", "eval_file": "/data/nsmc/ratings_test.txt", "selection": {"on": "/d/ratings_dev.txt"}}
+    tasks = summarize([run])
+    results = markdown(tasks, str(hf / "discriminator"))
     storage.write_bytes(str(run_dir / "finetune" / "results.md"), results.encode("utf-8"))
-    storage.write_json(str(run_dir / "finetune" / "results.json"), {"model": str(hf / "discriminator")})
+    storage.write_json(str(run_dir / "finetune" / "results.json"), {"model": str(hf / "discriminator"), "tasks": tasks})
     return hf
 
 
@@ -122,8 +124,14 @@ def test_plan_files_and_cards(export_dir):
             "| steps | 8 |" in text and "| global batch size | 8 |" in text and "| peak learning rate | 0.001 |" in text
         )
         assert "| tokens / s (non-padding) | 4,322 |" in text and "| sequences / s | 32.0 |" in text
-        assert "| nsmc | accuracy | 81.25 |" in text
+        assert "| nsmc | accuracy | 81.25 | test (`ratings_test.txt`), epoch chosen on `ratings_dev.txt` |" in text
         assert f"Fine-tuned from `{PREFIX}-discriminator`" in text and str(export_dir) not in text
+        assert data.widget[0]["text"] in ("한국어 ELECTRA를 공유합니다.", "대한민국의 수도는 [MASK]이다.")
+        assert "## Final pre-training metrics" in text and "## Limitations" in text
+        if p.tower == "discriminator":  # the scores go to model-index, on the split they were measured on
+            (result,) = data.eval_results
+            assert (result.dataset_type, result.dataset_split, result.metric_value) == ("e9t/nsmc", "test", 81.25)
+            assert data.datasets == ["e9t/nsmc"]
         assert f'"{p.repo_id}"' in text  # the usage snippet names the repo
     with_pt = hub.plan(str(export_dir), PREFIX, with_pretraining=True)
     assert "pretraining/model.safetensors" in [dst for dst, _ in with_pt[0].files]

@@ -1,0 +1,72 @@
+"""The command line: `koelectra-dist --config configs/base_v3.json [STAGE ...]` (installed by
+`pip install .`), or `python launch.py ...` from a checkout.
+
+Under `ray job submit -- python launch.py ...` it runs on that cluster; otherwise it starts a local
+Ray. The config is checked completely before Ray is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from koelectra_dist.config import STAGES, config_warnings, load_config, placeholder_problems, resolved_json
+from koelectra_dist.errors import KoelectraError, user_error_in
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="koelectra-dist", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--config", required=True, help="JSON config file (see configs/)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value by dotted path, e.g. --set train.steps=1000 (repeatable)",
+    )
+    p.add_argument("--check", action="store_true", help="validate, print the resolved config as JSON, exit")
+    p.add_argument(
+        "stages",
+        nargs="*",
+        metavar="STAGE",
+        help=f"stages to run, in pipeline order ({', '.join(STAGES)}); default: run.stages",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        unknown = [s for s in args.stages if s not in STAGES]
+        if unknown:
+            raise KoelectraError(f"unknown stage(s) {', '.join(unknown)}; stages are: {', '.join(STAGES)}")
+        overrides = list(args.set)
+        if args.stages:  # named stages replace run.stages, so validation checks what will run
+            overrides.append("run.stages=" + json.dumps(sorted(args.stages, key=STAGES.index)))
+        cfg = load_config(args.config, overrides)
+        if args.check:
+            print(resolved_json(cfg))
+            for problem in placeholder_problems(cfg):
+                print(f"koelectra_dist note: before running, {problem}", file=sys.stderr)
+            for warning in config_warnings(cfg):
+                print(f"koelectra_dist warning: {warning}", file=sys.stderr)
+            return 0
+        from koelectra_dist.pipeline import run_stages
+
+        run_stages(cfg)
+        return 0
+    except Exception as e:
+        user = user_error_in(e)  # a worker's error arrives wrapped by Ray
+        if user is None:
+            raise
+        print(f"koelectra_dist {user.kind}: {user.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import NSMC_CORPUS, require_shared_data
+from helpers import require_shared_data
 
 from koelectra_dist import storage
 from koelectra_dist.config import config_from_dict
@@ -90,10 +90,25 @@ def nsmc_input(tmp_path_factory):
     return tmp, fixed_vocab(lines, tmp / "vocab")
 
 
-@pytest.mark.parametrize("flush_documents", [True, False])
-def test_shards_equal_the_driver_side_implementation(ray_local, nsmc_input, flush_documents):
+@pytest.mark.parametrize(
+    ("flush_documents", "chunking"),
+    [
+        (True, {}),
+        (False, {}),
+        # Byte ranges that cut files (and documents, and blocks) anywhere; several hash ranges.
+        (True, {"chunk_bytes": 150_000, "dedup_partitions": 3}),
+        (False, {"chunk_bytes": 400_000, "dedup_partitions": 5}),
+    ],
+)
+def test_shards_equal_the_driver_side_implementation(ray_local, nsmc_input, flush_documents, chunking):
     tmp, vocab_size = nsmc_input
-    out = tmp / f"run-{flush_documents}"
-    report = stage.run(slice_cfg(tmp, str(out), vocab_size, flush_documents))
-    digest = shard_digest(str(out / "corpus" / "shards"))
-    assert digest == REFERENCE[flush_documents]
+    out = tmp / f"run-{flush_documents}-{len(chunking)}"
+    report = stage.run(slice_cfg(tmp, str(out), vocab_size, flush_documents, **chunking))
+    assert shard_digest(str(out / "corpus" / "shards")) == REFERENCE[flush_documents]
+    # The counts the driver-side implementation reported for this input (lines equal after cleaning
+    # are dropped within a block, so lines_kept depends on the blocks); documents_read now counts
+    # a document cut into blocks once (it was 647 without flush_documents).
+    cleaning = report["cleaning"]
+    kept = 28810 if flush_documents else 28811
+    assert (cleaning["lines_read"], cleaning["duplicate_lines"], cleaning["lines_kept"]) == (29451, 614, kept)
+    assert cleaning["documents_read"] == 552 and cleaning["files"] == 3

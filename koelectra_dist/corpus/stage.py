@@ -60,7 +60,8 @@ DEDUP_BYTES_PER_PARTITION = 128 << 20
 
 def fingerprint(cfg: Config, files: list[InputFile]) -> str:
     corpus = dataclasses.asdict(cfg.corpus)
-    corpus.pop("output_uri")
+    for name in ("output_uri", "chunk_bytes", "dedup_partitions"):  # where and how, not what
+        corpus.pop(name)
     payload = {
         "schema_version": SCHEMA_VERSION,
         "inputs": [dataclasses.asdict(f) for f in files],

@@ -59,14 +59,16 @@ def advance(state: CutState, seg_kept: list[int], seg_blank: list[bool], lines_p
 
 
 class BlockCutter:
-    """The block rule line by line from a chunk's `start` state. A block open at the start began
-    in an earlier chunk and is that chunk's to build: its lines are counted, not kept."""
+    """The block rule line by line from a chunk's `start` state. Blocks numbered below `first` are
+    counted, not kept (by default the block open at the start: it began in an earlier chunk and is
+    that chunk's to build)."""
 
-    def __init__(self, start: CutState, lines_per_block: int, limit: int):
+    def __init__(self, start: CutState, lines_per_block: int, limit: int, first: int | None = None):
         self.state = CutState(start.lines, start.index)
         self.lines_per_block = lines_per_block
         self.limit = limit
-        self.owned = start.lines == 0
+        self.first = start.index + (start.lines > 0) if first is None else first
+        self.owned = self.state.index >= self.first
         self._docs: list[list[bytes]] = []
         self._doc: list[bytes] = []
 
@@ -90,18 +92,13 @@ class BlockCutter:
         """The end of the corpus: the last block, if one is open."""
         return self._cut() if self.state.lines else None
 
-    @property
-    def open_block(self) -> bool:
-        """Whether a block of this chunk's own is still open (it ends in a later chunk)."""
-        return self.owned and self.state.lines > 0
-
     def _cut(self) -> Block | None:
         self.end_document()
         block = (self.state.index, self._docs) if self.owned else None
         self._docs = []
         self.state.lines = 0
         self.state.index += 1
-        self.owned = True
+        self.owned = self.state.index >= self.first
         return block
 
 

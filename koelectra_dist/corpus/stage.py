@@ -56,6 +56,11 @@ log = logging.getLogger(__name__)
 # Input bytes per deduplication range when corpus.dedup_partitions is not set: a range's task
 # holds ~24 bytes per line of its range (~2-3 lines per 100 bytes of text).
 DEDUP_BYTES_PER_PARTITION = 128 << 20
+# The output does not depend on how the work is cut, so it is cut for the cluster: about this
+# many read and pack tasks per CPU (a small corpus in smaller chunks, a large gzip file's blocks
+# over several pack tasks), chunks of at least MIN_CHUNK_BYTES.
+TASKS_PER_CPU = 4
+MIN_CHUNK_BYTES = 1 << 20
 
 
 def fingerprint(cfg: Config, files: list[InputFile]) -> str:
@@ -109,13 +114,13 @@ class Survey:
     sample_keys: np.ndarray | None = None
 
 
-def survey(cfg: Config, files: list[InputFile], options: ReadOptions, sample_k: int) -> Survey:
+def survey(cfg: Config, files: list[InputFile], options: ReadOptions, sample_k: int, cpus: int) -> Survey:
     import ray
 
     c = cfg.corpus
-    chunks = plan_chunks(files, c.chunk_bytes)
-    deduplicate = c.cleaning.enabled and c.cleaning.deduplicate
     total = sum(f.size for f in files)
+    chunks = plan_chunks(files, min(c.chunk_bytes, max(MIN_CHUNK_BYTES, -(-total // (TASKS_PER_CPU * cpus)))))
+    deduplicate = c.cleaning.enabled and c.cleaning.deduplicate
     parts = c.dedup_partitions or max(1, math.ceil(total / DEDUP_BYTES_PER_PARTITION))
     parts = parts if deduplicate else 0
     read = [
@@ -143,17 +148,20 @@ def survey(cfg: Config, files: list[InputFile], options: ReadOptions, sample_k: 
 
 @dataclass
 class Job:
-    """One pack or pre-tokenize task: the blocks that start in chunks[0], from `start`; the later
-    chunks hold the rest of its last block."""
+    """One pack or pre-tokenize task: blocks [lo, hi) of those that start in chunks[0], read from
+    `start`; the later chunks hold the rest of block hi-1."""
 
     chunks: list[int]
     start: CutState
-    documents: int = 0
+    blocks: tuple[int, int]
 
 
-def plan_jobs(s: Survey, lines_per_block: int, limit: int, counts: Counter[str] | None = None) -> Iterator[Job]:
-    """The block scan over every chunk in order, yielding each job once its chunks are known;
-    `counts` gets the input's documents and duplicate lines."""
+def plan_jobs(
+    s: Survey, lines_per_block: int, limit: int, blocks_per_job: int, counts: Counter[str] | None = None
+) -> Iterator[Job]:
+    """The block scan over every chunk in order, yielding each job once its chunks are known (a
+    chunk's blocks in jobs of `blocks_per_job`); `counts` gets the input's documents and
+    duplicate lines."""
     import ray
 
     state = CutState()
@@ -178,19 +186,25 @@ def plan_jobs(s: Survey, lines_per_block: int, limit: int, counts: Counter[str] 
             if cut:
                 yield waiting
                 waiting = None
-        if start.lines == 0 or cut:
-            job = Job([n], start)
-            if state.lines:
-                waiting = job
+        first, end = start.index + (start.lines > 0), state.index + (state.lines > 0)
+        for lo in range(first, end, blocks_per_job):
+            job = Job([n], start, (lo, min(lo + blocks_per_job, end)))
+            if job.blocks[1] == end and state.lines:
+                waiting = job  # its last block is still open
             else:
                 yield job
     if waiting is not None:
         yield waiting
 
 
-def _in_order(submit, jobs: Iterator[Job], window: int) -> Iterator[Any]:
-    """Submit a task per job, at most `window` ahead of the one whose result is consumed; yield
-    (job, refs) in job order."""
+def _blocks_per_job(s: Survey, lines_per_block: int, cpus: int) -> int:
+    return max(1, math.ceil(s.counts["lines_read"] / lines_per_block / (TASKS_PER_CPU * cpus)))
+
+
+def _in_order(submit, jobs: Iterator[Job], cpus: int) -> Iterator[Any]:
+    """Submit a task per job, at most two per CPU ahead of the one whose result is consumed;
+    yield (job, refs) in job order."""
+    window = max(4, 2 * cpus)
     running: deque = deque()
     for job in jobs:
         running.append((job, submit(job)))
@@ -203,7 +217,7 @@ def _job_args(s: Survey, job: Job) -> tuple[list[Chunk], list[Any]]:
     return [s.chunks[n] for n in job.chunks], [s.dups[n] for n in job.chunks]
 
 
-def build_vocab(cfg: Config, s: Survey, options: ReadOptions, window: int) -> list[str]:
+def build_vocab(cfg: Config, s: Survey, options: ReadOptions, cpus: int) -> list[str]:
     """Train the WordPiece vocabulary on the cleaned, pre-tokenized corpus (or a sample of it)."""
     import ray
 
@@ -215,10 +229,19 @@ def build_vocab(cfg: Config, s: Survey, options: ReadOptions, window: int) -> li
         def submit(job: Job):
             chunks, dups = _job_args(s, job)
             return tasks.pretokenize_chunks.remote(
-                job.start, chunks, options, c.lines_per_block, limit, c.cleaning, c.vocab.pretokenizer, *dups
+                job.start,
+                job.blocks,
+                chunks,
+                options,
+                c.lines_per_block,
+                limit,
+                c.cleaning,
+                c.vocab.pretokenizer,
+                *dups,
             )
 
-        for _, ref in _in_order(submit, plan_jobs(s, c.lines_per_block, limit), window):
+        jobs = plan_jobs(s, c.lines_per_block, limit, _blocks_per_job(s, c.lines_per_block, cpus))
+        for _, ref in _in_order(submit, jobs, cpus):
             lines += ray.get(ref)[1]
     else:
         keys = s.sample_keys
@@ -283,7 +306,7 @@ def _cleaning_report(s: Survey, counts: Counter[str]) -> dict[str, Any]:
 
 
 def pack_shards(
-    cfg: Config, s: Survey, options: ReadOptions, tokenizer_json: str, window: int
+    cfg: Config, s: Survey, options: ReadOptions, tokenizer_json: str, cpus: int
 ) -> tuple[list[ShardFile], Counter[str]]:
     """Pack every block and write the shards; return them and the counts."""
     import ray
@@ -297,11 +320,14 @@ def pack_shards(
 
     def submit(job: Job):
         chunks, dups = _job_args(s, job)
-        return tasks.pack_chunks.remote(job.start, chunks, options, c.lines_per_block, limit, opts, dtype, *dups)
+        return tasks.pack_chunks.remote(
+            job.start, job.blocks, chunks, options, c.lines_per_block, limit, opts, dtype, *dups
+        )
 
     counts: Counter[str] = Counter()
     plan = _ShardPlan(c.examples_per_shard, cfg.paths.corpus_shards)
-    for _, (counts_ref, packed_ref) in _in_order(submit, plan_jobs(s, c.lines_per_block, limit, counts), window):
+    jobs = plan_jobs(s, c.lines_per_block, limit, _blocks_per_job(s, c.lines_per_block, cpus), counts)
+    for _, (counts_ref, packed_ref) in _in_order(submit, jobs, cpus):
         job_counts = ray.get(counts_ref)
         counts.update(job_counts)
         plan.add(packed_ref, job_counts["examples"])
@@ -323,23 +349,23 @@ def run(cfg: Config) -> dict[str, Any]:
         log.info("corpus: %s is complete for these inputs and config; skipping", shards_uri)
         return _report(out, previous, skipped=True)
     storage.remove(shards_uri)  # a partial earlier output is never reused
-    window = max(4, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     options = ReadOptions(c.encoding, c.text_field)
     started = time.time()
     try:
         sample_k = c.vocab.sample_lines if not c.vocab.vocab_uri and c.vocab.sample_lines else 0
-        found = survey(cfg, files, options, sample_k)
+        found = survey(cfg, files, options, sample_k, cpus)
         if c.vocab.vocab_uri:
             vocab = load_vocab(c.vocab.vocab_uri)
             check_vocab_tokens(vocab, m.vocab_size, c.vocab.vocab_uri)
         else:
-            vocab = build_vocab(cfg, found, options, window)
+            vocab = build_vocab(cfg, found, options, cpus)
         if c.vocab.vocab_uri and _same_file(vocab_txt_uri(c.vocab.vocab_uri), vocab_txt_uri(vocab_uri)):
             tokenizer = build_tokenizer(vocab)  # the configured vocabulary is already in place
         else:
             tokenizer = write_vocab_dir(vocab, vocab_uri, m.max_length)
         vocab_seconds = time.time() - started
-        shards, counts = pack_shards(cfg, found, options, tokenizer.to_str(), window)
+        shards, counts = pack_shards(cfg, found, options, tokenizer.to_str(), cpus)
     except Exception as e:  # a task's own error reaches the user as it was raised
         user = user_error_in(e)
         if user is None:

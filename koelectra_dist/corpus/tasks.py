@@ -93,17 +93,18 @@ def chunk_segments(runs: tuple[np.ndarray, np.ndarray], *found: np.ndarray) -> t
 
 def _blocks(
     start: CutState,
+    blocks: tuple[int, int],
     chunks: list[Chunk],
     dups: tuple[np.ndarray, ...],
     options: ReadOptions,
     lines_per_block: int,
     limit: int,
 ) -> Iterator[Block]:
-    """The blocks that start in chunks[0], the rest of its last one read from the chunks after it."""
-    cutter = BlockCutter(start, lines_per_block, limit)
-    for n, (chunk, dup) in enumerate(zip(chunks, dups, strict=True)):
-        if n and not cutter.open_block:
-            return
+    """Blocks numbered [lo, hi) of those that start in chunks[0], read from `start`; the chunks
+    after it hold the rest of block hi-1."""
+    lo, hi = blocks
+    cutter = BlockCutter(start, lines_per_block, limit, first=lo)
+    for chunk, dup in zip(chunks, dups, strict=True):
         skip = set(dup.tolist())
         index = 0
         for line in iter_chunk_lines(chunk, options, Counter()):
@@ -114,19 +115,19 @@ def _blocks(
                 block = cutter.blank()
             if block is not None:
                 yield block
-                if n:  # a later chunk: only the block left open is ours
+                if block[0] + 1 >= hi:
                     return
         if chunk.last_of_file:
             cutter.end_document()
-    if len(chunks) > 0 and cutter.open_block:
-        block = cutter.finish()  # the corpus ended with it open (the driver passed every chunk)
-        if block is not None:
-            yield block
+    block = cutter.finish()  # the corpus ended with block hi-1 open (the driver passed every chunk)
+    if block is not None:
+        yield block
 
 
 @ray.remote(num_returns=2)
 def pack_chunks(
     start: CutState,
+    blocks: tuple[int, int],
     chunks: list[Chunk],
     options: ReadOptions,
     lines_per_block: int,
@@ -137,7 +138,7 @@ def pack_chunks(
 ) -> tuple[Counter[str], PackedArrays]:
     counts: Counter[str] = Counter()
     out = PackedExamples()
-    for block in _blocks(start, chunks, dups, options, lines_per_block, limit):
+    for block in _blocks(start, blocks, chunks, dups, options, lines_per_block, limit):
         pack_block(block, counts, opts, out)
     return counts, out.arrays(id_dtype)
 
@@ -145,6 +146,7 @@ def pack_chunks(
 @ray.remote
 def pretokenize_chunks(
     start: CutState,
+    blocks: tuple[int, int],
     chunks: list[Chunk],
     options: ReadOptions,
     lines_per_block: int,
@@ -155,7 +157,7 @@ def pretokenize_chunks(
 ) -> tuple[Counter[str], list[str]]:
     counts: Counter[str] = Counter()
     lines: list[str] = []
-    for _, block in _blocks(start, chunks, dups, options, lines_per_block, limit):
+    for _, block in _blocks(start, blocks, chunks, dups, options, lines_per_block, limit):
         lines += pretokenize_block(block, counts, cleaning, pretokenizer)
     return counts, lines
 

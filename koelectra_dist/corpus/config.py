@@ -77,8 +77,9 @@ class CorpusConfig:
     """About this many lines go to one Ray Data task (whole documents only; a document longer than
     4x this is cut, closing an example there). Small blocks keep every CPU busy to the end."""
     chunk_bytes: int = 64 << 20
-    """Plain input files larger than this are read by several tasks, each a byte range of this
-    size cut at line starts (gzip files are read whole by one task). The output does not depend on it."""
+    """The largest byte range of a plain input file one task reads (cut at line starts; smaller
+    when the corpus is small: about 4 per CPU, at least 1 MiB; a gzip file is read whole by one
+    task). The output does not depend on it."""
     dedup_partitions: int | None = None
     """Hash ranges for exact deduplication, one task each (None: one per 128 MiB of input). A
     range's task holds ~24 bytes per line of its range. The output does not depend on it."""

@@ -42,9 +42,6 @@ class RunConfig:
     location lives below it (corpus/, checkpoints/, hf/, finetune/)."""
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     """Stages `launch.py` runs when none is named on the command line, in pipeline order."""
-    data_progress: bool = False
-    """Show Ray Data's progress bars and per-dataset log lines (quiet by default: the stages log
-    their own progress)."""
 
 
 @dataclass(frozen=True)

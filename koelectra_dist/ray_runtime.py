@@ -42,16 +42,3 @@ def connect(cfg: Config) -> None:
     _started_here = bool(getattr(node, "all_processes", None))
     where = f"cluster at {address}" if address else "local Ray (started here, or the one running on this node)"
     log.info("connected to %s: %s", where, ray.cluster_resources())
-    quiet_ray_data(not cfg.run.data_progress)
-
-
-def quiet_ray_data(quiet: bool) -> None:
-    """Ray Data's progress blocks and per-dataset INFO lines fill a short run's console; the stages
-    log their own progress, so these show only with run.data_progress."""
-    from ray.data import DataContext
-
-    context = DataContext.get_current()
-    context.enable_progress_bars = not quiet
-    logging.getLogger("ray.data").setLevel(logging.WARNING if quiet else logging.INFO)
-    # its one-time "progress bars disabled" notice names a setting of Ray's, not ours
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR if quiet else logging.INFO)

@@ -2,7 +2,7 @@
 
 Rules run in this order on every line: NFC, control characters, URLs, e-mails, @mentions,
 #hashtags, repeated characters, whitespace collapse, minimum length. Exact duplicates are dropped
-by `Deduplicator` (raw lines, whole corpus, on the driver) and again after cleaning inside a block.
+as raw lines across the whole corpus (dedup.py) and again after cleaning inside a block.
 """
 
 from __future__ import annotations
@@ -133,20 +133,3 @@ class Cleaner:
             if kept:
                 out.append(kept)
         return out
-
-
-class Deduplicator:
-    """Exact duplicate detection of raw lines across the whole corpus. It keeps one Python hash
-    per distinct line (about 70 bytes each), so for billions of lines pre-deduplicate instead."""
-
-    def __init__(self) -> None:
-        self._seen: set[int] = set()
-        self.duplicates = 0
-
-    def is_duplicate(self, line: bytes) -> bool:
-        key = hash(line)
-        if key in self._seen:
-            self.duplicates += 1
-            return True
-        self._seen.add(key)
-        return False

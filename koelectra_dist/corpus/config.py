@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from koelectra_dist.configbase import positive
+from koelectra_dist.configbase import non_negative, positive
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,13 @@ class VocabConfig:
 class CorpusConfig:
     inputs: list[str] = field(default_factory=list)
     """Text files or folders of them (local or s3://, .gz allowed); one sentence per line, a blank
-    line between documents."""
+    line between documents; or JSON lines (see text_field)."""
+    encoding: str = "utf-8"
+    """Encoding of the text files (an ASCII-compatible one, e.g. "cp949" for older Korean text);
+    lines are converted to UTF-8 as they are read."""
+    text_field: str | None = None
+    """For JSON-lines inputs (a file whose first line is a JSON object): the field of each object
+    that holds a document's text. Without it such a file is refused."""
     output_uri: str | None = None
     """Where vocab/ and shards/ go; None: <run.output_uri>/corpus."""
     cleaning: CleaningConfig = field(default_factory=CleaningConfig)
@@ -70,6 +76,13 @@ class CorpusConfig:
     lines_per_block: int = 5_000
     """About this many lines go to one Ray Data task (whole documents only; a document longer than
     4x this is cut, closing an example there). Small blocks keep every CPU busy to the end."""
+    chunk_bytes: int = 64 << 20
+    """The largest byte range of a plain input file one task reads (cut at line starts; smaller
+    when the corpus is small: about 4 per CPU, at least 1 MiB; a gzip file is read whole by one
+    task). The output does not depend on it."""
+    dedup_partitions: int | None = None
+    """Hash ranges for exact deduplication, one task each (None: one per 128 MiB of input). A
+    range's task holds ~24 bytes per line of its range. The output does not depend on it."""
     seed: int = 12345
     """Seed for packing and sampling."""
 
@@ -78,7 +91,18 @@ def problems(cfg: Any) -> list[str]:
     """What is wrong with the corpus section (`cfg` is the root config)."""
     c, m = cfg.corpus, cfg.model
     found: list[str] = []
-    positive(found, [("corpus.examples_per_shard", c.examples_per_shard)])
+    positive(
+        found,
+        [
+            ("corpus.examples_per_shard", c.examples_per_shard),
+            ("corpus.lines_per_block", c.lines_per_block),
+            ("corpus.chunk_bytes", c.chunk_bytes),
+        ],
+    )
+    if c.dedup_partitions is not None:
+        positive(found, [("corpus.dedup_partitions", c.dedup_partitions)])
+    non_negative(found, [("corpus.vocab.num_unused", c.vocab.num_unused)])
+    found += _encoding_problems(c.encoding)
     if m.vocab_size > 0 and m.vocab_size <= c.vocab.num_unused + 5:
         found.append(
             f"model.vocab_size ({m.vocab_size}) leaves no room beyond 5 special tokens and "
@@ -92,3 +116,15 @@ def problems(cfg: Any) -> list[str]:
             "corpus.inputs: empty; list text files or folders (local or s3://), or drop 'corpus' from run.stages"
         )
     return found
+
+
+def _encoding_problems(encoding: str) -> list[str]:
+    try:
+        ascii_compatible = "a\n".encode(encoding) == b"a\n"
+    except LookupError:
+        return [f"corpus.encoding: unknown encoding {encoding!r}; use a Python codec name such as 'utf-8' or 'cp949'"]
+    if not ascii_compatible:
+        return [
+            f"corpus.encoding: {encoding!r} is not ASCII-compatible (lines are split at b'\\n'); convert the files to UTF-8"
+        ]
+    return []

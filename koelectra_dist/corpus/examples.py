@@ -48,13 +48,16 @@ class ExampleBuilder:
         rng: random.Random,
         single_segment_prob: float = 0.1,
         short_seq_prob: float = 0.05,
+        out: PackedExamples | None = None,
     ):
         self.max_length = max_length
         self.rng = rng
         self.single_segment_prob = single_segment_prob
         self.short_seq_prob = short_seq_prob
-        self.out = PackedExamples()
+        self.out = out if out is not None else PackedExamples()
         self.single_segment_draws = 0
+        self.truncated_tokens = 0
+        """Tokens cut off because a segment was longer than an example holds (over-long lines)."""
         self.short_target_draws = 0
         self._sentences: list[list[int]] = []
         self._length = 0
@@ -101,8 +104,10 @@ class ExampleBuilder:
                 first += sentence
             else:
                 second += sentence
-        first = first[: self.max_length - 2]
-        second = second[: max(0, self.max_length - len(first) - 3)]
+        kept_first = first[: self.max_length - 2]
+        kept_second = second[: max(0, self.max_length - len(kept_first) - 3)]
+        self.truncated_tokens += len(first) + len(second) - len(kept_first) - len(kept_second)
+        first, second = kept_first, kept_second
         self._sentences = []
         self._length = 0
         if rng.random() < self.short_seq_prob:

@@ -22,6 +22,9 @@ from koelectra_dist.corpus.vocab import vocab_txt_uri
 from koelectra_dist.errors import DataError, KoelectraError
 
 SCHEMA_VERSION = 1
+
+PackedArrays = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""Packed examples as (ids, token types, offsets): row i is ids[offsets[i]:offsets[i+1]]."""
 MANIFEST = "manifest.json"
 
 
@@ -81,56 +84,34 @@ def id_dtype(vocab_size: int) -> str:
     return "uint16" if vocab_size <= 65535 else "uint32"
 
 
-class ShardWriter:
-    """Collects packed examples in order and writes `part-NNNNN.parquet` files of `rows_per_shard` rows."""
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
 
-    def __init__(self, shards_uri: str, rows_per_shard: int, dtype: str):
-        self.shards_uri = shards_uri
-        self.rows_per_shard = rows_per_shard
-        self.dtype = dtype
-        self.shards: list[ShardFile] = []
-        self._pending: list[pa.Table] = []
-        self._pending_rows = 0
 
-    def add(self, ids: np.ndarray, types: np.ndarray, offsets: np.ndarray) -> None:
-        if len(offsets) < 2:
-            return
-        arrow_offsets = pa.array(offsets.astype(np.int32))
-        table = pa.table(
-            {
-                "input_ids": pa.ListArray.from_arrays(arrow_offsets, pa.array(ids, pa.from_numpy_dtype(ids.dtype))),
-                "token_type_ids": pa.ListArray.from_arrays(arrow_offsets, pa.array(types, pa.uint8())),
-            }
-        )
-        self._pending.append(table)
-        self._pending_rows += table.num_rows
-        while self._pending_rows >= self.rows_per_shard:
-            self._write(self.rows_per_shard)
-
-    def add_bytes(self, ids: bytes, types: bytes, offsets: bytes) -> None:
-        self.add(np.frombuffer(ids, self.dtype), np.frombuffer(types, np.uint8), np.frombuffer(offsets, np.int64))
-
-    def _write(self, rows: int) -> None:
-        table = pa.concat_tables(self._pending).combine_chunks()
-        shard, rest = table.slice(0, rows), table.slice(rows)
-        self._pending = [rest] if rest.num_rows else []
-        self._pending_rows = rest.num_rows
-        buf = io.BytesIO()
-        pq.write_table(shard, buf)
-        name = f"part-{len(self.shards):05d}.parquet"
-        storage.write_bytes(storage.join(self.shards_uri, name), buf.getvalue())
-        tokens = pc.sum(pc.list_value_length(shard.column("input_ids"))).as_py() or 0
-        data = buf.getvalue()
-        self.shards.append(
-            ShardFile(
-                path=name, rows=shard.num_rows, tokens=tokens, bytes=len(data), sha256=hashlib.sha256(data).hexdigest()
+def write_shard(shards_uri: str, index: int, pieces: list[tuple[PackedArrays, int, int]]) -> ShardFile:
+    """Write rows [lo, hi) of each packed piece, in order, as shard number `index`."""
+    tables = []
+    for (ids, types, offsets), lo, hi in pieces:
+        rows = offsets[lo : hi + 1]
+        arrow_offsets = pa.array((rows - rows[0]).astype(np.int32))
+        span = slice(int(rows[0]), int(rows[-1]))
+        tables.append(
+            pa.table(
+                {
+                    "input_ids": pa.ListArray.from_arrays(arrow_offsets, pa.array(ids[span])),
+                    "token_type_ids": pa.ListArray.from_arrays(arrow_offsets, pa.array(types[span], pa.uint8())),
+                }
             )
         )
-
-    def close(self) -> list[ShardFile]:
-        if self._pending_rows:
-            self._write(self._pending_rows)
-        return self.shards
+    shard = pa.concat_tables(tables).combine_chunks()
+    buf = io.BytesIO()
+    pq.write_table(shard, buf)
+    name = shard_name(index)
+    storage.write_bytes(storage.join(shards_uri, name), buf.getvalue())
+    tokens = pc.sum(pc.list_value_length(shard.column("input_ids"))).as_py() or 0
+    data = buf.getvalue()
+    sha = hashlib.sha256(data).hexdigest()
+    return ShardFile(path=name, rows=shard.num_rows, tokens=tokens, bytes=len(data), sha256=sha)
 
 
 def write_manifest(shards_uri: str, manifest: ShardManifest) -> None:

@@ -1,10 +1,14 @@
 """The corpus stage: raw text -> vocab/ (WordPiece) and shards/ (packed Parquet + manifest.json).
 
-Two streaming passes over the input, each a sequence of Ray Data tasks over blocks of whole
-documents: (1) clean + pre-tokenize for vocabulary training (skipped when corpus.vocab.vocab_uri
-names a vocabulary), (2) clean + tokenize + pack into shards. The manifest is written last and
-records a fingerprint of the inputs (names, sizes, mtimes/ETags) and of the config, so a re-run
-with the same ones returns at once; anything without a manifest is rebuilt.
+The driver plans and tracks Ray tasks (corpus/tasks.py); the tasks read, hash, clean, tokenize,
+pack and write. (1) Survey: each chunk of the input is read once, its lines hashed and split by
+hash range; one task per range finds the repeated lines (dedup.py). (2) The driver scans the
+chunks' per-document counts to number the blocks (blocks.py), and the vocabulary is trained on a
+sample drawn by the tasks, or on every block (skipped when corpus.vocab.vocab_uri names one).
+(3) Pack tasks re-read their chunks and pack their blocks; write tasks turn each
+`examples_per_shard` rows into a Parquet shard at its destination. The manifest is written last
+and records a fingerprint of the inputs (names, sizes, mtimes/ETags) and of the config, so a
+re-run with the same ones returns at once; anything without a manifest is rebuilt.
 """
 
 from __future__ import annotations
@@ -13,22 +17,25 @@ import dataclasses
 import hashlib
 import json
 import logging
-import random
+import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
-from itertools import islice
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from koelectra_dist import ray_runtime, storage
 from koelectra_dist.config import Config
-from koelectra_dist.corpus.blocks import clean_pretokenize_block, map_blocks, pack_block
-from koelectra_dist.corpus.clean import RULES, Deduplicator
-from koelectra_dist.corpus.read import InputFile, ReadStats, iter_blocks, iter_lines, resolve_inputs
+from koelectra_dist.corpus import dedup, tasks
+from koelectra_dist.corpus.blocks import CutState, PackOptions, advance, block_limit
+from koelectra_dist.corpus.clean import RULES
+from koelectra_dist.corpus.read import Chunk, InputFile, ReadOptions, plan_chunks, resolve_inputs
 from koelectra_dist.corpus.shards import (
     SCHEMA_VERSION,
+    ShardFile,
     ShardManifest,
-    ShardWriter,
     id_dtype,
     read_manifest,
     shard_problems,
@@ -43,19 +50,24 @@ from koelectra_dist.corpus.vocab import (
     vocab_txt_uri,
     write_vocab_dir,
 )
-from koelectra_dist.errors import DataError
+from koelectra_dist.errors import DataError, user_error_in
 
 log = logging.getLogger(__name__)
 
-
-def _window(cluster_cpus: float) -> int:
-    """Blocks per Ray Data dataset: enough to keep every CPU busy, few enough to bound memory."""
-    return max(32, 8 * int(cluster_cpus))
+# Input bytes per deduplication range when corpus.dedup_partitions is not set: a range's task
+# holds ~24 bytes per line of its range (~2-3 lines per 100 bytes of text).
+DEDUP_BYTES_PER_PARTITION = 128 << 20
+# The output does not depend on how the work is cut, so it is cut for the cluster: about this
+# many read and pack tasks per CPU (a small corpus in smaller chunks, a large gzip file's blocks
+# over several pack tasks), chunks of at least MIN_CHUNK_BYTES.
+TASKS_PER_CPU = 4
+MIN_CHUNK_BYTES = 1 << 20
 
 
 def fingerprint(cfg: Config, files: list[InputFile]) -> str:
     corpus = dataclasses.asdict(cfg.corpus)
-    corpus.pop("output_uri")
+    for name in ("output_uri", "chunk_bytes", "dedup_partitions"):  # where and how, not what
+        corpus.pop(name)
     payload = {
         "schema_version": SCHEMA_VERSION,
         "inputs": [dataclasses.asdict(f) for f in files],
@@ -84,68 +96,247 @@ def _same_file(a: str, b: str) -> bool:
     return (storage.local_path(a) or a) == (storage.local_path(b) or b)
 
 
-def _empty_corpus(cfg: Config, stats: ReadStats) -> DataError:
-    skipped = f"; skipped as binary: {', '.join(stats.skipped_files)}" if stats.skipped_files else ""
+def _empty_corpus(cfg: Config, survey: Survey) -> DataError:
+    skipped = survey.skipped
+    also = f"; skipped as binary: {', '.join(skipped)}" if skipped else ""
     return DataError(
-        f"the corpus {', '.join(cfg.corpus.inputs)} has no text left after cleaning ({stats.lines_read} lines "
-        f"read{skipped}); check corpus.inputs and corpus.cleaning"
+        f"the corpus {', '.join(cfg.corpus.inputs)} has no text left after cleaning "
+        f"({survey.counts['lines_read']} lines read{also}); check corpus.inputs and corpus.cleaning"
     )
 
 
-def _sampled_blocks(lines: list[bytes], lines_per_block: int) -> Iterator[bytes]:
-    it = iter(lines)
-    while chunk := list(islice(it, lines_per_block)):
-        yield b"\n".join(chunk)
+@dataclass
+class Survey:
+    """What the first read of the corpus left: counts, and per chunk object refs to its Segments
+    and its duplicate line indices."""
+
+    chunks: list[Chunk]
+    counts: Counter[str]
+    skipped: list[str]
+    segments: list[Any]
+    dups: list[Any]
+    sample_keys: np.ndarray | None = None
 
 
-def _reservoir(lines: Iterator[bytes], size: int, seed: int) -> list[bytes]:
-    """A uniform sample of `size` lines (Algorithm R), in corpus order, seeded."""
-    rng = random.Random(seed)
-    sample: list[tuple[int, bytes]] = []
-    for i, line in enumerate(lines):
-        if i < size:
-            sample.append((i, line))
-        else:
-            j = rng.randrange(i + 1)
-            if j < size:
-                sample[j] = (i, line)
-    return [line for _, line in sorted(sample)]
+def survey(cfg: Config, files: list[InputFile], options: ReadOptions, sample_k: int, cpus: int) -> Survey:
+    import ray
 
-
-def build_vocab(cfg: Config, files: list[InputFile], window: int) -> list[str]:
-    """Train the WordPiece vocabulary on the cleaned, pre-tokenized corpus (or a sample of it)."""
     c = cfg.corpus
-    stats = ReadStats()
-    dedup = Deduplicator() if c.cleaning.enabled and c.cleaning.deduplicate else None
-    if c.vocab.sample_lines is None:
-        blocks = iter_blocks(files, c.lines_per_block, dedup, stats)
-    else:
-        sample = _reservoir(iter_lines(files, dedup, stats), c.vocab.sample_lines, c.seed)
-        blocks = _sampled_blocks(sample, c.lines_per_block)
+    total = sum(f.size for f in files)
+    chunks = plan_chunks(files, min(c.chunk_bytes, max(MIN_CHUNK_BYTES, -(-total // (TASKS_PER_CPU * cpus)))))
+    deduplicate = c.cleaning.enabled and c.cleaning.deduplicate
+    parts = c.dedup_partitions or max(1, math.ceil(total / DEDUP_BYTES_PER_PARTITION))
+    parts = parts if deduplicate else 0
+    read = [
+        tasks.survey_chunk.options(num_returns=parts + 2).remote(chunk, options, parts, sample_k, c.seed)
+        for chunk in chunks
+    ]
+    found = []
+    for p in range(parts):
+        refs = tasks.find_duplicates.options(num_returns=len(chunks)).remote(*[r[2 + p] for r in read])
+        found.append(refs if len(chunks) > 1 else [refs])
+    out = Survey(chunks, Counter(), [], [], [])
+    for n, refs in enumerate(read):
+        segments, dups = tasks.chunk_segments.remote(refs[1], *[f[n] for f in found])
+        out.segments.append(segments)
+        out.dups.append(dups)
+        info = ray.get(refs[0])
+        out.counts.update(info["counts"])
+        out.skipped += info["skipped"]
+        if info["keys"] is not None:
+            keys = info["keys"] if out.sample_keys is None else np.concatenate([out.sample_keys, info["keys"]])
+            out.sample_keys = dedup.smallest(keys, sample_k)
+    del read, found  # the hash parts are freed once every chunk's duplicates are known
+    return out
+
+
+@dataclass
+class Job:
+    """One pack or pre-tokenize task: blocks [lo, hi) of those that start in chunks[0], read from
+    `start`; the later chunks hold the rest of block hi-1."""
+
+    chunks: list[int]
+    start: CutState
+    blocks: tuple[int, int]
+
+
+def plan_jobs(
+    s: Survey, lines_per_block: int, limit: int, blocks_per_job: int, counts: Counter[str] | None = None
+) -> Iterator[Job]:
+    """The block scan over every chunk in order, yielding each job once its chunks are known (a
+    chunk's blocks in jobs of `blocks_per_job`); `counts` gets the input's documents and
+    duplicate lines."""
+    import ray
+
+    state = CutState()
+    waiting: Job | None = None
+    open_document = False
+    for n, (chunk, ref) in enumerate(zip(s.chunks, s.segments, strict=True)):
+        seg = ray.get(ref)
+        start = CutState(state.lines, state.index)
+        cut = advance(state, seg.kept.tolist(), seg.blank.tolist(), lines_per_block, limit)
+        if counts is not None:
+            counts["duplicate_lines"] += int(seg.raw.sum()) - int(seg.kept.sum())
+            for raw, blank in zip(seg.raw.tolist(), seg.blank.tolist(), strict=True):
+                open_document = open_document or raw > 0
+                if blank:
+                    counts["documents_read"] += open_document
+                    open_document = False
+            if chunk.last_of_file:
+                counts["documents_read"] += open_document
+                open_document = False
+        if waiting is not None:
+            waiting.chunks.append(n)
+            if cut:
+                yield waiting
+                waiting = None
+        first, end = start.index + (start.lines > 0), state.index + (state.lines > 0)
+        for lo in range(first, end, blocks_per_job):
+            job = Job([n], start, (lo, min(lo + blocks_per_job, end)))
+            if job.blocks[1] == end and state.lines:
+                waiting = job  # its last block is still open
+            else:
+                yield job
+    if waiting is not None:
+        yield waiting
+
+
+def _blocks_per_job(s: Survey, lines_per_block: int, cpus: int) -> int:
+    return max(1, math.ceil(s.counts["lines_read"] / lines_per_block / (TASKS_PER_CPU * cpus)))
+
+
+def _in_order(submit, jobs: Iterator[Job], cpus: int) -> Iterator[Any]:
+    """Submit a task per job, at most two per CPU ahead of the one whose result is consumed;
+    yield (job, refs) in job order."""
+    window = max(4, 2 * cpus)
+    running: deque = deque()
+    for job in jobs:
+        running.append((job, submit(job)))
+        if len(running) >= window:
+            yield running.popleft()
+    yield from running
+
+
+def _job_args(s: Survey, job: Job) -> tuple[list[Chunk], list[Any]]:
+    return [s.chunks[n] for n in job.chunks], [s.dups[n] for n in job.chunks]
+
+
+def build_vocab(cfg: Config, s: Survey, options: ReadOptions, cpus: int) -> list[str]:
+    """Train the WordPiece vocabulary on the cleaned, pre-tokenized corpus (or a sample of it)."""
+    import ray
+
+    c = cfg.corpus
     lines: list[str] = []
-    kwargs = {"cleaning": c.cleaning, "pretokenizer": c.vocab.pretokenizer}
-    for row in map_blocks(blocks, clean_pretokenize_block, kwargs, window, "vocabulary"):
-        text = row["text"].decode("utf-8")
-        if text:
-            lines.extend(text.split("\n"))
+    if c.vocab.sample_lines is None:
+        limit = block_limit(c.lines_per_block, split_anywhere=False)
+
+        def submit(job: Job):
+            chunks, dups = _job_args(s, job)
+            return tasks.pretokenize_chunks.remote(
+                job.start,
+                job.blocks,
+                chunks,
+                options,
+                c.lines_per_block,
+                limit,
+                c.cleaning,
+                c.vocab.pretokenizer,
+                *dups,
+            )
+
+        jobs = plan_jobs(s, c.lines_per_block, limit, _blocks_per_job(s, c.lines_per_block, cpus))
+        for _, ref in _in_order(submit, jobs, cpus):
+            lines += ray.get(ref)[1]
+    else:
+        keys = s.sample_keys
+        threshold = int(keys[-1]) if keys is not None and len(keys) >= c.vocab.sample_lines else 2**64 - 1
+        refs = [
+            tasks.sample_chunk.remote(chunk, options, threshold, c.seed, c.cleaning, c.vocab.pretokenizer, dups)
+            for chunk, dups in zip(s.chunks, s.dups, strict=True)
+        ]
+        for ref in refs:
+            lines += ray.get(ref)
     if not lines:
-        raise _empty_corpus(cfg, stats)
+        raise _empty_corpus(cfg, s)
     log.info("corpus vocabulary: training WordPiece (%d tokens) on %d lines", cfg.model.vocab_size, len(lines))
     return train_vocab(lines, c.vocab, cfg.model.vocab_size, length=len(lines))
 
 
-def _cleaning_report(stats: ReadStats, counts: Counter[str]) -> dict[str, Any]:
+@dataclass
+class _ShardPlan:
+    """Packed pieces waiting to fill a shard: (ref, first row, rows) each."""
+
+    rows_per_shard: int
+    shards_uri: str
+    pending: list[tuple[Any, int, int]] = field(default_factory=list)
+    written: list[Any] = field(default_factory=list)
+
+    def add(self, ref: Any, rows: int) -> None:
+        if rows:
+            self.pending.append((ref, 0, rows))
+        while sum(n for _, _, n in self.pending) >= self.rows_per_shard:
+            self._write(self.rows_per_shard)
+
+    def close(self) -> None:
+        if rest := sum(n for _, _, n in self.pending):
+            self._write(rest)
+
+    def _write(self, rows: int) -> None:
+        refs, bounds = [], []
+        while rows:
+            ref, lo, n = self.pending.pop(0)
+            take = min(n, rows)
+            refs.append(ref)
+            bounds.append((lo, lo + take))
+            if take < n:
+                self.pending.insert(0, (ref, lo + take, n - take))
+            rows -= take
+        self.written.append(tasks.write_shard.remote(self.shards_uri, len(self.written), bounds, *refs))
+
+
+def _cleaning_report(s: Survey, counts: Counter[str]) -> dict[str, Any]:
     return {
-        "files": stats.files,
-        "skipped_binary_files": stats.skipped_files,
-        "lines_read": stats.lines_read,
-        "documents_read": stats.documents,
+        "files": s.counts["files"],
+        "skipped_binary_files": s.skipped,
+        "lines_read": s.counts["lines_read"],
+        "documents_read": counts["documents_read"],
         "invalid_utf8_lines": counts["invalid_utf8"],
-        "duplicate_lines": stats.duplicate_lines,
+        "invalid_json_lines": s.counts["invalid_json_lines"],
+        "duplicate_lines": counts["duplicate_lines"],
         **{rule: counts[rule] for rule in RULES},
         "lines_kept": counts["lines_out"],
         "documents_kept": counts["documents_out"],
     }
+
+
+def pack_shards(
+    cfg: Config, s: Survey, options: ReadOptions, tokenizer_json: str, cpus: int
+) -> tuple[list[ShardFile], Counter[str]]:
+    """Pack every block and write the shards; return them and the counts."""
+    import ray
+
+    c, m = cfg.corpus, cfg.model
+    dtype = id_dtype(m.vocab_size)
+    limit = block_limit(c.lines_per_block, split_anywhere=not c.flush_documents)
+    opts = PackOptions(
+        c.cleaning, tokenizer_json, m.max_length, c.single_segment_prob, c.short_seq_prob, c.flush_documents, c.seed
+    )
+
+    def submit(job: Job):
+        chunks, dups = _job_args(s, job)
+        return tasks.pack_chunks.remote(
+            job.start, job.blocks, chunks, options, c.lines_per_block, limit, opts, dtype, *dups
+        )
+
+    counts: Counter[str] = Counter()
+    plan = _ShardPlan(c.examples_per_shard, cfg.paths.corpus_shards)
+    jobs = plan_jobs(s, c.lines_per_block, limit, _blocks_per_job(s, c.lines_per_block, cpus), counts)
+    for _, (counts_ref, packed_ref) in _in_order(submit, jobs, cpus):
+        job_counts = ray.get(counts_ref)
+        counts.update(job_counts)
+        plan.add(packed_ref, job_counts["examples"])
+    plan.close()
+    return ray.get(plan.written), counts
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -162,52 +353,49 @@ def run(cfg: Config) -> dict[str, Any]:
         log.info("corpus: %s is complete for these inputs and config; skipping", shards_uri)
         return _report(out, previous, skipped=True)
     storage.remove(shards_uri)  # a partial earlier output is never reused
-    window = _window(ray.cluster_resources().get("CPU", 1))
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    options = ReadOptions(c.encoding, c.text_field)
     started = time.time()
-    if c.vocab.vocab_uri:
-        vocab = load_vocab(c.vocab.vocab_uri)
-        check_vocab_tokens(vocab, m.vocab_size, c.vocab.vocab_uri)
-    else:
-        vocab = build_vocab(cfg, files, window)
-    if c.vocab.vocab_uri and _same_file(vocab_txt_uri(c.vocab.vocab_uri), vocab_txt_uri(vocab_uri)):
-        tokenizer = build_tokenizer(vocab)  # the configured vocabulary is already in place
-    else:
-        tokenizer = write_vocab_dir(vocab, vocab_uri, m.max_length)
-    vocab_seconds = time.time() - started
-
-    dtype = id_dtype(m.vocab_size)
-    stats = ReadStats()
-    dedup = Deduplicator() if c.cleaning.enabled and c.cleaning.deduplicate else None
-    blocks = iter_blocks(files, c.lines_per_block, dedup, stats, split_anywhere=not c.flush_documents)
-    kwargs = {
-        "cleaning": c.cleaning,
-        "tokenizer_json": tokenizer.to_str(),
-        "id_dtype": dtype,
-        "max_length": m.max_length,
-        "single_segment_prob": c.single_segment_prob,
-        "short_seq_prob": c.short_seq_prob,
-        "flush_documents": c.flush_documents,
-        "seed": c.seed,
-    }
-    writer = ShardWriter(shards_uri, c.examples_per_shard, dtype)
-    counts: Counter[str] = Counter()
-    for row in map_blocks(blocks, pack_block, kwargs, window, "shards"):
-        counts.update(row["counts"])
-        writer.add_bytes(row["ids"], row["types"], row["offsets"])
-    shards = writer.close()
+    try:
+        sample_k = c.vocab.sample_lines if not c.vocab.vocab_uri and c.vocab.sample_lines else 0
+        found = survey(cfg, files, options, sample_k, cpus)
+        if c.vocab.vocab_uri:
+            vocab = load_vocab(c.vocab.vocab_uri)
+            check_vocab_tokens(vocab, m.vocab_size, c.vocab.vocab_uri)
+        else:
+            vocab = build_vocab(cfg, found, options, cpus)
+        if c.vocab.vocab_uri and _same_file(vocab_txt_uri(c.vocab.vocab_uri), vocab_txt_uri(vocab_uri)):
+            tokenizer = build_tokenizer(vocab)  # the configured vocabulary is already in place
+        else:
+            tokenizer = write_vocab_dir(vocab, vocab_uri, m.max_length)
+        vocab_seconds = time.time() - started
+        shards, counts = pack_shards(cfg, found, options, tokenizer.to_str(), cpus)
+    except Exception as e:  # a task's own error reaches the user as it was raised
+        user = user_error_in(e)
+        if user is None:
+            raise
+        raise user from None
     if not counts["examples"]:
-        raise _empty_corpus(cfg, stats)
+        raise _empty_corpus(cfg, found)
     manifest = ShardManifest(
         vocab_sha256=vocab_sha256(vocab_uri),
         vocab_size=m.vocab_size,
         max_length=m.max_length,
-        id_dtype=dtype,
+        id_dtype=id_dtype(m.vocab_size),
         shards=shards,
         total_rows=sum(s.rows for s in shards),
         total_tokens=sum(s.tokens for s in shards),
-        cleaning=_cleaning_report(stats, counts),
+        cleaning=_cleaning_report(found, counts),
         packing={
-            k: counts[k] for k in ("examples", "tokens", "unk_tokens", "single_segment_draws", "short_target_draws")
+            k: counts[k]
+            for k in (
+                "examples",
+                "tokens",
+                "unk_tokens",
+                "truncated_tokens",
+                "single_segment_draws",
+                "short_target_draws",
+            )
         },
         config={"corpus": dataclasses.asdict(c), "model": dataclasses.asdict(m)},
         fingerprint=fp,

@@ -16,7 +16,6 @@ import launch
 from koelectra_dist import storage
 from koelectra_dist.config import Config, config_from_dict
 from koelectra_dist.corpus import stage
-from koelectra_dist.corpus.blocks import map_blocks, reports_errors
 from koelectra_dist.corpus.shards import check_vocab, read_manifest, vocab_sha256
 from koelectra_dist.errors import DataError
 from koelectra_dist.tokens import CLS_ID, SEP_ID
@@ -159,30 +158,14 @@ def test_unreadable_s3_object_is_a_clear_error(tiny_run, s3_bucket, tmp_path):
     )
 
 
-def test_worker_errors_reach_the_driver_as_clear_errors(ray_local):
-    @reports_errors
-    def data_error(batch, **_):
-        raise DataError("block 0: something specific is wrong")
-
-    def bug(batch, **_):
-        raise ValueError("unexpected")
-
+def test_errors_raised_in_read_tasks_reach_the_user_as_they_were(tiny_run, tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"text": "대한민국은 민주공화국이다."}\n', encoding="utf-8")
+    cfg = make_cfg(
+        str(tmp_path / "run"), inputs=[str(tmp_path / "a.jsonl")], vocab={"vocab_uri": str(tiny_run / "vocab")}
+    )
     with pytest.raises(DataError) as info:
-        list(map_blocks(iter([b"x"]), data_error, {}, 4, "test"))
-    assert str(info.value) == "block 0: something specific is wrong"
-    with pytest.raises(DataError, match="(?s)corpus test failed in a Ray worker: .*ValueError: unexpected"):
-        list(map_blocks(iter([b"x"]), bug, {}, 4, "test"))
-
-
-def test_blocks_come_back_in_order_across_overlapping_windows(ray_local):
-    def echo_block(batch, **_):  # defined here so that Ray pickles it by value
-        return batch.append_column("counts", pa.array(['{"blocks": 1}']))
-
-    blocks = [f"block {i}".encode() for i in range(23)]
-    rows = list(map_blocks(iter(blocks), echo_block, {}, 8, "test"))  # windows of 2, 8, 8, 5 blocks
-    assert [row["data"] for row in rows] == blocks
-    assert [row["index"] for row in rows] == list(range(23))
-    assert all(row["counts"] == {"blocks": 1} for row in rows)
+        stage.run(cfg)
+    assert str(info.value).startswith(f"corpus input {tmp_path / 'a.jsonl'} is JSON lines")
 
 
 def test_sampled_vocabulary_and_packing_across_documents(ray_local, tmp_path):
@@ -199,14 +182,25 @@ def test_sampled_vocabulary_and_packing_across_documents(ray_local, tmp_path):
     assert report["vocab_size"] == 1000 and read_manifest(shards).config["corpus"]["vocab"]["sample_lines"] == 300
 
 
-def test_reservoir_sample_is_uniform_seeded_and_in_order():
-    lines = [str(i).encode() for i in range(10_000)]
-    a = stage._reservoir(iter(lines), 1000, seed=1)
-    assert a == stage._reservoir(iter(lines), 1000, seed=1) != stage._reservoir(iter(lines), 1000, seed=2)
-    picked = [int(x) for x in a]
-    assert len(picked) == 1000 and picked == sorted(picked)
-    assert 0.4 < sum(p < 5000 for p in picked) / 1000 < 0.6  # both halves of the corpus
-    assert stage._reservoir(iter(lines[:10]), 1000, seed=1) == lines[:10]
+def test_other_encodings_json_lines_and_overlong_lines_through_the_stage(tiny_run, tmp_path):
+    from tokenizers import Tokenizer
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    old = ["대한민국은 민주공화국이다.", "대한민국의 주권은 국민에게 있다."]
+    (corpus / "a.txt").write_bytes("\n".join(old).encode("cp949") + b"\n")
+    long = " ".join(f"대한민국 헌법 제{i}조" for i in range(40))
+    rows = [{"text": "국민은 법 앞에 평등하다."}, {"text": long}, {"title": "no text"}]
+    (corpus / "b.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", "utf-8")
+    vocab = {"vocab_uri": str(tiny_run / "vocab")}
+    with pytest.raises(DataError, match="a.txt is not utf-8 text.*corpus.encoding"):
+        stage.run(make_cfg(str(tmp_path / "r1"), inputs=[str(corpus)], vocab=vocab, text_field="text"))
+    cfg = make_cfg(str(tmp_path / "r2"), inputs=[str(corpus)], vocab=vocab, text_field="text", encoding="cp949")
+    report = stage.run(cfg)
+    assert report["cleaning"]["lines_kept"] == 4 and report["cleaning"]["invalid_json_lines"] == 1
+    assert report["cleaning"]["documents_read"] == 3  # one for a.txt, one per JSON object
+    tokens = Tokenizer.from_file(str(tiny_run / "vocab" / "tokenizer.json")).encode(long, add_special_tokens=False)
+    assert report["packing"]["truncated_tokens"] == len(tokens.ids) - (64 - 2)  # alone in its document
 
 
 def test_a_damaged_shard_set_is_rebuilt_on_rerun(ray_local, tiny_run, tmp_path):

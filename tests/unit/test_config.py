@@ -174,6 +174,34 @@ def test_cross_field_problems_are_collected_together():
         assert expected in msg, expected
 
 
+def test_corpus_section_problems_are_named():
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(
+            {
+                "run": {"stages": ["corpus"]},
+                "corpus": {
+                    "inputs": ["x.txt"],
+                    "lines_per_block": 0,
+                    "chunk_bytes": -1,
+                    "dedup_partitions": 0,
+                    "encoding": "utf-16",
+                    "vocab": {"num_unused": -1},
+                },
+            }
+        )
+    msg = str(e.value)
+    for expected in [
+        "corpus.lines_per_block: must be > 0, got 0",
+        "corpus.chunk_bytes: must be > 0",
+        "corpus.dedup_partitions: must be > 0",
+        "corpus.vocab.num_unused: must be >= 0, got -1",
+        "corpus.encoding: 'utf-16' is not ASCII-compatible",
+    ]:
+        assert expected in msg, expected
+    with pytest.raises(ConfigError, match="corpus.encoding: unknown encoding 'klingon'"):
+        config_from_dict({"corpus": {"encoding": "klingon"}})
+
+
 def test_corpus_stage_needs_inputs():
     with pytest.raises(ConfigError, match="corpus.inputs"):
         config_from_dict({"run": {"stages": ["corpus"]}})

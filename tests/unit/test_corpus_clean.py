@@ -7,9 +7,8 @@ import unicodedata
 
 import pytest
 
-from koelectra_dist.corpus.clean import Cleaner, Deduplicator
+from koelectra_dist.corpus.clean import Cleaner
 from koelectra_dist.corpus.config import CleaningConfig
-from koelectra_dist.corpus.read import decode_documents
 
 
 def clean(line: str, **overrides) -> tuple[str | None, dict[str, int]]:
@@ -85,21 +84,6 @@ def test_duplicates_after_cleaning_dropped_within_a_block():
     assert docs == [["재밌어요ㅋㅋ", "감동"]]
     assert cleaner.counts["duplicates_after_cleaning"] == 2
     assert cleaner.counts["too_short"] == 1
-
-
-def test_raw_duplicates_dropped_across_the_corpus():
-    dedup = Deduplicator()
-    lines = ["최고의 영화", "별로였다", "최고의 영화", "최고의 영화"]
-    kept = [line for line in lines if not dedup.is_duplicate(line.encode())]
-    assert kept == ["최고의 영화", "별로였다"]
-    assert dedup.duplicates == 2
-
-
-def test_invalid_utf8_lines_are_counted_and_dropped():
-    counts: dict[str, int] = {}
-    block = "좋은 영화\n".encode() + b"\xff\xfe broken \xc3\n" + "두번째 줄\n\n다음 문서".encode()
-    assert decode_documents(block, counts) == [["좋은 영화", "두번째 줄"], ["다음 문서"]]
-    assert counts == {"invalid_utf8": 1}
 
 
 @pytest.mark.parametrize("line", ["영화 정말 재밌어요", "배우들의 연기가 훌륭하다. 10점 만점에 10점!"])

@@ -134,6 +134,15 @@ def test_document_end_flushes_example():
     assert builder.out.ids == [CLS_ID, 10, 11, SEP_ID, CLS_ID, 12, SEP_ID]
 
 
+def test_tokens_an_example_cannot_hold_are_counted():
+    builder = ExampleBuilder(64, random.Random(0), single_segment_prob=0.0, short_seq_prob=0.0)
+    builder.add_sentence(list(range(10, 110)))  # one line of 100 tokens: an example of its own
+    builder.add_sentence(list(range(10, 30)))
+    builder.end_document()
+    assert builder.out.rows == 2 and len(builder.out.ids) == 64 + 22
+    assert builder.truncated_tokens == 100 - (64 - 2)
+
+
 def test_add_lines_reads_blank_lines_as_document_ends():
     builder = ExampleBuilder(64, random.Random(0))
     builder.add_lines(["a b", "c", "", "", "d"], [[10, 11], [12], [13]])

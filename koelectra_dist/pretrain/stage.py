@@ -7,8 +7,10 @@ loop resumes from the latest committed checkpoint, so retries need no special pa
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from koelectra_dist import storage
@@ -16,7 +18,7 @@ from koelectra_dist.config import Config
 from koelectra_dist.errors import CheckpointError, user_error_in
 from koelectra_dist.pretrain import checkpoint
 from koelectra_dist.pretrain.data import open_shards
-from koelectra_dist.pretrain.init_from import pretraining_config
+from koelectra_dist.pretrain import init_from
 from koelectra_dist.pretrain.loop import train_loop
 from koelectra_dist.pretrain.meta import CheckpointMeta
 
@@ -59,18 +61,6 @@ def check_resume(cfg: Config, meta: CheckpointMeta, vocab_sha256: str, where: st
         raise CheckpointError(f"{where} is at step {meta.step}, beyond train.steps={cfg.train.steps}")
 
 
-def check_init_from(cfg: Config, vocab_sha256: str) -> None:
-    """Refuse an exported pretraining/ folder of another model shape or vocabulary."""
-    uri = cfg.train.init_from
-    _, saved = pretraining_config(uri, expect=cfg.model)
-    if saved.get("vocab_sha256") != vocab_sha256:
-        raise CheckpointError(
-            f"train.init_from={uri} was pre-trained with another vocabulary than the shards' (sha256 "
-            f"{str(saved.get('vocab_sha256'))[:12]}... vs {vocab_sha256[:12]}...); build the shards with its "
-            f"vocabulary: --set corpus.vocab.vocab_uri={uri} and run the corpus stage again"
-        )
-
-
 def _ray_storage(root: str) -> dict[str, Any]:
     """RunConfig storage for Ray Train's own bookkeeping, beside our checkpoints."""
     if not storage.is_s3(root):
@@ -82,38 +72,32 @@ def _ray_storage(root: str) -> dict[str, Any]:
     return {"storage_path": root[len("s3://") :].rstrip("/"), "storage_filesystem": fs}
 
 
-def run(cfg: Config) -> dict[str, Any]:
-    """Pre-train to `train.steps`, resuming from the latest committed checkpoint; return a report."""
+def fit(cfg: Config, loop: Callable[[dict[str, Any]], None], resuming_from: str | None) -> None:
+    """Run `loop` (a worker loop taking {"cfg": cfg}) on a Ray Train worker group as `cfg.distributed`
+    says, Ray Train's own bookkeeping beside `cfg.paths.checkpoints`; a user error raised in a worker
+    is raised here as itself."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from koelectra_dist import ray_runtime
 
     d = cfg.distributed
-    shards = open_shards(cfg)
-    root = cfg.paths.checkpoints
-    if cfg.train.init_from:
-        check_init_from(cfg, shards.manifest.vocab_sha256)
-    latest = checkpoint.latest_committed(root)
-    if latest:
-        meta = checkpoint.read_meta(latest)
-        check_resume(cfg, meta, shards.manifest.vocab_sha256, latest)
-        if meta.step == cfg.train.steps:
-            return {"steps": meta.step, "checkpoint": latest, "resumed_from": latest, "metrics": meta.metrics}
     ray_runtime.connect(cfg)
     resources = {"CPU": d.cpus_per_worker, **({"GPU": d.gpus_per_worker} if d.gpus_per_worker else {})}
     trainer = TorchTrainer(
-        train_loop,
+        loop,
         train_loop_config={"cfg": cfg},
         scaling_config=ScalingConfig(
             num_workers=d.num_workers, use_gpu=d.gpus_per_worker > 0, resources_per_worker=resources
         ),
         torch_config=TorchConfig(backend="nccl" if d.gpus_per_worker else "gloo"),
         run_config=RunConfig(
-            name=f"{cfg.run.name}-ray", failure_config=FailureConfig(max_failures=d.max_failures), **_ray_storage(root)
+            name=f"{cfg.run.name}-ray",
+            failure_config=FailureConfig(max_failures=d.max_failures),
+            **_ray_storage(cfg.paths.checkpoints),
         ),
     )
-    log.info("pretrain: %d workers, ZeRO %d, %s, resuming from %s", d.num_workers, d.zero_stage, d.precision, latest)
+    log.info("%d workers, ZeRO %d, %s, resuming from %s", d.num_workers, d.zero_stage, d.precision, resuming_from)
     try:
         trainer.fit()
     except Exception as e:  # noqa: BLE001 - re-raised as the user's error when there is one
@@ -121,8 +105,32 @@ def run(cfg: Config) -> dict[str, Any]:
         if user is not None:
             raise user from None
         raise
+
+
+def final_checkpoint(cfg: Config) -> tuple[str, CheckpointMeta]:
+    """The committed checkpoint at `train.steps`, which a finished run must have left."""
+    root = cfg.paths.checkpoints
     final = checkpoint.latest_committed(root)
     meta = checkpoint.read_meta(final) if final else None
     if meta is None or meta.step != cfg.train.steps:
         raise CheckpointError(f"training ended without a committed checkpoint at step {cfg.train.steps} in {root}")
-    return {"steps": meta.step, "checkpoint": final, "resumed_from": latest, "metrics": meta.metrics}
+    return final, meta
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Pre-train to `train.steps`, resuming from the latest committed checkpoint; return a report."""
+    if cfg.train.init_from:  # a pair's shape replaces the configured one
+        cfg = dataclasses.replace(cfg, model=init_from.model_for(cfg))
+    shards = open_shards(cfg)
+    root = cfg.paths.checkpoints
+    initialised = init_from.check(cfg, shards.manifest.vocab_sha256) if cfg.train.init_from else None
+    latest = checkpoint.latest_committed(root)
+    if latest:
+        meta = checkpoint.read_meta(latest)
+        check_resume(cfg, meta, shards.manifest.vocab_sha256, latest)
+        if meta.step == cfg.train.steps:
+            return {"steps": meta.step, "checkpoint": latest, "resumed_from": latest, "metrics": meta.metrics}
+    fit(cfg, train_loop, latest)
+    final, meta = final_checkpoint(cfg)
+    report = {"steps": meta.step, "checkpoint": final, "resumed_from": latest, "metrics": meta.metrics}
+    return {**report, "init_from": initialised} if initialised else report

@@ -23,9 +23,10 @@ STAGE_MODULES = {
     "corpus": "koelectra_dist.corpus.stage",
     "pretrain": "koelectra_dist.pretrain.stage",
     "export": "koelectra_dist.export.stage",
+    "distill": "koelectra_dist.distill.stage",
     "finetune": "koelectra_dist.finetune.stage",
 }
-NEEDS_RAY = {"corpus", "pretrain", "finetune"}
+NEEDS_RAY = {"corpus", "pretrain", "distill", "finetune"}
 assert tuple(STAGE_MODULES) == STAGES
 
 

@@ -57,7 +57,9 @@ def hf_repo(uri: str) -> tuple[str, str]:
     """The Hub repository id and the path inside it of `hf://ORG/NAME[/path]` (no network)."""
     parts = uri[len("hf://") :].strip("/").split("/")
     if len(parts) < 2 or not all(parts[:2]):
-        raise StorageError(f"{uri}: a Hugging Face Hub URI is hf://ORG/NAME (e.g. hf://monologg/koelectra-base-v3-discriminator)")
+        raise StorageError(
+            f"{uri}: a Hugging Face Hub URI is hf://ORG/NAME (e.g. hf://monologg/koelectra-base-v3-discriminator)"
+        )
     return "/".join(parts[:2]), "/".join(parts[2:])
 
 

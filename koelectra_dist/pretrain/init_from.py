@@ -206,37 +206,33 @@ def pair_model_config(source: InitSource, configured: ModelConfig) -> ModelConfi
     return model
 
 
-def _local_folder(uri: str, scratch: str) -> str:
-    return storage.local_path(uri) or storage.download_dir(uri, os.path.join(scratch, uri.rstrip("/").rsplit("/", 1)[-1]))
-
-
-def _load_tower(cls: Any, uri: str, scratch: str) -> dict[str, torch.Tensor]:
-    """The state dict of a transformers folder, refusing one with missing or unexpected weights."""
-    try:
-        tower, info = cls.from_pretrained(_local_folder(uri, scratch), output_loading_info=True)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{uri}: not loadable as {cls.__name__}: {e}") from None
-    # transformers lists the tied output layer as missing in some versions; it is re-tied anyway
-    missing = [k for k in info["missing_keys"] if k != "generator_lm_head.weight"]
+def load_tower(cls: Any, uri: str) -> Any:
+    """`cls.from_pretrained` on a transformers folder (local, s3:// or hf://), refusing one with
+    missing or mismatched weights (from_pretrained would fill them in at random)."""
+    with tempfile.TemporaryDirectory(prefix="koelectra-tower-") as scratch:
+        local = storage.local_path(uri) or storage.download_dir(uri, scratch)
+        try:
+            tower, info = cls.from_pretrained(local, output_loading_info=True)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{uri}: not loadable as {cls.__name__}: {e}") from None
+    # transformers lists a tied output layer as missing in some versions; it is re-tied anyway
+    missing = [k for k in info["missing_keys"] if not k.endswith(("generator_lm_head.weight", "decoder.weight"))]
     if missing or info.get("mismatched_keys"):
         raise CheckpointError(
             f"{uri}: not a complete {cls.__name__} (missing {missing[:5]}, mismatched "
-            f"{list(info.get('mismatched_keys') or [])[:5]}); name the pair's discriminator/generator folders"
+            f"{list(info.get('mismatched_keys') or [])[:5]}); name a folder saved from that class"
         )
-    return tower.state_dict()
+    return tower
 
 
-def pair_state(
-    model: ElectraPretrainer, source: InitSource
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def pair_state(model: ElectraPretrainer, source: InitSource) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A full state dict for `model` from the pair, and a report of the embeddings reconciliation:
     our towers share one embeddings module, the pair stores one per tower; the discriminator's is
     kept and the report says how far the generator's was (0 for pairs trained with shared embeddings)."""
     from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
-    with tempfile.TemporaryDirectory(prefix="koelectra-pair-") as scratch:
-        disc = _load_tower(ElectraForPreTraining, source.discriminator, scratch)
-        gen = _load_tower(ElectraForMaskedLM, source.generator, scratch) if source.generator else None
+    disc = load_tower(ElectraForPreTraining, source.discriminator).state_dict()
+    gen = load_tower(ElectraForMaskedLM, source.generator).state_dict() if source.generator else None
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}  # the fresh generator, if needed
     state.update({f"{DISCRIMINATOR}.{k}": v for k, v in disc.items()})
     state.update({f"{GENERATOR}.{k}": v for k, v in (gen or {}).items()})
@@ -278,9 +274,15 @@ def model_for(cfg: Any) -> ModelConfig:
     return model
 
 
-def pair_vocab(source: InitSource) -> str:
-    """The vocabulary folder of a pair (its discriminator's)."""
-    return source.discriminator
+def check_vocabulary(key: str, uri: str, theirs: str | None, shards_sha256: str, vocab_uri: str) -> None:
+    """CheckpointError unless weights named by `key`=`uri` were trained with the shards' vocabulary
+    (sha256 `theirs`); the fix names the folder to build the shards with (`vocab_uri`)."""
+    if theirs != shards_sha256:
+        raise CheckpointError(
+            f"{key}={uri} was trained with another vocabulary than the shards' (sha256 {str(theirs)[:12]}... vs "
+            f"{shards_sha256[:12]}...); build the shards with its vocabulary: --set corpus.vocab.vocab_uri={vocab_uri} "
+            "and run the corpus stage again"
+        )
 
 
 def check(cfg: Any, vocab_sha256: str) -> dict[str, Any]:
@@ -293,17 +295,9 @@ def check(cfg: Any, vocab_sha256: str) -> dict[str, Any]:
     source = resolve(uri)
     if source.kind == "pretraining":
         _, saved = pretraining_config(uri, expect=cfg.model)
-        theirs, fix = saved.get("vocab_sha256"), uri
-    else:
-        theirs, fix = folder_sha256(pair_vocab(source)), pair_vocab(source)
-    if theirs != vocab_sha256:
-        raise CheckpointError(
-            f"train.init_from={uri} was pre-trained with another vocabulary than the shards' (sha256 "
-            f"{str(theirs)[:12]}... vs {vocab_sha256[:12]}...); build the shards with its vocabulary: "
-            f"--set corpus.vocab.vocab_uri={fix} and run the corpus stage again"
-        )
-    if source.kind == "pretraining":
+        check_vocabulary("train.init_from", uri, saved.get("vocab_sha256"), vocab_sha256, uri)
         return {"form": "pretraining"}
+    check_vocabulary("train.init_from", uri, folder_sha256(source.discriminator), vocab_sha256, source.discriminator)
     model = ElectraPretrainer(cfg.model)
     report = init_weights(model, uri)
     if report.get("embeddings_max_abs_diff", 0) > 1e-6:

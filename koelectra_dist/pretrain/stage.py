@@ -16,9 +16,8 @@ from typing import Any
 from koelectra_dist import storage
 from koelectra_dist.config import Config
 from koelectra_dist.errors import CheckpointError, user_error_in
-from koelectra_dist.pretrain import checkpoint
+from koelectra_dist.pretrain import checkpoint, init_from
 from koelectra_dist.pretrain.data import open_shards
-from koelectra_dist.pretrain import init_from
 from koelectra_dist.pretrain.loop import train_loop
 from koelectra_dist.pretrain.meta import CheckpointMeta
 

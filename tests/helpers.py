@@ -98,7 +98,9 @@ def write_shard_set(out: str, vocab_size: int, max_length: int, rows: list[int],
     return manifest
 
 
-def write_electra_pair(out: Path, vocab_txt: bytes, max_length: int = 64, embeddings_noise: float = 0.0) -> None:
+def write_electra_pair(
+    out: Path, vocab_txt: bytes, max_length: int = 64, embeddings_noise: float = 0.0, layers: int = 2
+) -> None:
     """A tiny published-style ELECTRA pair in KoELECTRA's layout: OUT/discriminator and
     OUT/generator saved by transformers' `save_pretrained`, each with its own copy of the embeddings
     (the generator's equal to the discriminator's plus `embeddings_noise`), embedding_size 16 !=
@@ -107,7 +109,9 @@ def write_electra_pair(out: Path, vocab_txt: bytes, max_length: int = 64, embedd
     from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
     vocab_size = len(vocab_txt.decode().split())
-    common = dict(vocab_size=vocab_size, embedding_size=16, num_hidden_layers=2, max_position_embeddings=max_length)
+    common = dict(
+        vocab_size=vocab_size, embedding_size=16, num_hidden_layers=layers, max_position_embeddings=max_length
+    )
     torch.manual_seed(7)
     disc = ElectraForPreTraining(ElectraConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64, **common))
     gen = ElectraForMaskedLM(ElectraConfig(hidden_size=16, num_attention_heads=1, intermediate_size=64, **common))

@@ -13,7 +13,7 @@ from transformers import BertConfig, BertForMaskedLM, BertModel
 from koelectra_dist.distill import loss
 from koelectra_dist.distill.config import default_layers
 from koelectra_dist.distill.stage import build_distiller, run_config
-from koelectra_dist.distill.teacher import make_student, resolve_teacher
+from koelectra_dist.distill.teacher import resolve_teacher
 from koelectra_dist.errors import ConfigError
 from koelectra_dist.tokens import SPECIAL_TOKENS
 

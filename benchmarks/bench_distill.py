@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_quality import SHARED, corpus_slice, random_init_copy
+from bench_quality import SHARED, corpus_slice, pipeline_config, random_init_copy
 
 # A 12-layer teacher small enough to pre-train in minutes on CPU; the student keeps layers 0, 4, 8.
 PIPELINE = {
@@ -98,8 +98,6 @@ def size_of(model_dir: str) -> dict[str, float]:
 
 def main() -> None:
     from koelectra_dist import ray_runtime, storage
-    from koelectra_dist.config import config_from_dict
-    from koelectra_dist.configbase import apply_overrides
     from koelectra_dist.finetune import stage as finetune_stage
     from koelectra_dist.pipeline import run_stages
 
@@ -114,13 +112,7 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(args.out).resolve()
-    data: dict[str, Any] = json.loads(json.dumps(PIPELINE))
-    data["run"]["output_uri"] = str(out / "run")
-    data["corpus"]["inputs"] = [str(out / "corpus.txt")]
-    problems = apply_overrides(data, args.set)
-    if problems:
-        raise SystemExit("\n".join(problems))
-    cfg = config_from_dict(data)
+    cfg = pipeline_config(PIPELINE, out, args.set)
     timings: dict[str, float] = {}
     ray_runtime.connect(cfg)
     if not args.reuse:

@@ -265,9 +265,10 @@ def model_for(cfg: Any) -> ModelConfig:
     """The model config a run with `train.init_from` trains: the pair's for a pair, else the
     configured one (an exported pretraining/ folder must match it; `check` says so)."""
     uri = cfg.train.init_from
-    if not uri or resolve(uri).kind == "pretraining":
+    source = resolve(uri) if uri else None
+    if source is None or source.kind == "pretraining":
         return cfg.model
-    model = pair_model_config(resolve(uri), cfg.model)
+    model = pair_model_config(source, cfg.model)
     differ = [f for f in ModelConfig.__dataclass_fields__ if getattr(model, f) != getattr(cfg.model, f)]
     if differ:
         log.info("train.init_from=%s: model.%s taken from the pair", uri, ", model.".join(differ))

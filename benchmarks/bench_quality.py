@@ -122,10 +122,23 @@ def random_init_copy(pretrained: str, dst: str, seed: int) -> str:
     return dst
 
 
-def main() -> None:
-    from koelectra_dist import ray_runtime, storage
+def pipeline_config(pipeline: dict[str, Any], out: Path, overrides: list[str]) -> Any:
+    """The checked Config of `pipeline` with its outputs under `out` (corpus slice: out/corpus.txt)
+    and `overrides` (KEY=VALUE) applied; exits naming any bad override."""
     from koelectra_dist.config import config_from_dict
     from koelectra_dist.configbase import apply_overrides
+
+    data: dict[str, Any] = json.loads(json.dumps(pipeline))
+    data["run"]["output_uri"] = str(out / "run")
+    data["corpus"]["inputs"] = [str(out / "corpus.txt")]
+    problems = apply_overrides(data, overrides)
+    if problems:
+        raise SystemExit("\n".join(problems))
+    return config_from_dict(data)
+
+
+def main() -> None:
+    from koelectra_dist import ray_runtime, storage
     from koelectra_dist.finetune import stage as finetune_stage
     from koelectra_dist.pipeline import run_stages
 
@@ -145,14 +158,8 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(args.out).resolve()
-    data: dict[str, Any] = json.loads(json.dumps(PIPELINE))
-    data["run"]["output_uri"] = str(out / "run")
-    data["corpus"]["inputs"] = [str(out / "corpus.txt")]
     overrides = BUDGETS[args.budget] + args.set
-    problems = apply_overrides(data, overrides)
-    if problems:
-        raise SystemExit("\n".join(problems))
-    cfg = config_from_dict(data)
+    cfg = pipeline_config(PIPELINE, out, overrides)
     timings: dict[str, float] = {}
     reports: dict[str, Any] = {}
     ray_runtime.connect(cfg)

@@ -22,6 +22,8 @@ from koelectra_dist import layout
 from koelectra_dist.configbase import apply_overrides, build, positive
 from koelectra_dist.corpus import config as corpus_config
 from koelectra_dist.corpus.config import CorpusConfig
+from koelectra_dist.distill import config as distill_config
+from koelectra_dist.distill.config import DistillConfig
 from koelectra_dist.errors import ConfigError
 from koelectra_dist.export.config import ExportConfig
 from koelectra_dist.finetune import config as finetune_config
@@ -29,7 +31,9 @@ from koelectra_dist.finetune.config import FinetuneConfig
 from koelectra_dist.pretrain import config as pretrain_config
 from koelectra_dist.pretrain.config import CheckpointConfig, DistributedConfig, TrainConfig
 
-STAGES = ("corpus", "pretrain", "export", "finetune")
+STAGES = ("corpus", "pretrain", "export", "distill", "finetune")
+DEFAULT_STAGES = ("corpus", "pretrain", "export", "finetune")
+"""What a run does unless run.stages says otherwise: distill is asked for by name."""
 log = logging.getLogger(__name__)
 
 
@@ -40,7 +44,7 @@ class RunConfig:
     output_uri: str = "outputs/koelectra"
     """Root for everything the run writes (local path or s3://bucket/prefix); each stage's default
     location lives below it (corpus/, checkpoints/, hf/, finetune/)."""
-    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))
     """Stages `launch.py` runs when none is named on the command line, in pipeline order."""
 
 
@@ -105,6 +109,8 @@ class Config:
     """Checkpoint storage and retention."""
     export: ExportConfig = field(default_factory=ExportConfig)
     """Hugging Face export."""
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """Distillation into a smaller student (the distill stage)."""
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     """Downstream fine-tuning."""
 
@@ -131,6 +137,7 @@ class Config:
             "corpus_output_uri": self.paths.corpus,
             "checkpoint_storage_uri": self.paths.checkpoints,
             "export_output_uri": self.paths.export,
+            "distill_output_uri": self.paths.distill,
             "finetune_output_uri": self.paths.finetune,
         }
 
@@ -179,7 +186,7 @@ def _problems(cfg: Config) -> list[str]:
     for i, stage in enumerate(cfg.run.stages):
         if stage not in STAGES:
             problems.append(f"run.stages[{i}]: unknown stage {stage!r} (stages: {', '.join(STAGES)})")
-    for section in (corpus_config, pretrain_config, finetune_config):
+    for section in (corpus_config, pretrain_config, distill_config, finetune_config):
         problems += section.problems(cfg)
     return problems
 
@@ -198,6 +205,9 @@ LOCATION_FIELDS = (
     "export.checkpoint",
     "export.output_uri",
     "export.vocab_uri",
+    "distill.teacher_uri",
+    "distill.generator_uri",
+    "distill.output_uri",
     "finetune.model_uri",
     "finetune.data_dir",
     "finetune.output_uri",

@@ -4,6 +4,7 @@
     <run.output_uri>/corpus/shards/      Parquet shards + manifest.json (corpus stage)
     <run.output_uri>/checkpoints/        step-N/ folders (pretrain stage)
     <run.output_uri>/hf/                 discriminator/, generator/, pretraining/ (export stage)
+    <run.output_uri>/distill/            checkpoints/, model/ (distill stage)
     <run.output_uri>/finetune/           results (finetune stage)
 
 Every field of the config that names one of these overrides its default here.
@@ -41,6 +42,12 @@ class Layout:
     """The checkpoint root."""
     export: str
     """The export folder."""
+    distill: str
+    """The distill stage's output root."""
+    distill_checkpoints: str
+    """The distill stage's checkpoint root."""
+    distill_model: str
+    """The distilled student (a transformers folder)."""
     finetune_model: str
     """The model folder fine-tuning starts from."""
     finetune: str
@@ -52,6 +59,7 @@ class Layout:
         root = cfg.run.output_uri
         corpus = cfg.corpus.output_uri or _below(root, "corpus")
         export = cfg.export.output_uri or _below(root, "hf")
+        distill = cfg.distill.output_uri or _below(root, "distill")
         return cls(
             corpus=corpus,
             vocab=_below(corpus, VOCAB_DIR),
@@ -59,6 +67,9 @@ class Layout:
             shards=cfg.train.shards_uri or _below(corpus, SHARDS_DIR),
             checkpoints=cfg.checkpoint.storage_uri or _below(root, "checkpoints"),
             export=export,
+            distill=distill,
+            distill_checkpoints=_below(distill, "checkpoints"),
+            distill_model=_below(distill, "model"),
             finetune_model=cfg.finetune.model_uri or _below(export, "discriminator"),
             finetune=cfg.finetune.output_uri or _below(root, "finetune"),
         )

@@ -24,13 +24,15 @@ STAGE_MODULES = {
     "corpus": "koelectra_dist.corpus.stage",
     "pretrain": "koelectra_dist.pretrain.stage",
     "export": "koelectra_dist.export.stage",
+    "distill": "koelectra_dist.distill.stage",
     "finetune": "koelectra_dist.finetune.stage",
 }
-NEEDS_RAY = {"corpus", "pretrain", "finetune"}
+NEEDS_RAY = {"corpus", "pretrain", "distill", "finetune"}
 OUTPUTS: dict[str, Callable[[Layout], str]] = {
     "corpus": lambda paths: paths.corpus,
     "pretrain": lambda paths: paths.checkpoints,
     "export": lambda paths: paths.export,
+    "distill": lambda paths: paths.distill,
     "finetune": lambda paths: paths.finetune,
 }
 assert tuple(STAGE_MODULES) == STAGES

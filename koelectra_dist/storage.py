@@ -5,7 +5,9 @@ URIs:
 - `s3://bucket/prefix`: any S3-compatible store; the endpoint comes from AWS_ENDPOINT_URL_S3 /
   AWS_ENDPOINT_URL (set from `storage.s3_endpoint_url` by `use_storage_config`), credentials only
   from the environment or the instance profile;
-- `pkg://package/relative/path`: read-only data inside an installed package (the demo corpus).
+- `pkg://package/relative/path`: read-only data inside an installed package (the demo corpus);
+- `hf://ORG/NAME[/path]`: read-only, a model repository on the Hugging Face Hub, fetched once with
+  `huggingface_hub` into its cache (needs network, or the repository already in the cache).
 
 Writers put a marker file last (`write_json(..., marker)`): readers trust a folder only once its
 marker exists, so a half-written output is never mistaken for a whole one.
@@ -52,6 +54,31 @@ def _package_path(uri: str) -> str:
     return str(Path(next(iter(spec.submodule_search_locations))) / rest)
 
 
+def hf_repo(uri: str) -> tuple[str, str]:
+    """The Hub repository id and the path inside it of `hf://ORG/NAME[/path]` (no network)."""
+    parts = uri[len("hf://") :].strip("/").split("/")
+    if len(parts) < 2 or not all(parts[:2]):
+        raise StorageError(
+            f"{uri}: a Hugging Face Hub URI is hf://ORG/NAME (e.g. hf://monologg/koelectra-base-v3-discriminator)"
+        )
+    return "/".join(parts[:2]), "/".join(parts[2:])
+
+
+def _hub_snapshot(uri: str) -> str:
+    """The local folder of the Hub repository named by `uri` (downloaded on first use)."""
+    from huggingface_hub import snapshot_download
+
+    repo, rest = hf_repo(uri)
+    try:
+        folder = snapshot_download(repo)
+    except Exception as e:  # noqa: BLE001 - no network, unknown repository, gated model...
+        raise StorageError(
+            f"{uri}: could not fetch {repo} from the Hugging Face Hub ({type(e).__name__}: {e}); check the name "
+            f"and the network, or download it where there is network and use the local folder instead"
+        ) from None
+    return os.path.join(folder, rest) if rest else folder
+
+
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem for `uri` and the path to use with it."""
     if is_s3(uri):
@@ -67,6 +94,8 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
         return fs, uri[len("s3://") :]
     if uri.startswith("pkg://"):
         uri = _package_path(uri)
+    if uri.startswith("hf://"):
+        uri = _hub_snapshot(uri)
     if uri.startswith("file://"):
         uri = uri[len("file://") :]
     return fsspec.filesystem("file"), os.path.abspath(uri)

@@ -98,3 +98,33 @@ def write_shard_set(out: str, vocab_size: int, max_length: int, rows: list[int],
     )
     write_manifest(storage.join(out, "shards"), manifest)
     return manifest
+
+
+def write_electra_pair(
+    out: Path, vocab_txt: bytes, max_length: int = 64, embeddings_noise: float = 0.0, layers: int = 2
+) -> None:
+    """A tiny published-style ELECTRA pair in KoELECTRA's layout: OUT/discriminator and
+    OUT/generator saved by transformers' `save_pretrained`, each with its own copy of the embeddings
+    (the generator's equal to the discriminator's plus `embeddings_noise`), embedding_size 16 !=
+    hidden_size 32, and vocab.txt in both."""
+    import torch
+    from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
+
+    vocab_size = len(vocab_txt.decode().split())
+    common = dict(
+        vocab_size=vocab_size, embedding_size=16, num_hidden_layers=layers, max_position_embeddings=max_length
+    )
+    torch.manual_seed(7)
+    disc = ElectraForPreTraining(ElectraConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64, **common))
+    gen = ElectraForMaskedLM(ElectraConfig(hidden_size=16, num_attention_heads=1, intermediate_size=64, **common))
+    with torch.no_grad():
+        # a trained pair: non-trivial LayerNorm and biases, so that a wrong mapping shows in the logits
+        for model in (disc, gen):
+            for p in model.parameters():
+                if p.dim() == 1:
+                    p.add_(0.1 * torch.randn_like(p))
+        for name, p in gen.electra.embeddings.named_parameters():
+            p.copy_(dict(disc.electra.embeddings.named_parameters())[name] + embeddings_noise * torch.randn_like(p))
+    for name, model in (("discriminator", disc), ("generator", gen)):
+        model.save_pretrained(out / name)
+        (out / name / "vocab.txt").write_bytes(vocab_txt)

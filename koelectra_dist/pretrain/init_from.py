@@ -1,16 +1,24 @@
-"""Starting pre-training from exported weights: the `pretraining/` folder the export stage writes.
+"""Starting pre-training from published or exported weights: what `train.init_from` names.
 
-That folder holds the joint generator+discriminator state dict (`model.safetensors`, keys
-`generator.*` / `discriminator.*`) and a `config.json` with the model shape and objective; it is
-what `train.init_from` names to continue pre-training from an earlier run.
+Three forms (`resolve` tells them apart, without loading weights):
+- this project's `pretraining/` folder (the export stage writes it): the joint generator+discriminator
+  state dict (`model.safetensors`, keys `generator.*` / `discriminator.*`) and a `config.json` with
+  the model shape and objective; the run's model config must equal it;
+- an ELECTRA pair: a folder holding `discriminator/` and `generator/` transformers folders (KoELECTRA's
+  published layout, and our own export root), or `hf://ORG/NAME` meaning the Hub repositories
+  `ORG/NAME-discriminator` and `ORG/NAME-generator`; a discriminator folder alone also counts (the
+  generator then starts fresh). The model config is taken from the pair, and the pair's two copies of
+  the embeddings become one (the discriminator's; `pair_state` reports how far the generator's was).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tempfile
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file
@@ -20,7 +28,12 @@ from koelectra_dist.config import ModelConfig
 from koelectra_dist.errors import CheckpointError, ConfigError
 from koelectra_dist.pretrain.model import ElectraPretrainer
 
+log = logging.getLogger(__name__)
+
 PRETRAINING_FORMAT = "koelectra_dist.pretraining/1"
+DISCRIMINATOR, GENERATOR = "discriminator", "generator"
+# ElectraConfig fields that our towers fix (model.hf_configs); a pair with other values computes other logits.
+FIXED_HF_FIELDS = {"hidden_act": "gelu", "type_vocab_size": 2, "position_embedding_type": "absolute"}
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -88,3 +101,214 @@ def load_pretraining_weights(model: ElectraPretrainer, uri: str) -> None:
             raise CheckpointError(f"{weights_uri}: not found; export the checkpoint again")
         state = load_file(path)
     load_weights(model, state, weights_uri)
+
+
+# ---------------------------------------------------------------- the forms of train.init_from
+
+
+@dataclass(frozen=True)
+class InitSource:
+    """What `train.init_from` names, resolved to folders (URIs; nothing loaded yet)."""
+
+    uri: str
+    kind: Literal["pretraining", "pair"]
+    discriminator: str | None = None
+    """The discriminator's transformers folder (a pair only)."""
+    generator: str | None = None
+    """The generator's transformers folder; None: a discriminator alone (fresh generator)."""
+
+
+def hub_pair(uri: str) -> tuple[str, str]:
+    """`hf://ORG/NAME` -> (`ORG/NAME-discriminator`, `ORG/NAME-generator`): KoELECTRA's repository
+    names (`hf://ORG/NAME-discriminator` names the same pair). No network."""
+    repo, rest = storage.hf_repo(uri)
+    if rest:
+        raise ConfigError(f"train.init_from={uri}: name a pair as hf://ORG/NAME, without a path inside it")
+    base = repo.removesuffix("-discriminator").removesuffix("-generator")
+    return f"{base}-discriminator", f"{base}-generator"
+
+
+def _architectures(uri: str) -> list[str]:
+    return list(storage.read_json(storage.join(uri, "config.json")).get("architectures") or [])
+
+
+def resolve(uri: str) -> InitSource:
+    """The form of `train.init_from` (see the module docstring); CheckpointError naming the forms."""
+    if uri.startswith("hf://"):
+        disc, gen = hub_pair(uri)
+        return InitSource(uri, "pair", f"hf://{disc}", f"hf://{gen}")
+    if storage.exists(storage.join(uri, "config.json")):
+        if storage.read_json(storage.join(uri, "config.json")).get("format") == PRETRAINING_FORMAT:
+            return InitSource(uri, "pretraining")
+        if "ElectraForPreTraining" in _architectures(uri):
+            return InitSource(uri, "pair", uri, None)
+    disc, gen = storage.join(uri, DISCRIMINATOR), storage.join(uri, GENERATOR)
+    if storage.exists(storage.join(disc, "config.json")):
+        return InitSource(uri, "pair", disc, gen if storage.exists(storage.join(gen, "config.json")) else None)
+    raise CheckpointError(
+        f"train.init_from={uri}: neither an exported pretraining/ folder, nor a folder holding discriminator/ "
+        "(and generator/) transformers folders, nor an ElectraForPreTraining folder; for a Hub pair use "
+        "hf://ORG/NAME (ORG/NAME-discriminator + ORG/NAME-generator)"
+    )
+
+
+def _hf_config(uri: str) -> dict[str, Any]:
+    try:
+        return storage.read_json(storage.join(uri, "config.json"))
+    except Exception as e:  # noqa: BLE001 - StorageError or a missing file, said with the folder
+        raise CheckpointError(f"{uri}: no readable transformers config.json ({e})") from None
+
+
+def pair_model_config(source: InitSource, configured: ModelConfig) -> ModelConfig:
+    """The model config of an ELECTRA pair (sizes, generator shape, vocabulary, max length); dropout
+    and, for a discriminator alone, the generator size stay as configured. CheckpointError when the
+    pair has a shape our towers cannot hold (the generator's heads/width rules, activation...)."""
+    d = _hf_config(source.discriminator)
+    hidden = d["hidden_size"]
+    g = _hf_config(source.generator) if source.generator else None
+    model = dataclasses.replace(
+        configured,
+        vocab_size=d["vocab_size"],
+        embedding_size=d.get("embedding_size", hidden),
+        hidden_size=hidden,
+        num_hidden_layers=d["num_hidden_layers"],
+        num_attention_heads=d["num_attention_heads"],
+        intermediate_size=d["intermediate_size"],
+        generator_size=g["hidden_size"] / hidden if g else configured.generator_size,
+        max_length=d["max_position_embeddings"],
+    )
+    problems = [
+        f"{source.discriminator}: {k}={d.get(k, v)!r}, the towers use {v!r}"
+        for k, v in FIXED_HF_FIELDS.items()
+        if d.get(k, v) != v
+    ]
+    if g:
+        want = {
+            "hidden_size": model.generator_hidden_size(),
+            "num_attention_heads": model.generator_num_attention_heads(),
+            "intermediate_size": model.generator_intermediate_size(),
+            "num_hidden_layers": model.num_hidden_layers,
+            "embedding_size": model.embedding_size,
+            "vocab_size": model.vocab_size,
+            "max_position_embeddings": model.max_length,
+            **FIXED_HF_FIELDS,
+        }
+        problems += [
+            f"{source.generator}: {k}={g.get(k)!r}, the generator this project builds has {v!r}"
+            for k, v in want.items()
+            if g.get(k, FIXED_HF_FIELDS.get(k)) != v
+        ]
+    if problems:
+        raise CheckpointError(
+            f"train.init_from={source.uri}: the pair's shape does not fit ELECTRA as built here:\n  - "
+            + "\n  - ".join(problems)
+        )
+    return model
+
+
+def load_tower(cls: Any, uri: str) -> Any:
+    """`cls.from_pretrained` on a transformers folder (local, s3:// or hf://), refusing one with
+    missing or mismatched weights (from_pretrained would fill them in at random)."""
+    with tempfile.TemporaryDirectory(prefix="koelectra-tower-") as scratch:
+        local = storage.local_path(uri) or storage.download_dir(uri, scratch)
+        try:
+            tower, info = cls.from_pretrained(local, output_loading_info=True)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{uri}: not loadable as {cls.__name__}: {e}") from None
+    # transformers lists a tied output layer as missing in some versions; it is re-tied anyway
+    missing = [k for k in info["missing_keys"] if not k.endswith(("generator_lm_head.weight", "decoder.weight"))]
+    if missing or info.get("mismatched_keys"):
+        raise CheckpointError(
+            f"{uri}: not a complete {cls.__name__} (missing {missing[:5]}, mismatched "
+            f"{list(info.get('mismatched_keys') or [])[:5]}); name a folder saved from that class"
+        )
+    return tower
+
+
+def pair_state(model: ElectraPretrainer, source: InitSource) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A full state dict for `model` from the pair, and a report of the embeddings reconciliation:
+    our towers share one embeddings module, the pair stores one per tower; the discriminator's is
+    kept and the report says how far the generator's was (0 for pairs trained with shared embeddings)."""
+    from transformers import ElectraForMaskedLM, ElectraForPreTraining
+
+    disc = load_tower(ElectraForPreTraining, source.discriminator).state_dict()
+    gen = load_tower(ElectraForMaskedLM, source.generator).state_dict() if source.generator else None
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}  # the fresh generator, if needed
+    state.update({f"{DISCRIMINATOR}.{k}": v for k, v in disc.items()})
+    state.update({f"{GENERATOR}.{k}": v for k, v in (gen or {}).items()})
+    embeddings = {k: v for k, v in disc.items() if k.startswith("electra.embeddings.")}
+    report: dict[str, Any] = {"generator": "from the pair" if gen else "fresh (a discriminator alone)"}
+    if gen:
+        diff = {k: (gen[k].float() - v.float()) for k, v in embeddings.items() if k in gen}
+        report["embeddings_max_abs_diff"] = max(float(d.abs().max()) for d in diff.values())
+        report["embeddings_relative_diff"] = float(
+            torch.stack([d.norm() for d in diff.values()]).norm()
+            / torch.stack([embeddings[k].float().norm() for k in diff]).norm()
+        )
+    state.update({f"{GENERATOR}.{k}": v for k, v in embeddings.items()})
+    state[f"{GENERATOR}.generator_lm_head.weight"] = embeddings["electra.embeddings.word_embeddings.weight"]
+    return state, report
+
+
+def init_weights(model: ElectraPretrainer, uri: str) -> dict[str, Any]:
+    """Put the weights `train.init_from` names into `model`; return what was reconciled."""
+    source = resolve(uri)
+    if source.kind == "pretraining":
+        load_pretraining_weights(model, uri)
+        return {"form": "pretraining"}
+    state, report = pair_state(model, source)
+    load_weights(model, state, uri)
+    return {"form": "pair", **report}
+
+
+def model_for(cfg: Any) -> ModelConfig:
+    """The model config a run with `train.init_from` trains: the pair's for a pair, else the
+    configured one (an exported pretraining/ folder must match it; `check` says so)."""
+    uri = cfg.train.init_from
+    source = resolve(uri) if uri else None
+    if source is None or source.kind == "pretraining":
+        return cfg.model
+    model = pair_model_config(source, cfg.model)
+    differ = [f for f in ModelConfig.__dataclass_fields__ if getattr(model, f) != getattr(cfg.model, f)]
+    if differ:
+        log.info("train.init_from=%s: model.%s taken from the pair", uri, ", model.".join(differ))
+    return model
+
+
+def check_vocabulary(key: str, uri: str, theirs: str | None, shards_sha256: str, vocab_uri: str) -> None:
+    """CheckpointError unless weights named by `key`=`uri` were trained with the shards' vocabulary
+    (sha256 `theirs`); the fix names the folder to build the shards with (`vocab_uri`)."""
+    if theirs != shards_sha256:
+        raise CheckpointError(
+            f"{key}={uri} was trained with another vocabulary than the shards' (sha256 {str(theirs)[:12]}... vs "
+            f"{shards_sha256[:12]}...); build the shards with its vocabulary: --set corpus.vocab.vocab_uri={vocab_uri} "
+            "and run the corpus stage again"
+        )
+
+
+def check(cfg: Any, vocab_sha256: str) -> dict[str, Any]:
+    """Refuse, before any worker starts, what `train.init_from` names when it does not fit the run
+    (`cfg.model` already taken from a pair by `model_for`): another shape or vocabulary than the
+    shards', weights that do not load. Returns the embeddings report of a pair."""
+    from koelectra_dist.corpus.shards import vocab_sha256 as folder_sha256
+
+    uri = cfg.train.init_from
+    source = resolve(uri)
+    if source.kind == "pretraining":
+        _, saved = pretraining_config(uri, expect=cfg.model)
+        check_vocabulary("train.init_from", uri, saved.get("vocab_sha256"), vocab_sha256, uri)
+        return {"form": "pretraining"}
+    check_vocabulary("train.init_from", uri, folder_sha256(source.discriminator), vocab_sha256, source.discriminator)
+    model = ElectraPretrainer(cfg.model)
+    report = init_weights(model, uri)
+    if report.get("embeddings_max_abs_diff", 0) > 1e-6:
+        log.warning(
+            "train.init_from=%s: the generator's embeddings differ from the discriminator's (max |diff| %.3g, "
+            "relative %.3g); both towers continue from the discriminator's",
+            uri,
+            report["embeddings_max_abs_diff"],
+            report["embeddings_relative_diff"],
+        )
+    if source.generator is None:
+        log.warning("train.init_from=%s: a discriminator alone; the generator starts fresh (model.generator_size)", uri)
+    return report

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -13,7 +14,7 @@ from koelectra_dist import storage
 from koelectra_dist.config import Config
 from koelectra_dist.pretrain import checkpoint
 from koelectra_dist.pretrain.data import Prefetcher, ShardStream, open_shards
-from koelectra_dist.pretrain.init_from import load_pretraining_weights
+from koelectra_dist.pretrain.init_from import init_weights
 from koelectra_dist.pretrain.meta import CheckpointMeta
 from koelectra_dist.pretrain.metrics import MetricsLog
 
@@ -36,14 +37,30 @@ def _quiet_ray_train_reports() -> None:
         logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
+def pretrainer(cfg: Config) -> torch.nn.Module:
+    """The generator + discriminator, from `train.init_from` when it names weights."""
+    from koelectra_dist.pretrain.model import ElectraPretrainer
+
+    t = cfg.train
+    model = ElectraPretrainer(cfg.model, mask_prob=t.mask_prob, gen_weight=t.gen_weight, disc_weight=t.disc_weight)
+    if t.init_from:
+        init_weights(model, t.init_from)
+    return model
+
+
 def train_loop(config: dict[str, Any]) -> None:
-    """One Ray Train worker: build, resume, train, checkpoint."""
+    """One Ray Train worker of the pretrain stage."""
+    run_worker(config["cfg"], pretrainer, config["resume"])
+
+
+def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], resume: str | None) -> None:
+    """One Ray Train worker: build the model (its forward returns `.loss` and `.metrics`) and its
+    engine, resume from `resume` (a step the driver chose and verified) if any, train on the shards
+    to `train.steps`, checkpoint under `cfg.paths.checkpoints`."""
     import ray.train
 
     from koelectra_dist.pretrain.engine import build_engine
-    from koelectra_dist.pretrain.model import ElectraPretrainer
 
-    cfg: Config = config["cfg"]
     _quiet_ray_train_reports()
     storage.use_storage_config(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)
     ctx = ray.train.get_context()
@@ -53,9 +70,7 @@ def train_loop(config: dict[str, Any]) -> None:
         torch.set_num_threads(max(1, d.cpus_per_worker))
     # Identical initial weights on every rank (ZeRO-3 keeps each rank's own slice of them).
     _seed_all(t.seed)
-    model = ElectraPretrainer(cfg.model, mask_prob=t.mask_prob, gen_weight=t.gen_weight, disc_weight=t.disc_weight)
-    if t.init_from:
-        load_pretraining_weights(model, t.init_from)
+    model = build_model(cfg)
     engine, _, _ = build_engine(cfg, model)
     # Masking and dropout differ across ranks (a checkpoint restores these states per rank).
     _seed_all(t.seed * 1_000_003 + rank + 1)
@@ -63,8 +78,8 @@ def train_loop(config: dict[str, Any]) -> None:
     shards = open_shards(cfg)
     root = cfg.paths.checkpoints
     step, consumed = 0, 0
-    if config["resume"]:  # chosen and verified by the driver
-        meta = checkpoint.load(engine, config["resume"], rank)
+    if resume:
+        meta = checkpoint.load(engine, resume, rank)
         step, consumed = meta.step, meta.consumed_samples
     stream = ShardStream(
         shards.uris,

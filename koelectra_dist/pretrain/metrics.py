@@ -16,8 +16,10 @@ from koelectra_dist.config import Config
 
 # Dense bf16/fp16 tensor-core peak FLOP/s per GPU, by name fragment; MFU is reported only for these.
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "L4": 121e12}
-MEANED = ("loss", "gen_loss", "disc_loss", "gen_acc", "disc_acc", "disc_precision", "disc_recall", "disc_auc")
 SUMMED = ("real_tokens", "masked_tokens")
+"""Counts, summed over micro-batches and ranks; every other metric a model returns is averaged."""
+HEADLINE = ("gen_acc", "disc_precision", "disc_recall", "disc_auc", "soft_loss", "cos_loss", "student_loss")
+"""Metrics printed on rank 0's line, when the model returns them."""
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -58,7 +60,7 @@ class MetricsLog:
         self._t0, self._wait0, self._lr = time.perf_counter(), wait_seconds, lr
 
     def add_micro(self, loss: torch.Tensor, metrics: dict[str, torch.Tensor]) -> None:
-        values = {"loss": loss, **{k: metrics[k] for k in MEANED[1:] + SUMMED}}
+        values = {"loss": loss, **metrics}
         for k, v in values.items():
             v = v.detach().float()
             self._sums[k] = self._sums[k] + v if k in self._sums else v
@@ -79,7 +81,7 @@ class MetricsLog:
         totals = dict(zip(keys, stacked.tolist(), strict=True))
         seconds = self._window["seconds"]
         tokens_per_s = totals["real_tokens"] / seconds
-        out = {k: totals[k] / (self._micro * self.world) for k in MEANED}
+        out = {k: totals[k] / (self._micro * self.world) for k in keys if k not in SUMMED}
         grad_norm = engine.get_global_grad_norm()
         out.update(
             step=step,
@@ -108,9 +110,8 @@ class MetricsLog:
         text = (
             f"[{self.cfg.run.name}] step {m['step']}/{steps} ({100 * m['step'] / steps:.0f}%, "
             f"ETA {format_eta((steps - m['step']) * m['step_time_s'])}) loss {m['loss']:.4f} "
-            f"gen_acc {m['gen_acc']:.3f} disc_p/r {m['disc_precision']:.3f}/{m['disc_recall']:.3f} "
-            f"disc_auc {m['disc_auc']:.3f} "
-            f"lr {m['lr']:.2e} gnorm {m['grad_norm']:.3f} {m['tokens_per_s']:.0f} tok/s "
+            + "".join(f"{k} {m[k]:.3f} " for k in HEADLINE if k in m)
+            + f"lr {m['lr']:.2e} gnorm {m['grad_norm']:.3f} {m['tokens_per_s']:.0f} tok/s "
             f"step {m['step_time_s'] * 1000:.0f} ms wait {100 * m['data_wait_frac']:.1f}%"
         )
         if m["overflow_steps"]:

@@ -133,6 +133,33 @@ class PretrainOutput:
     """[B, T] discriminator logits."""
 
 
+def masked_lm_logits(
+    generator: ElectraForMaskedLM,
+    masked: MaskedBatch,
+    attention_mask: Tensor,
+    token_type_ids: Tensor,
+    position_ids: Tensor | None = None,
+) -> Tensor:
+    """[B, K, V] logits of an ELECTRA generator at the prediction slots only; the head never sees an
+    unmasked position (invalid slots get zero hidden states)."""
+    hidden = generator.electra(
+        input_ids=masked.input_ids,
+        attention_mask=attention_mask,
+        token_type_ids=token_type_ids,
+        position_ids=position_ids,
+    ).last_hidden_state
+    index = masked.positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1))
+    picked = hidden.gather(1, index).masked_fill(~masked.valid.unsqueeze(-1), 0.0)
+    return generator.generator_lm_head(generator.generator_predictions(picked))
+
+
+def corrupted(input_ids: Tensor, masked: MaskedBatch, sampled: Tensor, real: Tensor) -> tuple[Tensor, Tensor]:
+    """ELECTRA's discriminator input [B, T] (`sampled` [B, K] tokens at the valid slots) and its
+    labels: real tokens differing from the original."""
+    fake = input_ids.scatter(1, masked.positions, torch.where(masked.valid, sampled, masked.targets))
+    return fake, (fake != input_ids) & real
+
+
 class ElectraPretrainer(nn.Module):
     """Generator (`.generator`, ElectraForMaskedLM) + discriminator (`.discriminator`,
     ElectraForPreTraining) trained jointly with ELECTRA's replaced-token-detection objective."""
@@ -170,17 +197,8 @@ class ElectraPretrainer(nn.Module):
         token_type_ids: Tensor,
         position_ids: Tensor | None = None,
     ) -> Tensor:
-        """[B, K, V] generator logits at the prediction slots only; the head never sees an unmasked
-        position (invalid slots get zero hidden states)."""
-        hidden = self.generator.electra(
-            input_ids=masked.input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-        ).last_hidden_state
-        index = masked.positions.unsqueeze(-1).expand(-1, -1, hidden.size(-1))
-        picked = hidden.gather(1, index).masked_fill(~masked.valid.unsqueeze(-1), 0.0)
-        return self.generator.generator_lm_head(self.generator.generator_predictions(picked))
+        """[B, K, V] generator logits at the prediction slots only (see `masked_lm_logits`)."""
+        return masked_lm_logits(self.generator, masked, attention_mask, token_type_ids, position_ids)
 
     def discriminator_logits(
         self,
@@ -218,8 +236,7 @@ class ElectraPretrainer(nn.Module):
         masked = mask_tokens(input_ids, real, self.mask_prob, self.cap)
         gen_logits = self.generator_logits(masked, attention_mask, token_type_ids, position_ids)
         sampled = gumbel_sample(gen_logits.detach())
-        fake = input_ids.scatter(1, masked.positions, torch.where(masked.valid, sampled, masked.targets))
-        replaced = (fake != input_ids) & real
+        fake, replaced = corrupted(input_ids, masked, sampled, real)
         disc_logits = self.discriminator_logits(fake, attention_mask, token_type_ids, position_ids)
 
         valid_f = masked.valid.float()

@@ -7,16 +7,17 @@ workers resume from: the newest committed one whose files match their seal.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from koelectra_dist import storage
 from koelectra_dist.config import Config
 from koelectra_dist.errors import CheckpointError, user_error_in
-from koelectra_dist.pretrain import checkpoint
+from koelectra_dist.pretrain import checkpoint, init_from
 from koelectra_dist.pretrain.data import open_shards
-from koelectra_dist.pretrain.init_from import pretraining_config
 from koelectra_dist.pretrain.loop import train_loop
 from koelectra_dist.pretrain.meta import CheckpointMeta
 from koelectra_dist.pretrain.preflight import check_resources, worker_bundle
@@ -65,18 +66,6 @@ def check_resume(cfg: Config, meta: CheckpointMeta, vocab_sha256: str, where: st
         raise CheckpointError(f"{where} is at step {meta.step}, beyond train.steps={cfg.train.steps}")
 
 
-def check_init_from(cfg: Config, vocab_sha256: str) -> None:
-    """Refuse an exported pretraining/ folder of another model shape or vocabulary."""
-    uri = cfg.train.init_from
-    _, saved = pretraining_config(uri, expect=cfg.model)
-    if saved.get("vocab_sha256") != vocab_sha256:
-        raise CheckpointError(
-            f"train.init_from={uri} was pre-trained with another vocabulary than the shards' (sha256 "
-            f"{str(saved.get('vocab_sha256'))[:12]}... vs {vocab_sha256[:12]}...); build the shards with its "
-            f"vocabulary: --set corpus.vocab.vocab_uri={uri} and run the corpus stage again"
-        )
-
-
 def _ray_storage(root: str) -> dict[str, Any]:
     """RunConfig storage for Ray Train's own bookkeeping, beside our checkpoints."""
     if not storage.is_s3(root):
@@ -92,36 +81,31 @@ def _attempts(max_failures: int) -> range:
     return range(1, 2**62 if max_failures < 0 else max_failures + 2)
 
 
-def run(cfg: Config) -> dict[str, Any]:
-    """Pre-train to `train.steps`, resuming from the latest verified checkpoint; return a report.
+def fit(cfg: Config, loop: Callable[[dict[str, Any]], None]) -> str | None:
+    """Run `loop` (a worker loop taking {"cfg": cfg, "resume": step URI or None}) on Ray Train
+    worker groups as `cfg.distributed` says, until it returns; return the checkpoint the first
+    attempt resumed from.
 
     Failures are retried here, not by Ray Train: each attempt starts a new worker group from the
-    latest verified checkpoint, and an attempt that failed with a user error stops the run at once
-    (Ray Train's own failure policy cannot tell the two apart)."""
+    newest verified checkpoint under `cfg.paths.checkpoints`, and an attempt that failed with a
+    user error stops the run at once, raised as itself (Ray Train's own failure policy cannot tell
+    the two apart)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from koelectra_dist import ray_runtime
 
     d = cfg.distributed
-    shards = open_shards(cfg)
     root = cfg.paths.checkpoints
-    if cfg.train.init_from:
-        check_init_from(cfg, shards.manifest.vocab_sha256)
     first_resume = None
     for attempt in _attempts(d.max_failures):
         resume = checkpoint.latest_verified(root)
-        if resume:
-            meta = checkpoint.read_meta(resume)
-            check_resume(cfg, meta, shards.manifest.vocab_sha256, resume)
-            if meta.step == cfg.train.steps:
-                return {"steps": meta.step, "checkpoint": resume, "resumed_from": resume, "metrics": meta.metrics}
         if attempt == 1:
             first_resume = resume
             ray_runtime.connect(cfg)
             check_resources(cfg, ray_runtime.cluster_can_grow())
         trainer = TorchTrainer(
-            train_loop,
+            loop,
             train_loop_config={"cfg": cfg, "resume": resume},
             scaling_config=ScalingConfig(
                 num_workers=d.num_workers, use_gpu=d.gpus_per_worker > 0, resources_per_worker=worker_bundle(cfg)
@@ -132,7 +116,7 @@ def run(cfg: Config) -> dict[str, Any]:
             ),
         )
         log.info(
-            "pretrain: %d workers, ZeRO %d, %s, attempt %d, resuming from %s",
+            "%d workers, ZeRO %d, %s, attempt %d, resuming from %s",
             d.num_workers,
             d.zero_stage,
             d.precision,
@@ -141,16 +125,41 @@ def run(cfg: Config) -> dict[str, Any]:
         )
         try:
             trainer.fit()
-            break
+            return first_resume
         except Exception as e:  # noqa: BLE001 - a user error stops the run; anything else is retried
             user = user_error_in(e)
             if user is not None:
                 raise user from None
             if attempt == _attempts(d.max_failures)[-1]:
                 raise
-            log.warning("pretrain: attempt %d failed (%s: %s); starting again", attempt, type(e).__name__, e)
+            log.warning("attempt %d failed (%s: %s); starting again", attempt, type(e).__name__, e)
+    return first_resume
+
+
+def final_checkpoint(cfg: Config) -> tuple[str, CheckpointMeta]:
+    """The verified checkpoint at `train.steps`, which a finished run must have left."""
+    root = cfg.paths.checkpoints
     final = checkpoint.latest_verified(root)
     meta = checkpoint.read_meta(final) if final else None
     if meta is None or meta.step != cfg.train.steps:
         raise CheckpointError(f"training ended without a committed checkpoint at step {cfg.train.steps} in {root}")
-    return {"steps": meta.step, "checkpoint": final, "resumed_from": first_resume, "metrics": meta.metrics}
+    return final, meta
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Pre-train to `train.steps`, resuming from the newest verified checkpoint; return a report."""
+    if cfg.train.init_from:  # a pair's shape replaces the configured one
+        cfg = dataclasses.replace(cfg, model=init_from.model_for(cfg))
+    shards = open_shards(cfg)
+    root = cfg.paths.checkpoints
+    initialised = init_from.check(cfg, shards.manifest.vocab_sha256) if cfg.train.init_from else None
+    latest = checkpoint.latest_verified(root)
+    if latest:
+        meta = checkpoint.read_meta(latest)
+        check_resume(cfg, meta, shards.manifest.vocab_sha256, latest)
+        if meta.step == cfg.train.steps:
+            return {"steps": meta.step, "checkpoint": latest, "resumed_from": latest, "metrics": meta.metrics}
+    resumed_from = fit(cfg, train_loop)
+    final, meta = final_checkpoint(cfg)
+    report = {"steps": meta.step, "checkpoint": final, "resumed_from": resumed_from, "metrics": meta.metrics}
+    return {**report, "init_from": initialised} if initialised else report

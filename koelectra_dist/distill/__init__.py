@@ -1,0 +1,1 @@
+"""The distill stage: a smaller student distilled from a pre-trained teacher (DistilBERT / DistilKoBERT)."""

@@ -1,0 +1,92 @@
+"""The distillation objective as one module the DeepSpeed engine trains: only the student is a
+registered sub-module (so checkpoints hold the student alone); the frozen teacher and generator
+ride along, loaded by every worker from their folders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from koelectra_dist.distill.loss import cosine_loss, soft_binary_loss, soft_softmax_loss
+from koelectra_dist.distill.teacher import Teacher
+from koelectra_dist.pretrain.model import (
+    corrupted,
+    gumbel_sample,
+    mask_tokens,
+    masked_lm_logits,
+    max_predictions,
+    replaced_token_loss,
+)
+
+
+@dataclass
+class DistillOutput:
+    loss: Tensor
+    """0-d: soft_weight * soft + cosine_weight * cosine + student_weight * the student's own loss."""
+    metrics: dict[str, Tensor]
+    """0-d detached tensors (the pretrain loop's metrics log averages them, sums the token counts)."""
+
+
+class Distiller(nn.Module):
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher_model: nn.Module,
+        generator: nn.Module | None,
+        teacher: Teacher,
+        distill_cfg: Any,
+        mask_prob: float,
+    ):
+        super().__init__()
+        self.student = student
+        frozen = [m.eval().requires_grad_(False) for m in (teacher_model, generator) if m is not None]
+        self._frozen = tuple(frozen)  # a tuple: not registered, so neither trained nor checkpointed
+        self.objective = teacher.objective
+        self.cfg = distill_cfg
+        self.mask_prob = mask_prob
+        self.cap = max(1, max_predictions(mask_prob, teacher.config["max_position_embeddings"]))
+
+    def _frozen_on(self, device: torch.device) -> tuple[nn.Module, ...]:
+        if next(self._frozen[0].parameters()).device != device:
+            self._frozen = tuple(m.to(device) for m in self._frozen)
+        return self._frozen
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> DistillOutput:
+        real = attention_mask.bool()
+        masked = mask_tokens(input_ids, attention_mask, self.mask_prob, self.cap)
+        frozen = self._frozen_on(input_ids.device)
+        teacher = frozen[0]
+        if self.objective == "rtd":
+            with torch.no_grad():
+                sampled = gumbel_sample(masked_lm_logits(frozen[1], masked, attention_mask, token_type_ids))
+            inputs, replaced = corrupted(input_ids, masked, sampled, real)
+        else:
+            inputs = masked.input_ids
+        kwargs = dict(attention_mask=attention_mask, token_type_ids=token_type_ids, output_hidden_states=True)
+        with torch.no_grad():
+            t_out = teacher(input_ids=inputs, **kwargs)
+        s_out = self.student(input_ids=inputs, **kwargs)
+        c, T = self.cfg, self.cfg.temperature
+        if self.objective == "rtd":
+            soft = soft_binary_loss(s_out.logits, t_out.logits, T, real)
+            own = replaced_token_loss(s_out.logits, replaced, real)
+        else:
+            index = masked.positions.unsqueeze(-1).expand(-1, -1, s_out.logits.size(-1))
+            s_logits, t_logits = s_out.logits.gather(1, index), t_out.logits.gather(1, index)
+            soft = soft_softmax_loss(s_logits, t_logits, T, masked.valid)
+            ce = F.cross_entropy(s_logits.float().flatten(0, 1), masked.targets.flatten(), reduction="none")
+            own = (ce * masked.valid.flatten()).sum() / masked.valid.sum().clamp(min=1)
+        cos = cosine_loss(s_out.hidden_states[-1], t_out.hidden_states[-1], real)
+        loss = c.soft_weight * soft + c.cosine_weight * cos + c.student_weight * own
+        metrics = {
+            "soft_loss": soft.detach(),
+            "cos_loss": cos.detach(),
+            "student_loss": own.detach(),
+            "real_tokens": real.sum().float(),
+            "masked_tokens": masked.valid.sum().float(),
+        }
+        return DistillOutput(loss=loss, metrics=metrics)

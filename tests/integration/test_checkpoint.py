@@ -133,3 +133,10 @@ def test_a_damaged_latest_step_falls_back_loudly_and_none_left_is_an_error(root,
     storage.write_bytes(storage.join(checkpoint.step_uri(root, 3), "meta.json"), b"{")  # unreadable meta
     with pytest.raises(CheckpointError, match="every committed checkpoint under .* is damaged"):
         checkpoint.latest_verified(root)
+
+
+def test_a_missing_bucket_is_named_before_any_work(s3_endpoint):
+    from koelectra_dist.errors import StorageError
+
+    with pytest.raises(StorageError, match="the bucket no-such-bucket does not exist; create it or correct the URI"):
+        storage.check_writable("s3://no-such-bucket/run/checkpoints")

@@ -217,8 +217,11 @@ def _in_order(submit, jobs: Iterator[Job], cpus: int) -> Iterator[Any]:
     yield from running
 
 
-def _job_args(s: Survey, job: Job) -> tuple[list[Chunk], list[Any]]:
-    return [s.chunks[n] for n in job.chunks], [s.dups[n] for n in job.chunks]
+def _task_args(s: Survey, job: Job, options: ReadOptions, lines_per_block: int, limit: int) -> tuple[Any, list[Any]]:
+    """A job as its task sees it, and its chunks' duplicate indices (refs, passed as arguments)."""
+    chunks = [s.chunks[n] for n in job.chunks]
+    spec = tasks.BlockJob(job.start, job.blocks, chunks, options, lines_per_block, limit)
+    return spec, [s.dups[n] for n in job.chunks]
 
 
 def build_vocab(cfg: Config, s: Survey, options: ReadOptions, cpus: int) -> list[str]:
@@ -231,18 +234,8 @@ def build_vocab(cfg: Config, s: Survey, options: ReadOptions, cpus: int) -> list
         limit = block_limit(c.lines_per_block, split_anywhere=False)
 
         def submit(job: Job):
-            chunks, dups = _job_args(s, job)
-            return tasks.pretokenize_chunks.remote(
-                job.start,
-                job.blocks,
-                chunks,
-                options,
-                c.lines_per_block,
-                limit,
-                c.cleaning,
-                c.vocab.pretokenizer,
-                *dups,
-            )
+            spec, dups = _task_args(s, job, options, c.lines_per_block, limit)
+            return tasks.pretokenize_chunks.remote(spec, c.cleaning, c.vocab.pretokenizer, *dups)
 
         jobs = plan_jobs(s, c.lines_per_block, limit, _blocks_per_job(s, c.lines_per_block, cpus))
         for _, ref in _in_order(submit, jobs, cpus):
@@ -323,10 +316,8 @@ def pack_shards(
     )
 
     def submit(job: Job):
-        chunks, dups = _job_args(s, job)
-        return tasks.pack_chunks.remote(
-            job.start, job.blocks, chunks, options, c.lines_per_block, limit, opts, dtype, *dups
-        )
+        spec, dups = _task_args(s, job, options, c.lines_per_block, limit)
+        return tasks.pack_chunks.remote(spec, opts, dtype, *dups)
 
     counts: Counter[str] = Counter()
     plan = _ShardPlan(c.examples_per_shard, cfg.paths.corpus_shards)

@@ -91,23 +91,27 @@ def chunk_segments(runs: tuple[np.ndarray, np.ndarray], *found: np.ndarray) -> t
     return Segments(raw, kept.astype(np.uint32), blank), dups
 
 
-def _blocks(
-    start: CutState,
-    blocks: tuple[int, int],
-    chunks: list[Chunk],
-    dups: tuple[np.ndarray, ...],
-    options: ReadOptions,
-    lines_per_block: int,
-    limit: int,
-) -> Iterator[Block]:
-    """Blocks numbered [lo, hi) of those that start in chunks[0], read from `start`; the chunks
-    after it hold the rest of block hi-1."""
-    lo, hi = blocks
-    cutter = BlockCutter(start, lines_per_block, limit, first=lo)
-    for chunk, dup in zip(chunks, dups, strict=True):
+@dataclass(frozen=True)
+class BlockJob:
+    """What a pack or pre-tokenize task rebuilds: blocks [lo, hi) of those that start in
+    chunks[0], read from `start`; the chunks after it hold the rest of block hi-1."""
+
+    start: CutState
+    blocks: tuple[int, int]
+    chunks: list[Chunk]
+    options: ReadOptions
+    lines_per_block: int
+    limit: int
+
+
+def _blocks(job: BlockJob, dups: tuple[np.ndarray, ...]) -> Iterator[Block]:
+    """The job's blocks; `dups` are its chunks' duplicate line indices."""
+    hi = job.blocks[1]
+    cutter = BlockCutter(job.start, job.lines_per_block, job.limit, first=job.blocks[0])
+    for chunk, dup in zip(job.chunks, dups, strict=True):
         skip = set(dup.tolist())
         index = 0
-        for line in iter_chunk_lines(chunk, options, Counter()):
+        for line in iter_chunk_lines(chunk, job.options, Counter()):
             if line:
                 index += 1
                 block = None if index - 1 in skip else cutter.line(line)
@@ -126,38 +130,22 @@ def _blocks(
 
 @ray.remote(num_returns=2)
 def pack_chunks(
-    start: CutState,
-    blocks: tuple[int, int],
-    chunks: list[Chunk],
-    options: ReadOptions,
-    lines_per_block: int,
-    limit: int,
-    opts: PackOptions,
-    id_dtype: str,
-    *dups: np.ndarray,
+    job: BlockJob, opts: PackOptions, id_dtype: str, *dups: np.ndarray
 ) -> tuple[Counter[str], PackedArrays]:
     counts: Counter[str] = Counter()
     out = PackedExamples()
-    for block in _blocks(start, blocks, chunks, dups, options, lines_per_block, limit):
+    for block in _blocks(job, dups):
         pack_block(block, counts, opts, out)
     return counts, out.arrays(id_dtype)
 
 
 @ray.remote
 def pretokenize_chunks(
-    start: CutState,
-    blocks: tuple[int, int],
-    chunks: list[Chunk],
-    options: ReadOptions,
-    lines_per_block: int,
-    limit: int,
-    cleaning: CleaningConfig,
-    pretokenizer: str,
-    *dups: np.ndarray,
+    job: BlockJob, cleaning: CleaningConfig, pretokenizer: str, *dups: np.ndarray
 ) -> tuple[Counter[str], list[str]]:
     counts: Counter[str] = Counter()
     lines: list[str] = []
-    for _, block in _blocks(start, blocks, chunks, dups, options, lines_per_block, limit):
+    for _, block in _blocks(job, dups):
         lines += pretokenize_block(block, counts, cleaning, pretokenizer)
     return counts, lines
 

@@ -55,9 +55,13 @@ class Distiller(nn.Module):
             self._frozen = tuple(m.to(device) for m in self._frozen)
         return self._frozen
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> DistillOutput:
-        real = attention_mask.bool()
-        masked = mask_tokens(input_ids, attention_mask, self.mask_prob, self.cap)
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor, with_metrics: bool = True
+    ) -> DistillOutput:
+        """The distillation loss on one batch (`attention_mask` None: full rows, no padding); its
+        metrics are three 0-d losses and the token counts, cheap enough for every micro-batch."""
+        real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        masked = mask_tokens(input_ids, real, self.mask_prob, self.cap)
         frozen = self._frozen_on(input_ids.device)
         teacher = frozen[0]
         if self.objective == "rtd":

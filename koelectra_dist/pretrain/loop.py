@@ -48,6 +48,17 @@ def pretrainer(cfg: Config) -> torch.nn.Module:
     return model
 
 
+def train_step(engine: Any, loader: Prefetcher, metrics: MetricsLog, micro_batches: int, log_step: bool) -> None:
+    """One optimizer step over `micro_batches` micro-batches. Nothing here waits for the device:
+    no .item(), .cpu() or tensor truth test; the health metrics are computed on log steps only."""
+    for _ in range(micro_batches):
+        batch = {k: v if v is None else v.to(engine.device, non_blocking=True) for k, v in loader.next().items()}
+        out = engine(**batch, with_metrics=log_step)
+        engine.backward(out.loss)
+        engine.step()
+        metrics.add_micro(out.loss.detach(), out.metrics)
+
+
 def train_loop(config: dict[str, Any]) -> None:
     """One Ray Train worker of the pretrain stage."""
     run_worker(config["cfg"], pretrainer, config["resume"])
@@ -95,14 +106,8 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
     try:
         while step < t.steps:
             metrics.start_step(loader.wait_seconds, lr=engine.get_lr()[0])
-            for _ in range(cfg.gradient_accumulation_steps()):
-                batch = {
-                    k: v if v is None else v.to(engine.device, non_blocking=True) for k, v in loader.next().items()
-                }
-                out = engine(**batch)
-                engine.backward(out.loss)
-                engine.step()
-                metrics.add_micro(out.loss.detach(), out.metrics)
+            log_step = (step + 1) % t.log_every == 0 or step + 1 == t.steps
+            train_step(engine, loader, metrics, cfg.gradient_accumulation_steps(), log_step)
             step += 1
             consumed += t.global_batch_size
             metrics.end_step(step, loader.wait_seconds, engine)

@@ -44,7 +44,7 @@ class MetricsLog:
         self.flops_per_token = train_flops_per_token(cfg.model, cfg.model.max_length, cfg.train.mask_prob)
         self.last: dict[str, float] = {}
         self._sums: dict[str, torch.Tensor] = {}
-        self._micro = 0
+        self._counts: dict[str, int] = {}
         self._window = {"steps": 0, "seconds": 0.0, "wait": 0.0}
         self._tb_uri = storage.join(root, "tensorboard")
         self._tb_local = None
@@ -64,7 +64,7 @@ class MetricsLog:
         for k, v in values.items():
             v = v.detach().float()
             self._sums[k] = self._sums[k] + v if k in self._sums else v
-        self._micro += 1
+            self._counts[k] = self._counts.get(k, 0) + 1  # health metrics come on log steps only
 
     def end_step(self, step: int, wait_seconds: float, engine: Any) -> None:
         self._window["steps"] += 1
@@ -81,7 +81,7 @@ class MetricsLog:
         totals = dict(zip(keys, stacked.tolist(), strict=True))
         seconds = self._window["seconds"]
         tokens_per_s = totals["real_tokens"] / seconds
-        out = {k: totals[k] / (self._micro * self.world) for k in keys if k not in SUMMED}
+        out = {k: totals[k] / (self._counts[k] * self.world) for k in keys if k not in SUMMED}
         grad_norm = engine.get_global_grad_norm()
         out.update(
             step=step,
@@ -96,7 +96,7 @@ class MetricsLog:
         if peak:
             out["mfu"] = self.flops_per_token * tokens_per_s / (peak * self.world)
         self.last = out
-        self._sums, self._micro = {}, 0
+        self._sums, self._counts = {}, {}
         self._window = {"steps": 0, "seconds": 0.0, "wait": 0.0}
         if self._writer is not None:
             for k, v in out.items():

@@ -218,9 +218,12 @@ class ElectraPretrainer(nn.Module):
         attention_mask: Tensor | None,
         token_type_ids: Tensor,
         position_ids: Tensor | None = None,
+        with_metrics: bool = True,
     ) -> PretrainOutput:
         """The joint loss on one batch. `attention_mask` None: every position is real (no padding),
-        and attention runs without a mask. `position_ids` default to 0..T-1 in every row."""
+        and attention runs without a mask. `position_ids` default to 0..T-1 in every row. Without
+        `with_metrics` only the losses and token counts are measured: the health metrics (an AUC
+        sort and a few dozen small kernels) are for log steps."""
         shapes = [t.shape for t in (attention_mask, token_type_ids) if t is not None]
         if input_ids.dim() != 2 or any(shape != input_ids.shape for shape in shapes):
             raise DataError(
@@ -245,7 +248,11 @@ class ElectraPretrainer(nn.Module):
         gen_loss = (gen_ce * valid_f.flatten()).sum() / n_masked
         disc_loss = replaced_token_loss(disc_logits, replaced, real)
         loss = self.gen_weight * gen_loss + self.disc_weight * disc_loss
-        metrics = pretrain_metrics(gen_logits, masked, disc_logits, replaced, real)
+        metrics = (
+            pretrain_metrics(gen_logits, masked, disc_logits, replaced, real)
+            if with_metrics
+            else {"masked_tokens": masked.valid.sum().float(), "real_tokens": real.sum().float()}
+        )
         metrics.update(gen_loss=gen_loss.detach(), disc_loss=disc_loss.detach())
         return PretrainOutput(
             loss=loss,

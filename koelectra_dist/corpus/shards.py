@@ -56,8 +56,9 @@ class ShardManifest:
     total_tokens: int
     cleaning: dict[str, Any]
     """The cleaning report: what every rule changed or dropped."""
-    packing: dict[str, int] | None = None
-    """Packing counts (examples, tokens, unknown tokens, random draws)."""
+    packing: dict[str, float] | None = None
+    """Packing counts (examples, tokens, unknown and truncated tokens, random draws) and `fill_rate`
+    = real tokens / (rows x max_length)."""
     config: dict[str, Any]
     """The corpus and model sections that built the shards."""
     fingerprint: str | None = None

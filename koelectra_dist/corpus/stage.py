@@ -378,15 +378,19 @@ def run(cfg: Config) -> dict[str, Any]:
         total_tokens=sum(s.tokens for s in shards),
         cleaning=_cleaning_report(found, counts),
         packing={
-            k: counts[k]
-            for k in (
-                "examples",
-                "tokens",
-                "unk_tokens",
-                "truncated_tokens",
-                "single_segment_draws",
-                "short_target_draws",
-            )
+            **{
+                k: counts[k]
+                for k in (
+                    "examples",
+                    "tokens",
+                    "unk_tokens",
+                    "truncated_tokens",
+                    "single_segment_draws",
+                    "short_target_draws",
+                )
+            },
+            # real tokens per row slot: what of a full-length batch is not padding
+            "fill_rate": round(counts["tokens"] / max(1, counts["examples"] * m.max_length), 4),
         },
         config={"corpus": dataclasses.asdict(c), "model": dataclasses.asdict(m)},
         fingerprint=fp,

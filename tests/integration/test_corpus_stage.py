@@ -91,6 +91,8 @@ def test_packing_is_deterministic_given_the_vocabulary(tiny_run, tmp_path):
     rows_a = read_rows(str(tmp_path / "a" / "corpus" / "shards"))
     assert rows_a.equals(read_rows(str(tmp_path / "b" / "corpus" / "shards")))
     assert a["packing"]["examples"] == rows_a.num_rows
+    real = sum(len(ids) for ids in rows_a.column("input_ids").to_pylist())
+    assert a["packing"]["fill_rate"] == round(real / (rows_a.num_rows * 64), 4)
 
 
 def test_vocab_mismatch_is_refused(tiny_run, tmp_path):

@@ -50,7 +50,7 @@ def pretrainer(cfg: Config) -> torch.nn.Module:
 
 def train_step(engine: Any, loader: Prefetcher, metrics: MetricsLog, micro_batches: int, log_step: bool) -> None:
     """One optimizer step over `micro_batches` micro-batches. Nothing here waits for the device:
-    no .item(), .cpu() or tensor truth test; the health metrics are computed on log steps only."""
+    no .item(), .cpu() or tensor truth test; the discriminator's AUC is computed on log steps only."""
     for _ in range(micro_batches):
         batch = {k: v if v is None else v.to(engine.device, non_blocking=True) for k, v in loader.next().items()}
         out = engine(**batch, with_metrics=log_step)

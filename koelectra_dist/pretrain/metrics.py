@@ -64,7 +64,7 @@ class MetricsLog:
         for k, v in values.items():
             v = v.detach().float()
             self._sums[k] = self._sums[k] + v if k in self._sums else v
-            self._counts[k] = self._counts.get(k, 0) + 1  # health metrics come on log steps only
+            self._counts[k] = self._counts.get(k, 0) + 1  # disc_auc comes on log steps only
 
     def end_step(self, step: int, wait_seconds: float, engine: Any) -> None:
         self._window["steps"] += 1

@@ -4,8 +4,6 @@ They carry only a message so that they pickle cleanly: Ray re-raises a worker's 
 driver, and the user should see this message there, not a bare traceback.
 """
 
-import json
-
 
 class KoelectraError(Exception):
     """Base class for errors caused by the user's input (config, data, storage, checkpoints)."""
@@ -49,9 +47,8 @@ class CheckpointError(KoelectraError):
 
 # ---------------------------------------------------------------- crossing Ray
 # A KoelectraError raised in a Ray worker reaches the driver wrapped: Ray Core re-raises it as a
-# RayTaskError subclass, Ray Train inside its worker-group errors, and Ray Data keeps only text
-# (so its tasks return the error as data: `encode` there, `decode` on the driver). Whatever the
-# wrapper, `user_error_in` finds the original, and the user sees its message alone.
+# RayTaskError subclass, Ray Train inside its worker-group errors. Whatever the wrapper,
+# `user_error_in` finds the original, and the user sees its message alone.
 
 
 def user_error_in(exc: BaseException) -> KoelectraError | None:
@@ -71,17 +68,3 @@ def user_error_in(exc: BaseException) -> KoelectraError | None:
         todo += list(getattr(e, "worker_failures", {}).values())
         todo += [x for x in getattr(e, "args", ()) if isinstance(x, BaseException)]
     return None
-
-
-def encode(error: KoelectraError) -> str:
-    """A user error as text, for a Ray Data task's result row."""
-    return json.dumps({"kind": type(error).__name__, "message": error.message})
-
-
-def decode(text: str) -> KoelectraError:
-    """The user error `encode` wrote."""
-    data = json.loads(text)
-    return _KINDS.get(data["kind"], KoelectraError)(data["message"])
-
-
-_KINDS = {cls.__name__: cls for cls in (KoelectraError, ConfigError, DataError, StorageError, CheckpointError)}

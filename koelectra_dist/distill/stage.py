@@ -157,7 +157,7 @@ def run(cfg: Config) -> dict[str, Any]:
     if latest:
         check_resume(cfg, checkpoint.read_meta(latest), shards.manifest.vocab_sha256, latest)
     if latest is None or checkpoint.read_meta(latest).step < cfg.train.steps:
-        fit(cfg, distill_loop)
+        fit(cfg, distill_loop, latest)
     final, meta = final_checkpoint(cfg)
     exported = export_student(cfg, final, meta)
     log.info("distill: %s from %s, layers %s", exported["model"], cfg.distill.teacher_uri, cfg.distill.layers)

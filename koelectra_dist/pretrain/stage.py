@@ -81,13 +81,13 @@ def _attempts(max_failures: int) -> range:
     return range(1, 2**62 if max_failures < 0 else max_failures + 2)
 
 
-def fit(cfg: Config, loop: Callable[[dict[str, Any]], None]) -> str | None:
+def fit(cfg: Config, loop: Callable[[dict[str, Any]], None], resume: str | None) -> None:
     """Run `loop` (a worker loop taking {"cfg": cfg, "resume": step URI or None}) on Ray Train
-    worker groups as `cfg.distributed` says, until it returns; return the checkpoint the first
-    attempt resumed from.
+    worker groups as `cfg.distributed` says, until it returns. The first attempt resumes from
+    `resume` (the caller chose and verified it).
 
-    Failures are retried here, not by Ray Train: each attempt starts a new worker group from the
-    newest verified checkpoint under `cfg.paths.checkpoints`, and an attempt that failed with a
+    Failures are retried here, not by Ray Train: each later attempt starts a new worker group from
+    the newest verified checkpoint under `cfg.paths.checkpoints`, and an attempt that failed with a
     user error stops the run at once, raised as itself (Ray Train's own failure policy cannot tell
     the two apart)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -97,13 +97,9 @@ def fit(cfg: Config, loop: Callable[[dict[str, Any]], None]) -> str | None:
 
     d = cfg.distributed
     root = cfg.paths.checkpoints
-    first_resume = None
+    ray_runtime.connect(cfg)
+    check_resources(cfg, ray_runtime.cluster_can_grow())
     for attempt in _attempts(d.max_failures):
-        resume = checkpoint.latest_verified(root)
-        if attempt == 1:
-            first_resume = resume
-            ray_runtime.connect(cfg)
-            check_resources(cfg, ray_runtime.cluster_can_grow())
         trainer = TorchTrainer(
             loop,
             train_loop_config={"cfg": cfg, "resume": resume},
@@ -125,7 +121,7 @@ def fit(cfg: Config, loop: Callable[[dict[str, Any]], None]) -> str | None:
         )
         try:
             trainer.fit()
-            return first_resume
+            return
         except Exception as e:  # noqa: BLE001 - a user error stops the run; anything else is retried
             user = user_error_in(e)
             if user is not None:
@@ -133,13 +129,13 @@ def fit(cfg: Config, loop: Callable[[dict[str, Any]], None]) -> str | None:
             if attempt == _attempts(d.max_failures)[-1]:
                 raise
             log.warning("attempt %d failed (%s: %s); starting again", attempt, type(e).__name__, e)
-    return first_resume
+            resume = checkpoint.latest_verified(root)
 
 
 def final_checkpoint(cfg: Config) -> tuple[str, CheckpointMeta]:
-    """The verified checkpoint at `train.steps`, which a finished run must have left."""
+    """The committed checkpoint at `train.steps`, which a finished run must have just written."""
     root = cfg.paths.checkpoints
-    final = checkpoint.latest_verified(root)
+    final = checkpoint.latest_committed(root)
     meta = checkpoint.read_meta(final) if final else None
     if meta is None or meta.step != cfg.train.steps:
         raise CheckpointError(f"training ended without a committed checkpoint at step {cfg.train.steps} in {root}")
@@ -159,7 +155,7 @@ def run(cfg: Config) -> dict[str, Any]:
         check_resume(cfg, meta, shards.manifest.vocab_sha256, latest)
         if meta.step == cfg.train.steps:
             return {"steps": meta.step, "checkpoint": latest, "resumed_from": latest, "metrics": meta.metrics}
-    resumed_from = fit(cfg, train_loop)
+    fit(cfg, train_loop, latest)
     final, meta = final_checkpoint(cfg)
-    report = {"steps": meta.step, "checkpoint": final, "resumed_from": resumed_from, "metrics": meta.metrics}
+    report = {"steps": meta.step, "checkpoint": final, "resumed_from": latest, "metrics": meta.metrics}
     return {**report, "init_from": initialised} if initialised else report

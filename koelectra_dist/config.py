@@ -188,6 +188,13 @@ def _problems(cfg: Config) -> list[str]:
             problems.append(f"run.stages[{i}]: unknown stage {stage!r} (stages: {', '.join(STAGES)})")
     for section in (corpus_config, pretrain_config, distill_config, finetune_config):
         problems += section.problems(cfg)
+    for dotted in OUTPUT_FIELDS:
+        value = _get(cfg, dotted)
+        if value and value.startswith(READ_ONLY_SCHEMES):
+            problems.append(
+                f"{dotted}: {value} is read-only (hf:// and pkg:// name things to read); write to a local folder "
+                "or s3://, and publish to the Hub with scripts/publish_to_hub.py"
+            )
     return problems
 
 
@@ -270,8 +277,10 @@ OUTPUT_FIELDS = (
     "corpus.output_uri",
     "checkpoint.storage_uri",
     "export.output_uri",
+    "distill.output_uri",
     "finetune.output_uri",
 )
+READ_ONLY_SCHEMES = ("hf://", "pkg://")
 RAY_JOB_WORKING_DIR = "/runtime_resources/working_dir_files/"
 """Part of the folder `ray job submit --working-dir` unpacks the job into (removed when Ray cleans up)."""
 

@@ -273,3 +273,10 @@ def test_placeholders_pass_check_but_stop_a_run_before_ray_starts():
     assert "koelectra_dist config error: the config still has placeholders" in run.stderr
     assert "corpus.inputs: s3://YOUR-BUCKET/corpora/koelectra-v3/ is a placeholder" in run.stderr
     assert "Started a local Ray instance" not in run.stderr
+
+
+def test_outputs_on_read_only_schemes_are_refused():
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"export": {"output_uri": "hf://me/model"}, "distill": {"output_uri": "pkg://x/y"}})
+    assert "export.output_uri: hf://me/model is read-only" in str(e.value)
+    assert "distill.output_uri: pkg://x/y is read-only" in str(e.value)

@@ -4,7 +4,8 @@ Both towers are plain `transformers` classes (`ElectraForMaskedLM`, `ElectraForP
 `model.generator.save_pretrained(...)` / `model.discriminator.save_pretrained(...)` export them with
 no renaming. What this module adds is ELECTRA's objective, done on the device
 without host syncs: masking, the generator head on masked positions only, Gumbel-max sampling,
-replaced-token labels, both losses and the health metrics. Attention is PyTorch's SDPA; on CPU the
+replaced-token labels, both losses and the health metrics. Rows holding several examples
+(`example_ids`) attend within each example only (`example_attention_mask`). Attention is PyTorch's SDPA; on CPU the
 towers' dropout comes from `koelectra_dist.pretrain.dropout` (p rounded to 1/65536, a quarter of
 the random draws).
 """
@@ -63,6 +64,16 @@ def hf_configs(model_cfg: ModelConfig) -> tuple[ElectraConfig, ElectraConfig]:
 def max_predictions(mask_prob: float, max_length: int) -> int:
     """ELECTRA's cap on masked positions per example."""
     return int((mask_prob + 0.005) * max_length)
+
+
+def example_attention_mask(example_ids: Tensor) -> Tensor:
+    """[B, 1, T, T] bool, True where query and key belong to the same example of their row
+    (`example_ids` [B, T], -1 on padding: padding attends only to padding, so no softmax row is
+    empty, and no example sees it). `transformers` passes a 4D mask through unchanged to SDPA (or
+    to `dropout.attention`). On CUDA, flash-attn's varlen kernel (`flash_attn_varlen_func` with
+    cu_seqlens from the example lengths) would skip the masked blocks instead of computing them;
+    that would go here and in the towers' attention function, and is not done."""
+    return (example_ids.unsqueeze(-1) == example_ids.unsqueeze(-2)).unsqueeze(1)
 
 
 @dataclass
@@ -218,17 +229,19 @@ class ElectraPretrainer(nn.Module):
         attention_mask: Tensor | None,
         token_type_ids: Tensor,
         position_ids: Tensor | None = None,
+        example_ids: Tensor | None = None,
         with_metrics: bool = True,
     ) -> PretrainOutput:
         """The joint loss on one batch. `attention_mask` None: every position is real (no padding),
-        and attention runs without a mask. `position_ids` default to 0..T-1 in every row. Without
-        `with_metrics` the discriminator's AUC (a sort over every token, the costly health metric)
-        is left out: it is for log steps."""
-        shapes = [t.shape for t in (attention_mask, token_type_ids) if t is not None]
+        and attention runs without a mask. `position_ids` default to 0..T-1 in every row.
+        `example_ids` (rows of several examples, see `example_attention_mask`): each token attends
+        only to its own example's. Without `with_metrics` the discriminator's AUC (a sort over
+        every token, the costly health metric) is left out: it is for log steps."""
+        shapes = [t.shape for t in (attention_mask, token_type_ids, position_ids, example_ids) if t is not None]
         if input_ids.dim() != 2 or any(shape != input_ids.shape for shape in shapes):
             raise DataError(
-                "input_ids, attention_mask and token_type_ids must all be [batch, seq]; got "
-                f"{tuple(input_ids.shape)}, {[tuple(shape) for shape in shapes]}"
+                "input_ids, attention_mask, token_type_ids, position_ids and example_ids must all be "
+                f"[batch, seq]; got {tuple(input_ids.shape)}, {[tuple(shape) for shape in shapes]}"
             )
         if input_ids.size(1) > self.max_length:
             raise DataError(
@@ -236,11 +249,13 @@ class ElectraPretrainer(nn.Module):
                 "rebuild the shards with the model's max_length"
             )
         real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        # the towers' mask: padding only, or block-diagonal over the row's examples
+        towers_mask = attention_mask if example_ids is None else example_attention_mask(example_ids)
         masked = mask_tokens(input_ids, real, self.mask_prob, self.cap)
-        gen_logits = self.generator_logits(masked, attention_mask, token_type_ids, position_ids)
+        gen_logits = self.generator_logits(masked, towers_mask, token_type_ids, position_ids)
         sampled = gumbel_sample(gen_logits.detach())
         fake, replaced = corrupted(input_ids, masked, sampled, real)
-        disc_logits = self.discriminator_logits(fake, attention_mask, token_type_ids, position_ids)
+        disc_logits = self.discriminator_logits(fake, towers_mask, token_type_ids, position_ids)
 
         valid_f = masked.valid.float()
         n_masked = valid_f.sum().clamp(min=1.0)

@@ -22,6 +22,7 @@ from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTrainin
 from koelectra_dist.config import ModelConfig
 from koelectra_dist.errors import ConfigError, DataError
 from koelectra_dist.pretrain.dropout import use_cpu_fast_dropout
+from koelectra_dist.pretrain.vocab_pass import FusedVocabPass
 from koelectra_dist.tokens import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 
 MASK_TOKEN_FRACTION = 0.85
@@ -181,6 +182,7 @@ class ElectraPretrainer(nn.Module):
         mask_prob: float = 0.15,
         gen_weight: float = 1.0,
         disc_weight: float = 50.0,
+        fused_vocab: bool = False,
     ):
         super().__init__()
         if not 0 < mask_prob < 1:
@@ -190,6 +192,8 @@ class ElectraPretrainer(nn.Module):
         self.gen_weight = gen_weight
         self.disc_weight = disc_weight
         self.cap = max(1, max_predictions(mask_prob, model_cfg.max_length))
+        # the generator's cross-entropy, sample and accuracy in one compiled pass (vocab_pass.py)
+        self.fused_vocab = FusedVocabPass() if fused_vocab else None
         gen_cfg, disc_cfg = hf_configs(model_cfg)
         # post_init in each applies ELECTRA's init (normal 0.02, zero bias, LayerNorm 1) and ties
         # the generator's output layer to its word embeddings.
@@ -253,17 +257,28 @@ class ElectraPretrainer(nn.Module):
         towers_mask = attention_mask if example_ids is None else example_attention_mask(example_ids)
         masked = mask_tokens(input_ids, real, self.mask_prob, self.cap)
         gen_logits = self.generator_logits(masked, towers_mask, token_type_ids, position_ids)
-        sampled = gumbel_sample(gen_logits.detach())
+        gen_correct = None
+        if self.fused_vocab is None:
+            sampled = gumbel_sample(gen_logits.detach())
+            gen_ce = F.cross_entropy(gen_logits.float().flatten(0, 1), masked.targets.flatten(), reduction="none")
+        else:
+            # gumbel_sample's own draw, in eager: the same samples for the same seed
+            noise = torch.rand(gen_logits.shape, device=gen_logits.device, dtype=torch.float32)
+            gen_ce, sampled, gen_correct = self.fused_vocab(
+                gen_logits.flatten(0, 1), noise.flatten(0, 1), masked.targets.flatten()
+            )
+            sampled, gen_correct = sampled.view_as(masked.targets), gen_correct.view_as(masked.targets)
         fake, replaced = corrupted(input_ids, masked, sampled, real)
         disc_logits = self.discriminator_logits(fake, towers_mask, token_type_ids, position_ids)
 
         valid_f = masked.valid.float()
         n_masked = valid_f.sum().clamp(min=1.0)
-        gen_ce = F.cross_entropy(gen_logits.float().flatten(0, 1), masked.targets.flatten(), reduction="none")
         gen_loss = (gen_ce * valid_f.flatten()).sum() / n_masked
         disc_loss = replaced_token_loss(disc_logits, replaced, real)
         loss = self.gen_weight * gen_loss + self.disc_weight * disc_loss
-        metrics = pretrain_metrics(gen_logits, masked, disc_logits, replaced, real, auc=with_metrics)
+        metrics = pretrain_metrics(
+            gen_logits, masked, disc_logits, replaced, real, auc=with_metrics, gen_correct=gen_correct
+        )
         metrics.update(gen_loss=gen_loss.detach(), disc_loss=disc_loss.detach())
         return PretrainOutput(
             loss=loss,
@@ -285,16 +300,25 @@ def replaced_token_loss(disc_logits: Tensor, replaced: Tensor, real: Tensor) -> 
 
 @torch.no_grad()
 def pretrain_metrics(
-    gen_logits: Tensor, masked: MaskedBatch, disc_logits: Tensor, replaced: Tensor, real: Tensor, auc: bool = True
+    gen_logits: Tensor,
+    masked: MaskedBatch,
+    disc_logits: Tensor,
+    replaced: Tensor,
+    real: Tensor,
+    auc: bool = True,
+    gen_correct: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """ELECTRA's health metrics as 0-d device tensors ("replaced" is the positive class); the AUC
-    (a sort over every token) only with `auc`."""
+    (a sort over every token) only with `auc`. `gen_correct` [B, K]: whether the generator's argmax
+    is the target, when the fused vocab pass already knows (else computed from `gen_logits`)."""
+    if gen_correct is None:
+        gen_correct = gen_logits.argmax(-1) == masked.targets
     n_masked = masked.valid.sum().float()
     n_real = real.sum().float()
     predicted = (disc_logits > 0) & real
     true_pos = (predicted & replaced).sum().float()
     return {
-        "gen_acc": ((gen_logits.argmax(-1) == masked.targets) & masked.valid).sum() / n_masked.clamp(min=1),
+        "gen_acc": (gen_correct & masked.valid).sum() / n_masked.clamp(min=1),
         "disc_acc": (((disc_logits > 0) == replaced) & real).sum() / n_real.clamp(min=1),
         "disc_precision": true_pos / predicted.sum().clamp(min=1),
         "disc_recall": true_pos / replaced.sum().clamp(min=1),

@@ -43,7 +43,7 @@ class TrainConfig:
     """Log metrics every this many steps."""
     init_from: str | None = None
     """An exported pretraining/ folder to start from (continued pre-training)."""
-    fused_vocab: bool = False
+    fused_vocab: bool = True
     """The generator's cross-entropy, Gumbel sampling and accuracy in one `torch.compile`d pass over
     the [masked x vocab] logits (same samples and loss as without; eager with a warning where
     torch.compile cannot run). Default from benchmarks/bench_vocab_pass.py (RESULTS.md)."""

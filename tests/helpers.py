@@ -54,30 +54,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_shard_set(out: str, vocab_size: int, max_length: int, rows: list[int], seed: int = 0) -> ShardManifest:
+def write_shard_set(
+    out: str, vocab_size: int, max_length: int, rows: list[int], seed: int = 0, several: bool = False
+) -> ShardManifest:
     """Write OUT/vocab/vocab.txt and OUT/shards (one Parquet file per entry of `rows`); return the
     manifest. Example i of shard k starts with token id 5 + (global row index mod (vocab_size - 5))
-    so tests can tell examples apart."""
+    so tests can tell examples apart. `several`: each row holds two examples (an `example_lengths`
+    column, as `corpus.several_examples_per_row` writes)."""
     vocab = list(SPECIAL_TOKENS) + [f"w{i}" for i in range(vocab_size - len(SPECIAL_TOKENS))]
     vocab_bytes = ("\n".join(vocab) + "\n").encode()
     storage.write_bytes(storage.join(out, "vocab", "vocab.txt"), vocab_bytes)
     rng = np.random.default_rng(seed)
     shards, row = [], 0
     for k, n in enumerate(rows):
-        ids, types = [], []
+        ids, types, lengths = [], [], []
         for _ in range(n):
             length = int(rng.integers(6, max_length - 1))
             body = rng.integers(5, vocab_size, size=length).astype(np.uint16)
             body[0] = 5 + row % (vocab_size - 5)
-            ids.append(np.concatenate([[CLS_ID], body, [SEP_ID]]).astype(np.uint16))
+            if several:  # [CLS] first [SEP] [CLS] second [SEP], as long as the one example
+                half = length // 2
+                ids.append(
+                    np.concatenate([[CLS_ID], body[:half], [SEP_ID, CLS_ID], body[half + 2 :], [SEP_ID]]).astype(
+                        np.uint16
+                    )
+                )
+                lengths.append([half + 2, length - half])
+            else:
+                ids.append(np.concatenate([[CLS_ID], body, [SEP_ID]]).astype(np.uint16))
             types.append(np.zeros(length + 2, np.uint8))
             row += 1
-        table = pa.table(
-            {
-                "input_ids": pa.array(ids, pa.list_(pa.uint16())),
-                "token_type_ids": pa.array(types, pa.list_(pa.uint8())),
-            }
-        )
+        columns = {
+            "input_ids": pa.array(ids, pa.list_(pa.uint16())),
+            "token_type_ids": pa.array(types, pa.list_(pa.uint8())),
+        }
+        if several:
+            columns["example_lengths"] = pa.array(lengths, pa.list_(pa.int32()))
+        table = pa.table(columns)
         buf = io.BytesIO()
         pq.write_table(table, buf)
         name = f"part-{k:05d}.parquet"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from koelectra_dist.corpus.clean import Cleaner
 from koelectra_dist.corpus.config import CleaningConfig
-from koelectra_dist.corpus.examples import ExampleBuilder, PackedExamples, block_rng
+from koelectra_dist.corpus.examples import ExampleBuilder, PackedExamples, block_rng, pack_rows
 from koelectra_dist.corpus.read import decode_documents
 from koelectra_dist.corpus.vocab import Pretokenizer
 from koelectra_dist.tokens import UNK_ID
@@ -129,6 +129,7 @@ class PackOptions:
     short_seq_prob: float
     flush_documents: bool
     seed: int
+    several_examples_per_row: bool = False
 
 
 def pack_block(block: Block, counts: Counter[str], opts: PackOptions, out: PackedExamples) -> None:
@@ -140,7 +141,9 @@ def pack_block(block: Block, counts: Counter[str], opts: PackOptions, out: Packe
     # encode_batch_fast: the same ids without character offsets (~20% faster), which packing never reads
     encodings = _tokenizer(opts.tokenizer_json).encode_batch_fast(lines, add_special_tokens=False)
     rng = block_rng(opts.seed, index)
-    builder = ExampleBuilder(opts.max_length, rng, opts.single_segment_prob, opts.short_seq_prob, out)
+    # several per row: the block's examples are built apart, then packed into rows
+    built = PackedExamples() if opts.several_examples_per_row else out
+    builder = ExampleBuilder(opts.max_length, rng, opts.single_segment_prob, opts.short_seq_prob, built)
     rows, tokens = out.rows, len(out.ids)
     position = 0
     for doc in documents:
@@ -150,11 +153,15 @@ def pack_block(block: Block, counts: Counter[str], opts: PackOptions, out: Packe
         if opts.flush_documents:
             builder.end_document()
     builder.end_document()  # a block ends with a whole document (or is the corpus' last piece)
+    examples = built.rows - (0 if opts.several_examples_per_row else rows)
+    if opts.several_examples_per_row:
+        pack_rows(built, opts.max_length, out)
     counts.update(cleaner.counts)
     counts.update(
         lines_out=len(lines),
         documents_out=len(documents),
-        examples=out.rows - rows,
+        examples=examples,
+        rows=out.rows - rows,
         tokens=len(out.ids) - tokens,
         unk_tokens=out.ids[tokens:].count(UNK_ID),
         single_segment_draws=builder.single_segment_draws,

@@ -73,6 +73,10 @@ class CorpusConfig:
     """Probability that the next example targets a random shorter length (ELECTRA: 0.05)."""
     flush_documents: bool = True
     """A document end closes the current example (ELECTRA); false packs across documents."""
+    several_examples_per_row: bool = False
+    """Fill each row of max_length tokens with several whole examples, kept apart: each has its own
+    [CLS]/[SEP], position ids from 0, and attends only to itself in pre-training. For corpora whose
+    documents must not be merged (with flush_documents true) yet whose rows should not be padding."""
     lines_per_block: int = 5_000
     """About this many lines go to one Ray Data task (whole documents only; a document longer than
     4x this is cut, closing an example there). Small blocks keep every CPU busy to the end."""

@@ -6,10 +6,14 @@ Tokenized lines are appended until the target length is reached; then, with prob
 and B the rest; A is cut to max_length - 2, B to max_length - len(A) - 3; with probability
 `short_seq_prob` the next target is randint(5, max_length). The random draws happen in the same
 order as ELECTRA's, from a `random.Random` seeded per block, so output is deterministic.
+
+`pack_rows` then (with `corpus.several_examples_per_row`) puts several finished examples in one
+row, each kept whole and apart: the pretrain stage gives each its own position ids and attention.
 """
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,21 +25,25 @@ from koelectra_dist.tokens import CLS_ID, SEP_ID
 
 @dataclass
 class PackedExamples:
-    """Examples as flat arrays: row i is ids[offsets[i]:offsets[i+1]] (same for token types)."""
+    """Rows as flat arrays: row i is ids[offsets[i]:offsets[i+1]] (same for token types).
+    `example_ends` (rows of several examples only): the token offset where each example ends, in
+    order; every row end is one of them."""
 
     ids: list[int] = field(default_factory=list)
     token_types: list[int] = field(default_factory=list)
     offsets: list[int] = field(default_factory=lambda: [0])
+    example_ends: list[int] | None = None
 
     @property
     def rows(self) -> int:
         return len(self.offsets) - 1
 
-    def arrays(self, id_dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def arrays(self, id_dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         return (
             np.asarray(self.ids, dtype=id_dtype),
             np.asarray(self.token_types, dtype=np.uint8),
             np.asarray(self.offsets, dtype=np.int64),
+            None if self.example_ends is None else np.asarray(self.example_ends, dtype=np.int64),
         )
 
 
@@ -133,3 +141,32 @@ class ExampleBuilder:
 def block_rng(seed: int, block_index: int) -> random.Random:
     """The packing RNG of one block: depends only on the seed and the block's position."""
     return random.Random(f"koelectra-pack-{seed}-{block_index}")
+
+
+def pack_rows(examples: PackedExamples, max_length: int, out: PackedExamples) -> None:
+    """Append `examples` (one per row) to `out` as rows of up to `max_length` tokens holding
+    several whole examples each: best-fit decreasing (the longest example first, into the row it
+    fills most), deterministic. Rows come in the order they were opened, their examples in the
+    order they went in; `out.example_ends` records every example's end."""
+    ends = out.example_ends if out.example_ends is not None else []
+    out.example_ends = ends
+    bounds = examples.offsets
+    lengths = [bounds[i + 1] - bounds[i] for i in range(examples.rows)]
+    rows: list[list[int]] = []
+    room: list[tuple[int, int]] = []  # (free tokens, row), sorted: bisect finds the tightest fit
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        at = bisect.bisect_left(room, (lengths[i], -1))
+        if at < len(room):
+            free, row = room.pop(at)
+            rows[row].append(i)
+        else:
+            free, row = max_length, len(rows)
+            rows.append([i])
+        if free - lengths[i] > 0:
+            bisect.insort(room, (free - lengths[i], row))
+    for row in rows:
+        for i in row:
+            out.ids += examples.ids[bounds[i] : bounds[i + 1]]
+            out.token_types += examples.token_types[bounds[i] : bounds[i + 1]]
+            ends.append(len(out.ids))
+        out.offsets.append(len(out.ids))

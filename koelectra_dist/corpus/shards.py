@@ -1,7 +1,9 @@
 """Parquet shards of packed examples and their manifest (written last; readers trust only it).
 
 Columns: `input_ids` list<uint16> (uint32 when the vocabulary has more than 65535 tokens),
-unpadded, with [CLS]/[SEP]; `token_type_ids` list<uint8>.
+unpadded, with [CLS]/[SEP]; `token_type_ids` list<uint8>; with `corpus.several_examples_per_row`
+also `example_lengths` list<int32>: the lengths of the row's examples, in order (they sum to the
+row's length). A shard without that column holds one example per row.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from koelectra_dist.errors import DataError, KoelectraError
 
 SCHEMA_VERSION = 1
 
-PackedArrays = tuple[np.ndarray, np.ndarray, np.ndarray]
-"""Packed examples as (ids, token types, offsets): row i is ids[offsets[i]:offsets[i+1]]."""
+PackedArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
+"""Packed rows as (ids, token types, offsets, example ends): row i is ids[offsets[i]:offsets[i+1]];
+example ends (None: one example per row) are the token offsets where each example ends."""
+EXAMPLE_LENGTHS = "example_lengths"
 MANIFEST = "manifest.json"
 
 
@@ -92,18 +96,20 @@ def shard_name(index: int) -> str:
 def write_shard(shards_uri: str, index: int, pieces: list[tuple[PackedArrays, int, int]]) -> ShardFile:
     """Write rows [lo, hi) of each packed piece, in order, as shard number `index`."""
     tables = []
-    for (ids, types, offsets), lo, hi in pieces:
+    for (ids, types, offsets, ends), lo, hi in pieces:
         rows = offsets[lo : hi + 1]
         arrow_offsets = pa.array((rows - rows[0]).astype(np.int32))
         span = slice(int(rows[0]), int(rows[-1]))
-        tables.append(
-            pa.table(
-                {
-                    "input_ids": pa.ListArray.from_arrays(arrow_offsets, pa.array(ids[span])),
-                    "token_type_ids": pa.ListArray.from_arrays(arrow_offsets, pa.array(types[span], pa.uint8())),
-                }
-            )
-        )
+        columns = {
+            "input_ids": pa.ListArray.from_arrays(arrow_offsets, pa.array(ids[span])),
+            "token_type_ids": pa.ListArray.from_arrays(arrow_offsets, pa.array(types[span], pa.uint8())),
+        }
+        if ends is not None:
+            mine = ends[(ends > rows[0]) & (ends <= rows[-1])]
+            lengths = np.diff(mine, prepend=rows[0]).astype(np.int32)
+            per_row = np.searchsorted(mine, rows, side="right").astype(np.int32)
+            columns[EXAMPLE_LENGTHS] = pa.ListArray.from_arrays(pa.array(per_row), pa.array(lengths))
+        tables.append(pa.table(columns))
     shard = pa.concat_tables(tables).combine_chunks()
     buf = io.BytesIO()
     pq.write_table(shard, buf)

@@ -68,6 +68,8 @@ def fingerprint(cfg: Config, files: list[InputFile]) -> str:
     corpus = dataclasses.asdict(cfg.corpus)
     for name in ("output_uri", "chunk_bytes", "dedup_partitions"):  # where and how, not what
         corpus.pop(name)
+    if not corpus["several_examples_per_row"]:  # off: the fingerprints of earlier shard sets hold
+        corpus.pop("several_examples_per_row")
     payload = {
         "schema_version": SCHEMA_VERSION,
         "inputs": [dataclasses.asdict(f) for f in files],
@@ -312,7 +314,14 @@ def pack_shards(
     dtype = id_dtype(m.vocab_size)
     limit = block_limit(c.lines_per_block, split_anywhere=not c.flush_documents)
     opts = PackOptions(
-        c.cleaning, tokenizer_json, m.max_length, c.single_segment_prob, c.short_seq_prob, c.flush_documents, c.seed
+        c.cleaning,
+        tokenizer_json,
+        m.max_length,
+        c.single_segment_prob,
+        c.short_seq_prob,
+        c.flush_documents,
+        c.seed,
+        c.several_examples_per_row,
     )
 
     def submit(job: Job):
@@ -325,7 +334,7 @@ def pack_shards(
     for _, (counts_ref, packed_ref) in _in_order(submit, jobs, cpus):
         job_counts = ray.get(counts_ref)
         counts.update(job_counts)
-        plan.add(packed_ref, job_counts["examples"])
+        plan.add(packed_ref, job_counts["rows"])
     plan.close()
     return ray.get(plan.written), counts
 
@@ -382,6 +391,7 @@ def run(cfg: Config) -> dict[str, Any]:
                 k: counts[k]
                 for k in (
                     "examples",
+                    "rows",
                     "tokens",
                     "unk_tokens",
                     "truncated_tokens",
@@ -390,7 +400,7 @@ def run(cfg: Config) -> dict[str, Any]:
                 )
             },
             # real tokens per row slot: what of a full-length batch is not padding
-            "fill_rate": round(counts["tokens"] / max(1, counts["examples"] * m.max_length), 4),
+            "fill_rate": round(counts["tokens"] / max(1, counts["rows"] * m.max_length), 4),
         },
         config={"corpus": dataclasses.asdict(c), "model": dataclasses.asdict(m)},
         fingerprint=fp,

@@ -15,6 +15,7 @@ from koelectra_dist.distill.loss import cosine_loss, soft_binary_loss, soft_soft
 from koelectra_dist.distill.teacher import Teacher
 from koelectra_dist.pretrain.model import (
     corrupted,
+    example_attention_mask,
     gumbel_sample,
     mask_tokens,
     masked_lm_logits,
@@ -56,21 +57,35 @@ class Distiller(nn.Module):
         return self._frozen
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor, with_metrics: bool = True
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        token_type_ids: Tensor,
+        position_ids: Tensor | None = None,
+        example_ids: Tensor | None = None,
+        with_metrics: bool = True,
     ) -> DistillOutput:
-        """The distillation loss on one batch (`attention_mask` None: full rows, no padding); its
-        metrics are three 0-d losses and the token counts, cheap enough for every micro-batch."""
+        """The distillation loss on one batch (`attention_mask` None: full rows, no padding; rows of
+        several examples as in `ElectraPretrainer.forward`); its metrics are three 0-d losses and
+        the token counts, cheap enough for every micro-batch."""
         real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        towers_mask = attention_mask if example_ids is None else example_attention_mask(example_ids)
         masked = mask_tokens(input_ids, real, self.mask_prob, self.cap)
         frozen = self._frozen_on(input_ids.device)
         teacher = frozen[0]
         if self.objective == "rtd":
             with torch.no_grad():
-                sampled = gumbel_sample(masked_lm_logits(frozen[1], masked, attention_mask, token_type_ids))
+                logits = masked_lm_logits(frozen[1], masked, towers_mask, token_type_ids, position_ids)
+                sampled = gumbel_sample(logits)
             inputs, replaced = corrupted(input_ids, masked, sampled, real)
         else:
             inputs = masked.input_ids
-        kwargs = dict(attention_mask=attention_mask, token_type_ids=token_type_ids, output_hidden_states=True)
+        kwargs = dict(
+            attention_mask=towers_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            output_hidden_states=True,
+        )
         with torch.no_grad():
             t_out = teacher(input_ids=inputs, **kwargs)
         s_out = self.student(input_ids=inputs, **kwargs)

@@ -27,31 +27,53 @@ import torch
 
 from koelectra_dist import layout, storage
 from koelectra_dist.config import Config
-from koelectra_dist.corpus.shards import ShardManifest, check_vocab, read_manifest, shard_problems
+from koelectra_dist.corpus.shards import EXAMPLE_LENGTHS, ShardManifest, check_vocab, read_manifest, shard_problems
 from koelectra_dist.errors import DataError
 from koelectra_dist.tokens import PAD_ID
+
+Row = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+"""One row: token ids, token types, and its examples' lengths (None: the row is one example)."""
 
 
 @dataclass(frozen=True)
 class Shard:
-    """One shard's rows: concatenated token values and row offsets (Arrow's list layout)."""
+    """One shard's rows: concatenated token values and row offsets (Arrow's list layout); with
+    several examples per row, their lengths and per-row offsets into them."""
 
     ids: np.ndarray
     types: np.ndarray
     offsets: np.ndarray
+    example_lengths: np.ndarray | None = None
+    example_offsets: np.ndarray | None = None
+
+    def row(self, r: int) -> Row:
+        lo, hi = self.offsets[r], self.offsets[r + 1]
+        lengths = None
+        if self.example_lengths is not None and self.example_offsets is not None:
+            lengths = self.example_lengths[self.example_offsets[r] : self.example_offsets[r + 1]]
+        return self.ids[lo:hi], self.types[lo:hi], lengths
 
 
 def read_shard(uri: str) -> Shard:
     try:
-        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=["input_ids", "token_type_ids"])
+        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+        ids = table.column("input_ids").combine_chunks()
+        types = table.column("token_type_ids").combine_chunks()
     except (KeyError, ValueError, OSError) as e:
         raise DataError(f"{uri}: not a shard with input_ids/token_type_ids list columns ({e})") from e
-    ids = table.column("input_ids").combine_chunks()
-    types = table.column("token_type_ids").combine_chunks()
+    lengths = None  # shards of one example per row (all written before the column existed) lack it
+    if EXAMPLE_LENGTHS in table.column_names:
+        lengths = table.column(EXAMPLE_LENGTHS).combine_chunks()
+        ends = np.concatenate([[0], np.cumsum(lengths.values.to_numpy(zero_copy_only=False), dtype=np.int64)])
+        per_row = np.diff(ends[lengths.offsets.to_numpy(zero_copy_only=False)])
+        if len(lengths) != len(ids) or not np.array_equal(per_row, np.diff(ids.offsets.to_numpy(zero_copy_only=False))):
+            raise DataError(f"{uri}: {EXAMPLE_LENGTHS} do not add up to the rows' lengths; rebuild the shards")
     return Shard(
         ids=ids.values.to_numpy(zero_copy_only=False),
         types=types.values.to_numpy(zero_copy_only=False),
         offsets=ids.offsets.to_numpy(zero_copy_only=False),
+        example_lengths=None if lengths is None else lengths.values.to_numpy(zero_copy_only=False),
+        example_offsets=None if lengths is None else lengths.offsets.to_numpy(zero_copy_only=False),
     )
 
 
@@ -101,24 +123,37 @@ def epoch_order(rows: list[int], seed: int, epoch: int) -> tuple[np.ndarray, lis
     return shard_order, row_orders
 
 
-def collate(rows: list[tuple[np.ndarray, np.ndarray]], pad_to_multiple: int = 8) -> dict[str, torch.Tensor | None]:
-    """Pad a micro-batch to its longest example (rounded up so GPU kernels get aligned shapes).
+def collate(rows: list[Row], pad_to_multiple: int = 8) -> dict[str, torch.Tensor | None]:
+    """Pad a micro-batch to its longest row (rounded up so GPU kernels get aligned shapes).
     A batch of full rows has no padding and gets no attention mask (None): attention then runs
-    without one, on the fused kernel."""
-    longest = max(len(ids) for ids, _ in rows)
+    without one, on the fused kernel. When a row holds several examples, the batch also has
+    `position_ids` (from 0 in each example) and `example_ids` (the example's index in its row, -1
+    on padding), from which the model keeps attention inside each example."""
+    longest = max(len(row[0]) for row in rows)
     width = -(-longest // pad_to_multiple) * pad_to_multiple
     input_ids = np.full((len(rows), width), PAD_ID, dtype=np.int64)
     token_types = np.zeros((len(rows), width), dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, (ids, types) in enumerate(rows):
+    several = any(lengths is not None and len(lengths) > 1 for _, _, lengths in rows)
+    positions = np.zeros((len(rows), width), dtype=np.int64)
+    examples = np.full((len(rows), width), -1, dtype=np.int64)
+    for i, (ids, types, lengths) in enumerate(rows):
         input_ids[i, : len(ids)] = ids
         token_types[i, : len(ids)] = types
         mask[i, : len(ids)] = 1
-    return {
+        if several:
+            lengths = np.asarray([len(ids)] if lengths is None else lengths, dtype=np.int64)
+            starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+            positions[i, : len(ids)] = np.arange(len(ids)) - starts
+            examples[i, : len(ids)] = np.repeat(np.arange(len(lengths)), lengths)
+    batch = {
         "input_ids": torch.from_numpy(input_ids),
         "attention_mask": None if mask.all() else torch.from_numpy(mask),
         "token_type_ids": torch.from_numpy(token_types),
     }
+    if several:
+        batch.update(position_ids=torch.from_numpy(positions), example_ids=torch.from_numpy(examples))
+    return batch
 
 
 class ShardStream:
@@ -168,15 +203,14 @@ class ShardStream:
             plan = self._plan()
             current = next(plan)
             pending: Future[Shard] = reader.submit(read_shard, self.uris[current[0]])
-            buffer: list[tuple[np.ndarray, np.ndarray]] = []
+            buffer: list[Row] = []
             while True:
                 _, picks = current
                 shard = pending.result()
                 current = next(plan)  # read the next shard while this one is cut into batches
                 pending = reader.submit(read_shard, self.uris[current[0]])
                 for r in picks:
-                    lo, hi = shard.offsets[r], shard.offsets[r + 1]
-                    buffer.append((shard.ids[lo:hi], shard.types[lo:hi]))
+                    buffer.append(shard.row(r))
                     if len(buffer) == self.micro_batch:
                         yield collate(buffer)
                         buffer = []

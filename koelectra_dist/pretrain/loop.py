@@ -42,7 +42,9 @@ def pretrainer(cfg: Config) -> torch.nn.Module:
     from koelectra_dist.pretrain.model import ElectraPretrainer
 
     t = cfg.train
-    model = ElectraPretrainer(cfg.model, mask_prob=t.mask_prob, gen_weight=t.gen_weight, disc_weight=t.disc_weight)
+    model = ElectraPretrainer(
+        cfg.model, mask_prob=t.mask_prob, gen_weight=t.gen_weight, disc_weight=t.disc_weight, fused_vocab=t.fused_vocab
+    )
     if t.init_from:
         init_weights(model, t.init_from)
     return model

@@ -4,7 +4,8 @@ Both towers are plain `transformers` classes (`ElectraForMaskedLM`, `ElectraForP
 `model.generator.save_pretrained(...)` / `model.discriminator.save_pretrained(...)` export them with
 no renaming. What this module adds is ELECTRA's objective, done on the device
 without host syncs: masking, the generator head on masked positions only, Gumbel-max sampling,
-replaced-token labels, both losses and the health metrics. Attention is PyTorch's SDPA; on CPU the
+replaced-token labels, both losses and the health metrics. Rows holding several examples
+(`example_ids`) attend within each example only (`example_attention_mask`). Attention is PyTorch's SDPA; on CPU the
 towers' dropout comes from `koelectra_dist.pretrain.dropout` (p rounded to 1/65536, a quarter of
 the random draws).
 """
@@ -21,6 +22,7 @@ from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTrainin
 from koelectra_dist.config import ModelConfig
 from koelectra_dist.errors import ConfigError, DataError
 from koelectra_dist.pretrain.dropout import use_cpu_fast_dropout
+from koelectra_dist.pretrain.vocab_pass import FusedVocabPass
 from koelectra_dist.tokens import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 
 MASK_TOKEN_FRACTION = 0.85
@@ -63,6 +65,16 @@ def hf_configs(model_cfg: ModelConfig) -> tuple[ElectraConfig, ElectraConfig]:
 def max_predictions(mask_prob: float, max_length: int) -> int:
     """ELECTRA's cap on masked positions per example."""
     return int((mask_prob + 0.005) * max_length)
+
+
+def example_attention_mask(example_ids: Tensor) -> Tensor:
+    """[B, 1, T, T] bool, True where query and key belong to the same example of their row
+    (`example_ids` [B, T], -1 on padding: padding attends only to padding, so no softmax row is
+    empty, and no example sees it). `transformers` passes a 4D mask through unchanged to SDPA (or
+    to `dropout.attention`). On CUDA, flash-attn's varlen kernel (`flash_attn_varlen_func` with
+    cu_seqlens from the example lengths) would skip the masked blocks instead of computing them;
+    that would go here and in the towers' attention function, and is not done."""
+    return (example_ids.unsqueeze(-1) == example_ids.unsqueeze(-2)).unsqueeze(1)
 
 
 @dataclass
@@ -170,6 +182,7 @@ class ElectraPretrainer(nn.Module):
         mask_prob: float = 0.15,
         gen_weight: float = 1.0,
         disc_weight: float = 50.0,
+        fused_vocab: bool = False,
     ):
         super().__init__()
         if not 0 < mask_prob < 1:
@@ -179,6 +192,8 @@ class ElectraPretrainer(nn.Module):
         self.gen_weight = gen_weight
         self.disc_weight = disc_weight
         self.cap = max(1, max_predictions(mask_prob, model_cfg.max_length))
+        # the generator's cross-entropy, sample and accuracy in one compiled pass (vocab_pass.py)
+        self.fused_vocab = FusedVocabPass() if fused_vocab else None
         gen_cfg, disc_cfg = hf_configs(model_cfg)
         # post_init in each applies ELECTRA's init (normal 0.02, zero bias, LayerNorm 1) and ties
         # the generator's output layer to its word embeddings.
@@ -218,17 +233,19 @@ class ElectraPretrainer(nn.Module):
         attention_mask: Tensor | None,
         token_type_ids: Tensor,
         position_ids: Tensor | None = None,
+        example_ids: Tensor | None = None,
         with_metrics: bool = True,
     ) -> PretrainOutput:
         """The joint loss on one batch. `attention_mask` None: every position is real (no padding),
-        and attention runs without a mask. `position_ids` default to 0..T-1 in every row. Without
-        `with_metrics` the discriminator's AUC (a sort over every token, the costly health metric)
-        is left out: it is for log steps."""
-        shapes = [t.shape for t in (attention_mask, token_type_ids) if t is not None]
+        and attention runs without a mask. `position_ids` default to 0..T-1 in every row.
+        `example_ids` (rows of several examples, see `example_attention_mask`): each token attends
+        only to its own example's. Without `with_metrics` the discriminator's AUC (a sort over
+        every token, the costly health metric) is left out: it is for log steps."""
+        shapes = [t.shape for t in (attention_mask, token_type_ids, position_ids, example_ids) if t is not None]
         if input_ids.dim() != 2 or any(shape != input_ids.shape for shape in shapes):
             raise DataError(
-                "input_ids, attention_mask and token_type_ids must all be [batch, seq]; got "
-                f"{tuple(input_ids.shape)}, {[tuple(shape) for shape in shapes]}"
+                "input_ids, attention_mask, token_type_ids, position_ids and example_ids must all be "
+                f"[batch, seq]; got {tuple(input_ids.shape)}, {[tuple(shape) for shape in shapes]}"
             )
         if input_ids.size(1) > self.max_length:
             raise DataError(
@@ -236,19 +253,32 @@ class ElectraPretrainer(nn.Module):
                 "rebuild the shards with the model's max_length"
             )
         real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        # the towers' mask: padding only, or block-diagonal over the row's examples
+        towers_mask = attention_mask if example_ids is None else example_attention_mask(example_ids)
         masked = mask_tokens(input_ids, real, self.mask_prob, self.cap)
-        gen_logits = self.generator_logits(masked, attention_mask, token_type_ids, position_ids)
-        sampled = gumbel_sample(gen_logits.detach())
+        gen_logits = self.generator_logits(masked, towers_mask, token_type_ids, position_ids)
+        gen_correct = None
+        if self.fused_vocab is None:
+            sampled = gumbel_sample(gen_logits.detach())
+            gen_ce = F.cross_entropy(gen_logits.float().flatten(0, 1), masked.targets.flatten(), reduction="none")
+        else:
+            # gumbel_sample's own draw, in eager: the same samples for the same seed
+            noise = torch.rand(gen_logits.shape, device=gen_logits.device, dtype=torch.float32)
+            gen_ce, sampled, gen_correct = self.fused_vocab(
+                gen_logits.flatten(0, 1), noise.flatten(0, 1), masked.targets.flatten()
+            )
+            sampled, gen_correct = sampled.view_as(masked.targets), gen_correct.view_as(masked.targets)
         fake, replaced = corrupted(input_ids, masked, sampled, real)
-        disc_logits = self.discriminator_logits(fake, attention_mask, token_type_ids, position_ids)
+        disc_logits = self.discriminator_logits(fake, towers_mask, token_type_ids, position_ids)
 
         valid_f = masked.valid.float()
         n_masked = valid_f.sum().clamp(min=1.0)
-        gen_ce = F.cross_entropy(gen_logits.float().flatten(0, 1), masked.targets.flatten(), reduction="none")
         gen_loss = (gen_ce * valid_f.flatten()).sum() / n_masked
         disc_loss = replaced_token_loss(disc_logits, replaced, real)
         loss = self.gen_weight * gen_loss + self.disc_weight * disc_loss
-        metrics = pretrain_metrics(gen_logits, masked, disc_logits, replaced, real, auc=with_metrics)
+        metrics = pretrain_metrics(
+            gen_logits, masked, disc_logits, replaced, real, auc=with_metrics, gen_correct=gen_correct
+        )
         metrics.update(gen_loss=gen_loss.detach(), disc_loss=disc_loss.detach())
         return PretrainOutput(
             loss=loss,
@@ -270,16 +300,25 @@ def replaced_token_loss(disc_logits: Tensor, replaced: Tensor, real: Tensor) -> 
 
 @torch.no_grad()
 def pretrain_metrics(
-    gen_logits: Tensor, masked: MaskedBatch, disc_logits: Tensor, replaced: Tensor, real: Tensor, auc: bool = True
+    gen_logits: Tensor,
+    masked: MaskedBatch,
+    disc_logits: Tensor,
+    replaced: Tensor,
+    real: Tensor,
+    auc: bool = True,
+    gen_correct: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """ELECTRA's health metrics as 0-d device tensors ("replaced" is the positive class); the AUC
-    (a sort over every token) only with `auc`."""
+    (a sort over every token) only with `auc`. `gen_correct` [B, K]: whether the generator's argmax
+    is the target, when the fused vocab pass already knows (else computed from `gen_logits`)."""
+    if gen_correct is None:
+        gen_correct = gen_logits.argmax(-1) == masked.targets
     n_masked = masked.valid.sum().float()
     n_real = real.sum().float()
     predicted = (disc_logits > 0) & real
     true_pos = (predicted & replaced).sum().float()
     return {
-        "gen_acc": ((gen_logits.argmax(-1) == masked.targets) & masked.valid).sum() / n_masked.clamp(min=1),
+        "gen_acc": (gen_correct & masked.valid).sum() / n_masked.clamp(min=1),
         "disc_acc": (((disc_logits > 0) == replaced) & real).sum() / n_real.clamp(min=1),
         "disc_precision": true_pos / predicted.sum().clamp(min=1),
         "disc_recall": true_pos / replaced.sum().clamp(min=1),

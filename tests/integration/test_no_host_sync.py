@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from helpers import ROOT
 
 PROBE = r"""
@@ -22,14 +23,13 @@ torch.distributed.init_process_group("gloo", rank=0, world_size=1)
 from helpers import tiny_config, write_shard_set
 from koelectra_dist.pretrain.data import Prefetcher, ShardStream, open_shards
 from koelectra_dist.pretrain.engine import build_engine
-from koelectra_dist.pretrain.loop import train_step
+from koelectra_dist.pretrain.loop import pretrainer, train_step
 from koelectra_dist.pretrain.metrics import MetricsLog
-from koelectra_dist.pretrain.model import ElectraPretrainer
 
 out = tempfile.mkdtemp()
-write_shard_set(f"{out}/corpus", 1000, 64, [40, 40])
+write_shard_set(f"{out}/corpus", 1000, 64, [40, 40], several=sys.argv[2] == "several")
 cfg = tiny_config(out, "distributed.num_workers=1", "distributed.precision=bf16", "train.log_every=1000")
-engine, _, _ = build_engine(cfg, ElectraPretrainer(cfg.model))
+engine, _, _ = build_engine(cfg, pretrainer(cfg))  # as configured (train.fused_vocab: compiled)
 shards = open_shards(cfg)
 stream = ShardStream(shards.uris, shards.rows, seed=0, rank=0, world_size=1, micro_batch=cfg.train.micro_batch_size, start=0)
 loader = Prefetcher(stream.batches())
@@ -57,11 +57,13 @@ print(json.dumps({"steps": 4, "micro_batches": 4 * accumulation, **counts}))
 """
 
 
-def test_no_host_sync_in_our_step_between_log_steps(tmp_path):
+@pytest.mark.parametrize("rows", ["one", "several"])
+def test_no_host_sync_in_our_step_between_log_steps(tmp_path, rows):
+    """`rows`: one example per row, or several (per-example position ids and attention)."""
     from helpers import free_port
 
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, str(free_port())],
+        [sys.executable, "-c", PROBE, str(free_port()), rows],
         cwd=ROOT,
         env={**__import__("os").environ, "PYTHONPATH": f"{ROOT / 'tests'}"},
         capture_output=True,

@@ -85,7 +85,7 @@ def build(documents, max_length, seed):
         for ids in doc:
             builder.add_sentence(ids)
         builder.end_document()
-    ids, types, offsets = builder.out.arrays("uint16")
+    ids, types, offsets, _ = builder.out.arrays("uint16")
     return [(ids[a:b].tolist(), types[a:b].tolist()) for a, b in itertools.pairwise(offsets)], builder
 
 

@@ -127,8 +127,8 @@ def test_open_shards_refuses_mismatches(tmp_path):
 
 
 def test_a_batch_of_full_rows_has_no_attention_mask():
-    full = [(np.arange(5, 21, dtype=np.uint16), np.zeros(16, np.uint8)) for _ in range(3)]
+    full = [(np.arange(5, 21, dtype=np.uint16), np.zeros(16, np.uint8), None) for _ in range(3)]
     batch = collate(full)
     assert batch["attention_mask"] is None and batch["input_ids"].shape == (3, 16)
-    batch = collate([*full, (np.arange(5, 12, dtype=np.uint16), np.zeros(7, np.uint8))])
+    batch = collate([*full, (np.arange(5, 12, dtype=np.uint16), np.zeros(7, np.uint8), None)])
     assert batch["attention_mask"] is not None and batch["attention_mask"][3].sum() == 7

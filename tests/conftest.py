@@ -59,6 +59,7 @@ def ray_local(s3_endpoint):
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # a Ray of its own, never one already running on this machine
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,

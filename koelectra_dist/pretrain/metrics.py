@@ -120,11 +120,21 @@ class MetricsLog:
             text += f" MFU {100 * m['mfu']:.1f}%"
         return text
 
-    def checkpoint_saved(self, step: int, seconds: float) -> None:
+    def checkpoint_saved(self, step: int, stall_s: float, write_s: float) -> None:
+        """A checkpoint's state is captured: the step was blocked `stall_s`, `write_s` of it writing locally."""
         if self.rank != 0:
             return
-        print(f"[{self.cfg.run.name}] step {step}: checkpoint committed in {seconds:.1f}s", flush=True)
-        self._writer.add_scalar("train/checkpoint_s", seconds, step)
+        self._writer.add_scalar("train/checkpoint_stall_s", stall_s, step)
+        self._writer.add_scalar("train/checkpoint_write_s", write_s, step)
+
+    def checkpoint_committed(self, step: int, seconds: float) -> None:
+        """Rank 0 committed `step`, `seconds` after its local write (uploads and seal, in the background)."""
+        if self.rank != 0:
+            return
+        print(
+            f"[{self.cfg.run.name}] step {step}: checkpoint committed {seconds:.1f}s after its local write", flush=True
+        )
+        self._writer.add_scalar("train/checkpoint_commit_s", seconds, step)
         self._sync_tensorboard()
 
     def _sync_tensorboard(self) -> None:

@@ -45,6 +45,10 @@ def pretrainer(cfg: Config) -> torch.nn.Module:
     model = ElectraPretrainer(cfg.model, mask_prob=t.mask_prob, gen_weight=t.gen_weight, disc_weight=t.disc_weight)
     if t.init_from:
         init_weights(model, t.init_from)
+    if t.compile:
+        from koelectra_dist.pretrain.compiled import compile_layers
+
+        compile_layers(model)
     return model
 
 

@@ -101,9 +101,9 @@ class Baseline(torch.nn.Module):
 
 def bench_config(args: argparse.Namespace, cuda: bool) -> Config:
     config = args.config or CONFIGS / ("base_v3.json" if cuda else "small_v3.json")
-    batch = args.batch or (32 if cuda else 16)
+    batch, seq = args.batch or (32 if cuda else 16), args.seq or (512 if cuda else 128)
     overrides = [
-        f"model.max_length={args.seq or (512 if cuda else 128)}",
+        f"model.max_length={seq}",
         "distributed.num_workers=1",
         f"distributed.gpus_per_worker={1 if cuda else 0}",
         f"distributed.precision={args.precision or ('bf16' if cuda else 'fp32')}",
@@ -111,7 +111,7 @@ def bench_config(args: argparse.Namespace, cuda: bool) -> Config:
         f"train.global_batch_size={batch}",
         "train.warmup_steps=0",
         "train.steps=100000",
-        f"run.output_uri={Path(args.work).resolve()}",
+        f"run.output_uri={Path(args.work).resolve() / f'nsmc-{args.corpus_lines}-seq{seq}'}",
         'run.stages=["corpus"]',
         "corpus.vocab.pretokenizer=whitespace",
         "corpus.vocab.sample_lines=null",
@@ -136,6 +136,10 @@ def build_shards(cfg: Config, args: argparse.Namespace) -> str:
         os.replace(f"{text}.tmp", text)
     from dataclasses import replace
 
+    from koelectra_dist import storage
+
+    if storage.exists(storage.join(cfg.paths.shards, "manifest.json")):
+        return cfg.paths.shards  # built by an earlier run (the manifest is written last)
     cfg = replace(cfg, corpus=replace(cfg.corpus, inputs=[str(text)]))
     os.environ.setdefault("RAY_ADDRESS", "local")
     run_stages(cfg)
@@ -260,8 +264,6 @@ def main() -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29534"))
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_SIZE="1", LOCAL_WORLD_SIZE="1")
     torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1)
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.distributed.cpus_per_worker)
     random.seed(0)
     ours, module = ours_step(cfg)
     steps = {"ours": ours, "baseline": baseline_step(cfg, module.state_dict(), device)}

@@ -248,11 +248,14 @@ def main() -> None:
         "--corpus-lines", type=int, default=100_000, help="NSMC lines the default shard set is built from"
     )
     parser.add_argument("--work", default="outputs/bench_step", help="where the default shard set is built and kept")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)  # it logs to stdout, where the JSON goes
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = bench_config(args, device.type == "cuda")
     count = args.warmup + args.steps
     batches = (

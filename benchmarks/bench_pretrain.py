@@ -59,6 +59,7 @@ def s3_checkpoints() -> list[str]:
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+    os.environ["AWS_ENDPOINT_URL_S3"] = endpoint  # this process; the workers get storage.s3_endpoint_url
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
     return [f"storage.s3_endpoint_url={endpoint}", "checkpoint.storage_uri=s3://bench/checkpoints"]
 

@@ -241,8 +241,22 @@ class Checkpointer:
     At most one save is in flight: the next `save` and `wait` (at the end of the run) wait for it.
     Its failure is raised by the next `poll` (each step boundary), `save` or `wait`."""
 
-    def __init__(self, root: str, keep_last: int, upload_threads: int = 8):
+    def __init__(self, root: str, keep_last: int, resumed_step: int, upload_threads: int = 8):
+        """Collective-free; rank 0 deletes what an earlier attempt left after `resumed_step` (uploads
+        cut short, rejected steps) now, so that `save` makes no storage call before its barrier."""
+        import torch.distributed as dist
+
         self.root, self.keep_last = root, keep_last
+        # Committed steps after the resumed one (an older step named on purpose) are replaced when
+        # the run reaches them; their folder is deleted then, in `save`.
+        self._committed_later: set[int] = set()
+        if dist.get_rank() == 0:
+            for step in _all_steps(root):
+                if step > resumed_step:
+                    if is_committed(step_uri(root, step)):
+                        self._committed_later.add(step)
+                    else:
+                        storage.remove(step_uri(root, step))
         # Long-lived threads: each keeps its own S3 client (fsspec caches one per thread).
         self._files = ThreadPoolExecutor(upload_threads, thread_name_prefix="ckpt-file")
         self._job = ThreadPoolExecutor(1, thread_name_prefix="ckpt-upload")
@@ -260,9 +274,9 @@ class Checkpointer:
         self._finished = self.wait() or self._finished  # the previous save; raises its failure
         uri = step_uri(self.root, step)
         rank, world = dist.get_rank(), dist.get_world_size()
-        if rank == 0:
-            storage.remove(uri)  # a rejected or abandoned earlier attempt at this step, stale markers included
-        dist.barrier()  # nobody uploads into the folder before it is clean
+        if rank == 0 and step in self._committed_later:
+            storage.remove(uri)
+        dist.barrier()  # nobody uploads into the folder before rank 0 has cleaned it
         write_start = time.perf_counter()
         local = _local_state(engine, step, rank)
         write_s = time.perf_counter() - write_start
@@ -364,7 +378,7 @@ def save(engine: Any, root: str, step: int, meta: CheckpointMeta, keep_last: int
     import torch.distributed as dist
 
     start = time.perf_counter()
-    saver = Checkpointer(root, keep_last)
+    saver = Checkpointer(root, keep_last, resumed_step=step - 1)
     try:
         saver.save(engine, step, meta)
         saver.wait()

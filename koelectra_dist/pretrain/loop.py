@@ -107,7 +107,7 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
     )
     loader = Prefetcher(stream.batches())
     metrics = MetricsLog(cfg, rank, world, root, resumed_step=step)
-    saver = checkpoint.Checkpointer(root, cfg.checkpoint.keep_last)
+    saver = checkpoint.Checkpointer(root, cfg.checkpoint.keep_last, resumed_step=step)
     try:
         while step < t.steps:
             metrics.start_step(loader.wait_seconds, lr=engine.get_lr()[0])

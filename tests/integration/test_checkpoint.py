@@ -200,7 +200,7 @@ def gated_uploads(monkeypatch, fail_at: str | None = None):
 
 
 def test_training_goes_on_while_the_files_upload_and_the_step_is_committed_last(engine, root, monkeypatch):
-    saver = checkpoint.Checkpointer(root, keep_last=1)
+    saver = checkpoint.Checkpointer(root, keep_last=1, resumed_step=0)
     try:
         gate = gated_uploads(monkeypatch)
         times = saver.save(engine, 1, meta(1))
@@ -230,7 +230,7 @@ def test_a_failed_upload_commits_nothing_and_fails_the_run_at_the_next_step(engi
 
     checkpoint.save(engine, root, 1, meta(1), keep_last=2)  # committed before it returns
     assert checkpoint.committed_steps(root) == [1]
-    saver = checkpoint.Checkpointer(root, keep_last=2)
+    saver = checkpoint.Checkpointer(root, keep_last=2, resumed_step=1)
     try:
         gate = gated_uploads(monkeypatch, fail_at="rng/rank-00000.pt")
         saver.save(engine, 2, meta(2))  # returns: the failure comes later, from the background
@@ -243,8 +243,13 @@ def test_a_failed_upload_commits_nothing_and_fails_the_run_at_the_next_step(engi
         assert not checkpoint.is_committed(uri) and checkpoint.latest_verified(root) == checkpoint.step_uri(root, 1)
         assert "access denied" in storage.read_bytes(storage.join(uri, "uploaded", "rank-00000.failed")).decode()
         assert storage.exists(storage.join(uri, *WEIGHTS.split("/")))  # a partial upload, never used
-        # the next attempt at that step (the resumed run) commits it over the leftovers
-        monkeypatch.undo()
+    finally:
+        saver.close()
+    # the resumed run starts by deleting the leftovers, then commits that step afresh
+    monkeypatch.undo()
+    saver = checkpoint.Checkpointer(root, keep_last=2, resumed_step=1)
+    try:
+        assert not storage.exists(uri)
         saver.save(engine, 2, meta(2))
         assert saver.wait()[0] == 2 and checkpoint.committed_steps(root) == [1, 2]
         assert not storage.exists(storage.join(uri, "uploaded", "rank-00000.failed"))

@@ -53,14 +53,18 @@ from koelectra_dist.tokens import CLS_ID, PAD_ID, SEP_ID
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 KERNEL_CLASSES = (
     ("attention", ("flash", "fmha", "attention", "sdpa")),
-    ("matmul", ("gemm", "matmul", "cutlass", "xmma", "sm80_", "sm90_", "cublas")),
+    ("matmul", ("gemm", "matmul", "cutlass", "xmma", "sm80_", "sm90_", "cublas", "aten::mm", "aten::addmm", "bmm")),
     ("optimizer", ("adam", "multi_tensor")),
     ("layer_norm", ("layer_norm", "layernorm")),
     ("softmax_reduce", ("softmax", "reduce", "logsumexp", "argmax", "cross_entropy", "nll")),
     ("random", ("philox", "uniform", "rand", "bernoulli", "dropout")),
     ("copy", ("memcpy", "memset", "copy", "cat")),
     ("communication", ("nccl", "allreduce", "all_reduce", "allgather")),
-    ("elementwise", ("elementwise", "vectorized", "unrolled", "pointwise", "triton")),
+    ("elementwise", ("elementwise", "vectorized", "unrolled", "pointwise", "triton", "aten::mul", "aten::add")),
+    ("elementwise", ("aten::div", "aten::sub", "aten::gelu", "aten::where", "aten::sum", "aten::mean")),
+    # on CPU: the framework's own time (autograd's bookkeeping, views), not a kernel
+    ("framework", ("autograd::", "aten::view", "aten::slice", "aten::select", "aten::expand", "aten::empty")),
+    ("framework", ("aten::as_strided", "aten::reshape", "aten::transpose", "aten::detach", "aten::unsqueeze")),
 )
 
 
@@ -243,22 +247,32 @@ def profile(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
     with torch_profile(activities=activities) as prof:
         time_steps(engine, batch, args.device, 3, 0)
+    from torch.autograd import DeviceType
+
     by_class: dict[str, float] = defaultdict(float)
+    other: dict[str, float] = defaultdict(float)
     attention_kernels = set()
     names = {event.key for event in prof.key_averages()}
     for event in prof.key_averages():
-        device_us = getattr(event, "device_time_total", 0) if args.device == "cuda" else event.self_cpu_time_total
-        if not device_us:
+        if args.device == "cuda":
+            # kernels only: a CPU op's device time is its kernels' again
+            us = event.self_device_time_total if event.device_type == DeviceType.CUDA else 0
+        else:
+            us = event.self_cpu_time_total
+        if not us:
             continue
         cls = classify(event.key)
-        by_class[cls] += device_us
+        by_class[cls] += us
         if cls == "attention":
             attention_kernels.add(event.key[:120])
+        if cls == "other":
+            other[event.key[:80]] += us
     total = sum(by_class.values()) or 1.0
     return {
         "time_fraction_by_kernel_class": {
             k: round(v / total, 4) for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])
         },
+        "top_other": {k: round(v / total, 4) for k, v in sorted(other.items(), key=lambda kv: -kv[1])[:8]},
         "attention_backend": attention_backend(names),
         "attention_kernels": sorted(attention_kernels),
     }

@@ -3,19 +3,26 @@ peak memory per micro-batch, the attention kernel used, and where the time goes.
 object. About 10 minutes on one H100/H200 for Base v3 at seq 512 in bf16.
 
     python benchmarks/gpu_check.py                       # Base v3 (configs/base_v3.json), seq 512, bf16
-    python benchmarks/gpu_check.py --device cpu --tiny   # a smoke run of the script itself on CPU
+    python benchmarks/gpu_check.py --smoke               # a tiny, fast run of the whole script on CPU
 
-The step is the product's: `ElectraPretrainer` inside a real DeepSpeed engine built by
-`koelectra_dist.pretrain.engine.build_engine` (ZeRO 1, one rank), rows of random token ids.
-MFU = train_flops_per_token x real tokens per second / the device's dense bf16 peak
-(koelectra_dist.pretrain.metrics.PEAK_FLOPS).
+The step is the product's: the stage's model (`koelectra_dist.pretrain.loop.pretrainer`) inside a
+real DeepSpeed engine built by `koelectra_dist.pretrain.engine.build_engine` (ZeRO 1, one rank),
+rows of random token ids, `with_metrics` only as on a log step. MFU = train_flops_per_token x real
+tokens per second / the device's dense bf16 peak (koelectra_dist.pretrain.metrics.PEAK_FLOPS; no
+MFU for a device not listed there, nor on CPU).
 
-Variants (each against "shipped" in the same run):
-- shipped: full rows, so no attention mask (the fused SDPA kernel), fp32 gradient accumulation,
-  DeepSpeed's FusedAdam when its op builds, no DeepSpeed timers;
+Variants (`VARIANTS`; each against "shipped", measured in the same run):
+- shipped: full rows, so no attention mask (the fused SDPA kernel); the AUC metric off (as on all
+  but log steps); fp32 gradient accumulation; FusedAdam when its op builds; ZeRO buckets of 5e7
+  with overlap_comm; no DeepSpeed timers; train.compile as configured (false);
 - padded_rows: rows of 70% of the length on average, padded with a mask (what unpacked shards cost);
+- metrics_every_step: the AUC metric (a sort over every token) on every step, not on log steps only;
 - electra_adamw: the PyTorch ElectraAdamW instead of FusedAdam;
+- compile: train.compile=true (each encoder layer compiled by Inductor);
+- deepspeed_buckets: DeepSpeed's own bucket sizes (5e8) without overlap_comm. On one GPU there is no
+  gradient communication, so this measures only their cost here; their benefit needs several GPUs;
 - deepspeed_timers: DeepSpeed's throughput timer on, its default (a device sync per step).
+A new config flag becomes one more entry of VARIANTS (its config overrides).
 """
 
 from __future__ import annotations
@@ -30,7 +37,6 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,26 +44,59 @@ import torch
 
 from koelectra_dist.config import Config, load_config
 from koelectra_dist.pretrain.engine import build_engine, fused_adam_available
+from koelectra_dist.pretrain.loop import pretrainer
 from koelectra_dist.pretrain.metrics import peak_flops
-from koelectra_dist.pretrain.model import ElectraPretrainer, train_flops_per_token
+from koelectra_dist.pretrain.model import train_flops_per_token
 from koelectra_dist.pretrain.optim import ElectraAdamW, param_groups
 from koelectra_dist.tokens import CLS_ID, PAD_ID, SEP_ID
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 KERNEL_CLASSES = (
     ("attention", ("flash", "fmha", "attention", "sdpa")),
-    ("matmul", ("gemm", "matmul", "cutlass", "xmma", "sm80_", "sm90_", "cublas")),
+    ("matmul", ("gemm", "matmul", "cutlass", "xmma", "sm80_", "sm90_", "cublas", "aten::mm", "aten::addmm", "bmm")),
     ("optimizer", ("adam", "multi_tensor")),
     ("layer_norm", ("layer_norm", "layernorm")),
     ("softmax_reduce", ("softmax", "reduce", "logsumexp", "argmax", "cross_entropy", "nll")),
     ("random", ("philox", "uniform", "rand", "bernoulli", "dropout")),
     ("copy", ("memcpy", "memset", "copy", "cat")),
     ("communication", ("nccl", "allreduce", "all_reduce", "allgather")),
-    ("elementwise", ("elementwise", "vectorized", "unrolled", "pointwise", "triton")),
+    ("elementwise", ("elementwise", "vectorized", "unrolled", "pointwise", "triton", "aten::mul", "aten::add")),
+    ("elementwise", ("aten::div", "aten::sub", "aten::gelu", "aten::where", "aten::sum", "aten::mean")),
+    # on CPU: the framework's own time (autograd's bookkeeping, views), not a kernel
+    ("framework", ("autograd::", "aten::view", "aten::slice", "aten::select", "aten::expand", "aten::empty")),
+    ("framework", ("aten::as_strided", "aten::reshape", "aten::transpose", "aten::detach", "aten::unsqueeze")),
 )
 
 
-def run_config(args: argparse.Namespace, micro_batch: int) -> Config:
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One change against the shipped step: config overrides and/or how the step is fed and built."""
+
+    overrides: tuple[str, ...] = ()
+    padded: bool = False
+    with_metrics: bool = False
+    electra_adamw: bool = False
+    deepspeed: dict[str, Any] | None = None  # a user DeepSpeed file's contents
+
+
+VARIANTS: dict[str, Variant] = {
+    "shipped": Variant(),
+    "padded_rows": Variant(padded=True),
+    "metrics_every_step": Variant(with_metrics=True),
+    "electra_adamw": Variant(electra_adamw=True),
+    "compile": Variant(overrides=("train.compile=true",)),
+    "deepspeed_buckets": Variant(
+        overrides=(
+            "distributed.reduce_bucket_size=500000000",
+            "distributed.allgather_bucket_size=500000000",
+            "distributed.overlap_comm=false",
+        )
+    ),
+    "deepspeed_timers": Variant(deepspeed={"timers": {"throughput": {"enabled": True}}}),
+}
+
+
+def run_config(args: argparse.Namespace, micro_batch: int, extra: tuple[str, ...] = ()) -> Config:
     overrides = [
         "distributed.num_workers=1",
         f"distributed.gpus_per_worker={1 if args.device == 'cuda' else 0}",
@@ -69,7 +108,7 @@ def run_config(args: argparse.Namespace, micro_batch: int) -> Config:
         'run.stages=["pretrain"]',
         "run.output_uri=outputs/gpu_check",
     ]
-    if args.tiny:
+    if args.smoke:
         overrides += [
             "model.vocab_size=1000",
             "model.embedding_size=64",
@@ -79,7 +118,7 @@ def run_config(args: argparse.Namespace, micro_batch: int) -> Config:
             "model.intermediate_size=128",
             "model.max_length=64",
         ]
-    return load_config(args.config, overrides)
+    return load_config(args.config, [*overrides, *extra])
 
 
 def make_batch(cfg: Config, micro_batch: int, device: str, padded: bool, seed: int) -> dict[str, Any]:
@@ -108,7 +147,7 @@ def synchronize(device: str) -> None:
 def build(cfg: Config, *, electra_adamw: bool = False) -> Any:
     """The product's engine, or with ElectraAdamW in place of the optimizer it would choose."""
     torch.manual_seed(0)
-    model = ElectraPretrainer(cfg.model, cfg.train.mask_prob, cfg.train.gen_weight, cfg.train.disc_weight)
+    model = pretrainer(cfg)
     t = cfg.train
     optimizer = (
         ElectraAdamW(param_groups(model, t.weight_decay), lr=t.learning_rate, eps=t.adam_eps) if electra_adamw else None
@@ -117,12 +156,14 @@ def build(cfg: Config, *, electra_adamw: bool = False) -> Any:
     return engine
 
 
-def time_steps(engine: Any, batch: dict[str, Any], device: str, steps: int, warmup: int) -> list[float]:
+def time_steps(
+    engine: Any, batch: dict[str, Any], device: str, steps: int, warmup: int, with_metrics: bool = False
+) -> list[float]:
     times = []
     for i in range(warmup + steps):
         synchronize(device)
         start = time.perf_counter()
-        out = engine(**batch)
+        out = engine(**batch, with_metrics=with_metrics)
         engine.backward(out.loss)
         engine.step()
         synchronize(device)
@@ -131,12 +172,25 @@ def time_steps(engine: Any, batch: dict[str, Any], device: str, steps: int, warm
     return times
 
 
-def measure(
-    name: str, cfg: Config, args: argparse.Namespace, padded: bool = False, electra_adamw: bool = False
-) -> dict[str, Any]:
-    batch = make_batch(cfg, args.micro_batch, args.device, padded, seed=1)
-    engine = build(cfg, electra_adamw=electra_adamw)
-    seconds = statistics.median(time_steps(engine, batch, args.device, args.steps, args.warmup))
+def variant_config(args: argparse.Namespace, variant: Variant) -> Config:
+    cfg = run_config(args, args.micro_batch, variant.overrides)
+    if variant.deepspeed is None:
+        return cfg
+    path = Path(tempfile.mkdtemp(prefix="gpu-check-")) / "deepspeed.json"
+    path.write_text(json.dumps(variant.deepspeed))
+    return dataclasses.replace(cfg, distributed=dataclasses.replace(cfg.distributed, deepspeed_config=str(path)))
+
+
+def measure(name: str, variant: Variant, args: argparse.Namespace) -> dict[str, Any]:
+    cfg = variant_config(args, variant)
+    batch = make_batch(cfg, args.micro_batch, args.device, variant.padded, seed=1)
+    try:
+        engine = build(cfg, electra_adamw=variant.electra_adamw)
+        seconds = statistics.median(
+            time_steps(engine, batch, args.device, args.steps, args.warmup, variant.with_metrics)
+        )
+    except Exception as e:  # noqa: BLE001 - one variant failing (e.g. compile) must not lose the others
+        return {"variant": name, "error": f"{type(e).__name__}: {str(e)[:500]}"}
     real = args.micro_batch * cfg.model.max_length if batch["attention_mask"] is None else batch["attention_mask"].sum()
     tokens_per_s = float(real) / seconds
     result = {"variant": name, "step_s": round(seconds, 5), "tokens_per_s": round(tokens_per_s)}
@@ -165,6 +219,18 @@ def peak_memory(args: argparse.Namespace) -> list[dict[str, Any]]:
     return found
 
 
+def attention_backend(op_names: set[str]) -> str:
+    """Which attention implementation the step ran, from the profiled op names."""
+    kinds = (
+        ("flash", "_scaled_dot_product_flash_attention"),
+        ("cudnn", "_scaled_dot_product_cudnn_attention"),
+        ("memory-efficient", "_scaled_dot_product_efficient_attention"),
+        ("math (SDPA's fallback)", "_scaled_dot_product_attention_math"),
+    )
+    found = [kind for kind, op in kinds if any(op in name for name in op_names)]
+    return ", ".join(found) or "matmul + softmax (no SDPA: the CPU towers' attention with dropout)"
+
+
 def classify(kernel: str) -> str:
     lowered = kernel.lower()
     return next((cls for cls, keys in KERNEL_CLASSES if any(k in lowered for k in keys)), "other")
@@ -181,21 +247,33 @@ def profile(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
     with torch_profile(activities=activities) as prof:
         time_steps(engine, batch, args.device, 3, 0)
+    from torch.autograd import DeviceType
+
     by_class: dict[str, float] = defaultdict(float)
+    other: dict[str, float] = defaultdict(float)
     attention_kernels = set()
+    names = {event.key for event in prof.key_averages()}
     for event in prof.key_averages():
-        device_us = getattr(event, "device_time_total", 0) if args.device == "cuda" else event.self_cpu_time_total
-        if not device_us:
+        if args.device == "cuda":
+            # kernels only: a CPU op's device time is its kernels' again
+            us = event.self_device_time_total if event.device_type == DeviceType.CUDA else 0
+        else:
+            us = event.self_cpu_time_total
+        if not us:
             continue
         cls = classify(event.key)
-        by_class[cls] += device_us
+        by_class[cls] += us
         if cls == "attention":
             attention_kernels.add(event.key[:120])
+        if cls == "other":
+            other[event.key[:80]] += us
     total = sum(by_class.values()) or 1.0
     return {
         "time_fraction_by_kernel_class": {
             k: round(v / total, 4) for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])
         },
+        "top_other": {k: round(v / total, 4) for k, v in sorted(other.items(), key=lambda kv: -kv[1])[:8]},
+        "attention_backend": attention_backend(names),
         "attention_kernels": sorted(attention_kernels),
     }
 
@@ -222,47 +300,37 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
     return env
 
 
-def timers_config(args: argparse.Namespace) -> Config:
-    """The shipped config plus a user DeepSpeed file that turns DeepSpeed's timers back on."""
-    path = Path(tempfile.mkdtemp(prefix="gpu-check-")) / "timers.json"
-    path.write_text(json.dumps({"timers": {"throughput": {"enabled": True}}}))  # DeepSpeed's default
-    return dataclasses.replace(
-        run_config(args, args.micro_batch),
-        distributed=dataclasses.replace(run_config(args, args.micro_batch).distributed, deepspeed_config=str(path)),
-    )
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(CONFIGS / "base_v3.json"))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cuda", "cpu"])
-    p.add_argument("--tiny", action="store_true", help="a tiny model: checks the script itself")
+    p.add_argument("--smoke", action="store_true", help="a tiny model on CPU, few steps: checks the script itself")
     p.add_argument("--micro-batch", type=int, default=32)
     p.add_argument("--memory-batches", type=int, nargs="*", default=[32, 64, 128])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS), help="default: all")
     args = p.parse_args()
+    if args.smoke:
+        args.device, args.micro_batch, args.steps, args.warmup = "cpu", 4, 2, 1
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)  # it logs to stdout, where the JSON goes
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("MASTER_PORT", "29533"))
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_SIZE="1", LOCAL_WORLD_SIZE="1")
     torch.distributed.init_process_group("nccl" if args.device == "cuda" else "gloo", rank=0, world_size=1)
     cfg = run_config(args, args.micro_batch)
-    variants: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-        ("shipped", lambda: measure("shipped", cfg, args)),
-        ("padded_rows", lambda: measure("padded_rows", cfg, args, padded=True)),
-        ("electra_adamw", lambda: measure("electra_adamw", cfg, args, electra_adamw=True)),
-        ("deepspeed_timers", lambda: measure("deepspeed_timers", timers_config(args), args)),
-    ]
     report: dict[str, Any] = {
         "benchmark": "gpu_check",
         "environment": environment(args),
-        "model": {"config": Path(args.config).name, "tiny": args.tiny, "seq": cfg.model.max_length},
+        "model": {"config": Path(args.config).name, "smoke": args.smoke, "seq": cfg.model.max_length},
         "micro_batch": args.micro_batch,
-        "variants": [run() for _, run in variants],
+        "variants": [
+            measure(name, VARIANTS[name], args) for name in ["shipped", *(n for n in args.variants if n != "shipped")]
+        ],
     }
-    shipped = report["variants"][0]["step_s"]
+    shipped = report["variants"][0].get("step_s")
     for v in report["variants"]:
-        v["step_time_vs_shipped"] = round(v["step_s"] / shipped, 3)
+        if shipped and "step_s" in v:
+            v["step_time_vs_shipped"] = round(v["step_s"] / shipped, 3)
     if args.device == "cuda":
         report["peak_memory"] = peak_memory(args)
     report["profile"] = profile(cfg, args)

@@ -256,20 +256,23 @@ def remove(uri: str) -> None:
         raise _wrap(uri, e) from e
 
 
-def upload_dir(local_dir: str, uri: str) -> None:
-    """Copy a local folder's files below `uri` (a plain copy when `uri` is local)."""
+def upload_file(src: str, uri: str) -> None:
+    """Copy one local file to `uri` (parents are created when local)."""
     fs, path = filesystem(uri)
     try:
-        for root, _, files in os.walk(local_dir):
-            for name in files:
-                src = os.path.join(root, name)
-                rel = os.path.relpath(src, local_dir).replace(os.sep, "/")
-                dst = posixpath.join(path, rel) if is_s3(uri) else os.path.join(path, rel)
-                if not is_s3(uri):
-                    os.makedirs(os.path.dirname(dst), exist_ok=True)
-                fs.put_file(src, dst)
+        if not is_s3(uri):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        fs.put_file(src, path)
     except Exception as e:  # noqa: BLE001
         raise _wrap(uri, e) from e
+
+
+def upload_dir(local_dir: str, uri: str) -> None:
+    """Copy a local folder's files below `uri` (a plain copy when `uri` is local)."""
+    for root, _, files in os.walk(local_dir):
+        for name in files:
+            src = os.path.join(root, name)
+            upload_file(src, join(uri, *os.path.relpath(src, local_dir).split(os.sep)))
 
 
 def download_dir(uri: str, local_dir: str) -> str:

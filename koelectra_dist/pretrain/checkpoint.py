@@ -6,8 +6,13 @@ Layout of one step folder:
 - `rng/rank-{R:05d}.pt`: each rank's python, numpy and torch RNG states;
 - `meta.json`: a `CheckpointMeta` (step, data position, world size, ZeRO stage, precision, vocabulary
   hash, last metrics, the run config);
-- `COMMITTED`: written by rank 0 LAST, after every rank's upload; it seals the step's file list,
-  each file's size and sha256 (`files`).
+- `uploaded/rank-{R:05d}.json`: written by each rank once its files are uploaded, listing them with
+  their sizes and sha256 (`uploaded/rank-{R:05d}.failed` when its upload failed);
+- `COMMITTED`: written by rank 0 LAST, once every rank's `uploaded/` marker is there; it seals the
+  step's file list, each file's size and sha256 (`files`).
+
+Training goes on while the files upload (`Checkpointer`): only writing the engine state to a local
+folder blocks the step.
 
 Only committed steps exist for readers: a step folder without COMMITTED (an upload cut short by
 a crash) is never resumed from and is removed by the next save's retention pass. A committed step
@@ -18,15 +23,19 @@ files stay for inspection), and the newest earlier step that verifies is used in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import posixpath
 import random
 import re
 import shutil
 import tempfile
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -43,6 +52,7 @@ REJECTED = "REJECTED"
 META = "meta.json"
 DEEPSPEED_DIR = "deepspeed"
 DEEPSPEED_TAG = "state"
+UPLOADED_DIR = "uploaded"
 _STEP_RE = re.compile(r"^step-(\d{8,})$")
 
 
@@ -204,46 +214,177 @@ def file_digest(path: str) -> dict[str, Any]:
     return {"bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
 
 
-def _digests(local_dir: str) -> dict[str, dict[str, Any]]:
-    """Every file below `local_dir`, by its '/'-separated relative path."""
-    found = {}
-    for folder, _, names in os.walk(local_dir):
-        for name in names:
-            path = os.path.join(folder, name)
-            found[os.path.relpath(path, local_dir).replace(os.sep, "/")] = file_digest(path)
-    return found
-
-
-def save(engine: Any, root: str, step: int, meta: CheckpointMeta, keep_last: int) -> float:
-    """Save the engine state of every rank to `root`/step-N and commit it; return the seconds it
-    took. Collective: every rank must call it with the same step."""
-    import torch.distributed as dist
-
-    start = time.perf_counter()
-    uri = step_uri(root, step)
-    rank = dist.get_rank()
-    if rank == 0:
-        storage.remove(uri)  # a rejected or abandoned earlier attempt at this step
-    dist.barrier()
+def _local_state(engine: Any, step: int, rank: int) -> str:
+    """Write this rank's engine and RNG state to a new local temporary folder; return it."""
     local = tempfile.mkdtemp(prefix=f"koelectra-ckpt-{step}-r{rank}-")
     try:
         engine.save_checkpoint(os.path.join(local, DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
         os.makedirs(os.path.dirname(_rng_file(local, rank)), exist_ok=True)
         torch.save(rng_state(), _rng_file(local, rank))
-        files = _digests(local)
-        storage.upload_dir(local, uri)
-    finally:
+    except BaseException:
         shutil.rmtree(local, ignore_errors=True)
-    every_rank: list[dict[str, Any] | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(every_rank, files)  # also the barrier: every rank's files are stored
-    if rank == 0:
-        sealed = {name: digest for rank_files in every_rank for name, digest in (rank_files or {}).items()}
+        raise
+    return local
+
+
+def _marker(uri: str, rank: int, suffix: str) -> str:
+    return storage.join(uri, UPLOADED_DIR, f"rank-{rank:05d}.{suffix}")
+
+
+class Checkpointer:
+    """One rank's checkpoint writer. `save` blocks only while the engine state is written to a local
+    folder; a background thread then hashes and uploads the files (several at a time) and writes
+    this rank's marker `uploaded/rank-R.json` listing them. Rank 0's thread then waits for every
+    rank's marker, writes meta.json and COMMITTED (sealing every listed file) and prunes. So no
+    collective waits for an upload; a crash mid-upload leaves no COMMITTED.
+
+    At most one save is in flight: the next `save` and `wait` (at the end of the run) wait for it.
+    Its failure is raised by the next `poll` (each step boundary), `save` or `wait`."""
+
+    def __init__(self, root: str, keep_last: int, resumed_step: int, upload_threads: int = 8):
+        """Collective-free; rank 0 deletes what an earlier attempt left after `resumed_step` (uploads
+        cut short, rejected steps) now, so that `save` makes no storage call before its barrier."""
+        import torch.distributed as dist
+
+        self.root, self.keep_last = root, keep_last
+        # Committed steps after the resumed one (an older step named on purpose) are replaced when
+        # the run reaches them; their folder is deleted then, in `save`.
+        self._committed_later: set[int] = set()
+        if dist.get_rank() == 0:
+            for step in _all_steps(root):
+                if step > resumed_step:
+                    if is_committed(step_uri(root, step)):
+                        self._committed_later.add(step)
+                    else:
+                        storage.remove(step_uri(root, step))
+        # Long-lived threads: each keeps its own S3 client (fsspec caches one per thread).
+        self._files = ThreadPoolExecutor(upload_threads, thread_name_prefix="ckpt-file")
+        self._job = ThreadPoolExecutor(1, thread_name_prefix="ckpt-upload")
+        self._pending: tuple[int, Future] | None = None
+        self._finished: tuple[int, float] | None = None  # waited for by `save`, not yet polled
+        self._cancel = threading.Event()
+
+    def save(self, engine: Any, step: int, meta: CheckpointMeta) -> dict[str, float]:
+        """Capture every rank's state at `step` and start committing it. Collective: every rank
+        calls it with the same step. Returns {"stall_s": seconds the caller was blocked,
+        "write_s": of which writing the local files}."""
+        import torch.distributed as dist
+
+        start = time.perf_counter()
+        self._finished = self.wait() or self._finished  # the previous save; raises its failure
+        uri = step_uri(self.root, step)
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if rank == 0 and step in self._committed_later:
+            storage.remove(uri)
+        dist.barrier()  # nobody uploads into the folder before rank 0 has cleaned it
+        write_start = time.perf_counter()
+        local = _local_state(engine, step, rank)
+        write_s = time.perf_counter() - write_start
+        future = self._job.submit(self._commit, local, uri, step, rank, world, meta)
+        self._pending = (step, future)
+        return {"stall_s": time.perf_counter() - start, "write_s": write_s}
+
+    def poll(self) -> tuple[int, float] | None:
+        """(step, seconds from save to commit) once the save in flight has finished, else None;
+        raises its failure."""
+        if self._finished is not None:
+            done, self._finished = self._finished, None
+            return done
+        if self._pending is None or not self._pending[1].done():
+            return None
+        return self.wait()
+
+    def wait(self) -> tuple[int, float] | None:
+        """Block until the save in flight (if any) is committed (rank 0) or uploaded (other ranks);
+        return (step, its seconds) or None; raise its failure."""
+        if self._pending is None:
+            return None
+        step, future = self._pending
+        self._pending = None
+        try:
+            return step, future.result()
+        except KoelectraError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a storage outage is transient: the driver retries
+            raise RuntimeError(f"checkpoint of step {step}: upload failed ({type(e).__name__}: {e})") from e
+
+    def close(self) -> None:
+        """Stop: an upload still in flight is abandoned (its step stays uncommitted)."""
+        self._cancel.set()
+        self._files.shutdown(wait=False, cancel_futures=True)
+        self._job.shutdown(wait=False, cancel_futures=True)
+
+    def _commit(self, local: str, uri: str, step: int, rank: int, world: int, meta: CheckpointMeta) -> float:
+        start = time.perf_counter()
+        try:
+            try:
+                files = self._upload(local, uri)
+            except BaseException as e:
+                with contextlib.suppress(Exception):  # tells rank 0 not to wait for us
+                    storage.write_bytes(_marker(uri, rank, "failed"), f"{type(e).__name__}: {e}".encode())
+                raise
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+        storage.write_json(_marker(uri, rank, "json"), files)
+        if rank == 0:
+            self._seal(uri, step, world, meta)
+            prune(self.root, self.keep_last)
+        return time.perf_counter() - start
+
+    def _upload(self, local: str, uri: str) -> dict[str, dict[str, Any]]:
+        """Hash and upload every file below `local`, several at a time; their digests by name."""
+
+        def one(name: str) -> dict[str, Any]:
+            if self._cancel.is_set():
+                raise CheckpointError(f"{uri}: upload abandoned (the run stopped)")
+            path = os.path.join(local, *name.split("/"))
+            digest = file_digest(path)
+            storage.upload_file(path, storage.join(uri, *name.split("/")))
+            return digest
+
+        names = sorted(
+            os.path.relpath(os.path.join(folder, n), local).replace(os.sep, "/")
+            for folder, _, found in os.walk(local)
+            for n in found
+        )
+        futures = {name: self._files.submit(one, name) for name in names}
+        return {name: f.result() for name, f in futures.items()}
+
+    def _seal(self, uri: str, step: int, world: int, meta: CheckpointMeta) -> None:
+        """Rank 0: once every rank's marker is there, write meta.json, then COMMITTED."""
+        delay = 0.05
+        while True:
+            found = {posixpath.basename(f) for f in storage.list_files(storage.join(uri, UPLOADED_DIR))}
+            if failed := sorted(n for n in found if n.endswith(".failed")):
+                reason = storage.read_bytes(storage.join(uri, UPLOADED_DIR, failed[0])).decode(errors="replace")
+                raise RuntimeError(f"{uri}: {failed[0].split('.')[0]} could not upload its files ({reason})")
+            if all(f"rank-{r:05d}.json" in found for r in range(world)):
+                break
+            if self._cancel.wait(delay):
+                raise CheckpointError(f"{uri}: commit abandoned (the run stopped)")
+            delay = min(2.0, delay * 2)
+        sealed: dict[str, dict[str, Any]] = {}
+        for r in range(world):
+            sealed.update(storage.read_json(_marker(uri, r, "json")))
         meta_bytes = json.dumps(meta.to_json(), indent=2, ensure_ascii=False).encode("utf-8")
         storage.write_bytes(storage.join(uri, META), meta_bytes)
         sealed[META] = {"bytes": len(meta_bytes), "sha256": hashlib.sha256(meta_bytes).hexdigest()}
         storage.write_json(storage.join(uri, COMMITTED), {"step": step, "time": time.time(), "files": sealed})
-        prune(root, keep_last)
-    dist.barrier()
+
+
+def save(engine: Any, root: str, step: int, meta: CheckpointMeta, keep_last: int) -> float:
+    """Save and commit `step` before returning (no background upload); return the seconds it took.
+    Collective: every rank must call it with the same step."""
+    import torch.distributed as dist
+
+    start = time.perf_counter()
+    saver = Checkpointer(root, keep_last, resumed_step=step - 1)
+    try:
+        saver.save(engine, step, meta)
+        saver.wait()
+    finally:
+        saver.close()
+    dist.barrier()  # rank 0 has committed: every rank may read the step
     return time.perf_counter() - start
 
 

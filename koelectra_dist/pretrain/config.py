@@ -50,6 +50,9 @@ class TrainConfig:
     verify_shards: Literal["size", "sha256"] = "size"
     """What the driver checks of every shard before training starts: presence, size and row count
     ("size": a listing and each Parquet footer), or also each file's sha256 ("sha256": reads them all)."""
+    compile: bool = False
+    """Compile each encoder layer of both towers with torch.compile (Inductor). A layer that fails
+    to compile fails the run at its first step, naming the cause."""
 
 
 @dataclass(frozen=True)

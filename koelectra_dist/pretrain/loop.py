@@ -47,6 +47,10 @@ def pretrainer(cfg: Config) -> torch.nn.Module:
     )
     if t.init_from:
         init_weights(model, t.init_from)
+    if t.compile:
+        from koelectra_dist.pretrain.compiled import compile_layers
+
+        compile_layers(model)
     return model
 
 
@@ -105,6 +109,7 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
     )
     loader = Prefetcher(stream.batches())
     metrics = MetricsLog(cfg, rank, world, root, resumed_step=step)
+    saver = checkpoint.Checkpointer(root, cfg.checkpoint.keep_last, resumed_step=step)
     try:
         while step < t.steps:
             metrics.start_step(loader.wait_seconds, lr=engine.get_lr()[0])
@@ -124,8 +129,14 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
                     metrics=metrics.last,
                     config=cfg.to_dict(),
                 )
-                seconds = checkpoint.save(engine, root, step, meta, cfg.checkpoint.keep_last)
-                metrics.checkpoint_saved(step, seconds)
+                metrics.checkpoint_saved(step, **saver.save(engine, step, meta))
+            # a background upload's failure fails the run here, at the step boundary
+            if committed := saver.poll():
+                metrics.checkpoint_committed(*committed)
+        # the final checkpoint is committed before the worker returns
+        if committed := saver.wait():
+            metrics.checkpoint_committed(*committed)
     finally:
+        saver.close()
         loader.close()
         metrics.close()

@@ -14,8 +14,27 @@ import torch
 from koelectra_dist import storage
 from koelectra_dist.config import Config
 
-# Dense bf16/fp16 tensor-core peak FLOP/s per GPU, by name fragment; MFU is reported only for these.
-PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "L4": 121e12}
+# Dense (no sparsity) bf16 tensor-core peak FLOP/s per GPU, from the vendor's datasheets, by a
+# fragment of torch.cuda.get_device_name(); the first fragment found in the name wins, so the
+# specific ones (H100 PCIe, L40S) come before the general ones (H100, L40). MFU is reported only
+# for these: a device not listed gets no MFU rather than another device's peak.
+PEAK_FLOPS = {
+    "B200": 2250e12,
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
+    "H200 NVL": 835e12,
+    "GH200": 989e12,
+    "H200": 989e12,  # SXM
+    "H100": 989e12,  # SXM ("NVIDIA H100 80GB HBM3")
+    "H800": 989e12,
+    "A100": 312e12,  # SXM and PCIe
+    "A800": 312e12,
+    "L40S": 362e12,
+    "L40": 181e12,
+    "A10G": 70e12,  # AWS's A10 variant, as AWS quotes it
+    "A10": 125e12,
+    "L4": 121e12,
+}
 SUMMED = ("real_tokens", "masked_tokens")
 """Counts, summed over micro-batches and ranks; every other metric a model returns is averaged."""
 HEADLINE = ("gen_acc", "disc_precision", "disc_recall", "disc_auc", "soft_loss", "cos_loss", "student_loss")
@@ -23,9 +42,13 @@ HEADLINE = ("gen_acc", "disc_precision", "disc_recall", "disc_auc", "soft_loss",
 
 
 def peak_flops(device: torch.device) -> float | None:
+    """The dense bf16 peak of a CUDA device (PEAK_FLOPS); None on CPU or for a GPU not listed."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
+    return peak_flops_of(torch.cuda.get_device_name(device))
+
+
+def peak_flops_of(name: str) -> float | None:
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 
@@ -120,11 +143,21 @@ class MetricsLog:
             text += f" MFU {100 * m['mfu']:.1f}%"
         return text
 
-    def checkpoint_saved(self, step: int, seconds: float) -> None:
+    def checkpoint_saved(self, step: int, stall_s: float, write_s: float) -> None:
+        """A checkpoint's state is captured: the step was blocked `stall_s`, `write_s` of it writing locally."""
         if self.rank != 0:
             return
-        print(f"[{self.cfg.run.name}] step {step}: checkpoint committed in {seconds:.1f}s", flush=True)
-        self._writer.add_scalar("train/checkpoint_s", seconds, step)
+        self._writer.add_scalar("train/checkpoint_stall_s", stall_s, step)
+        self._writer.add_scalar("train/checkpoint_write_s", write_s, step)
+
+    def checkpoint_committed(self, step: int, seconds: float) -> None:
+        """Rank 0 committed `step`, `seconds` after its local write (uploads and seal, in the background)."""
+        if self.rank != 0:
+            return
+        print(
+            f"[{self.cfg.run.name}] step {step}: checkpoint committed {seconds:.1f}s after its local write", flush=True
+        )
+        self._writer.add_scalar("train/checkpoint_commit_s", seconds, step)
         self._sync_tensorboard()
 
     def _sync_tensorboard(self) -> None:

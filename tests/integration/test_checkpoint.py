@@ -140,3 +140,118 @@ def test_a_missing_bucket_is_named_before_any_work(s3_endpoint):
 
     with pytest.raises(StorageError, match="the bucket no-such-bucket does not exist; create it or correct the URI"):
         storage.check_writable("s3://no-such-bucket/run/checkpoints")
+
+
+# ---------------------------------------------------------------- saving a real engine in the background
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    """A real DeepSpeed engine (tiny model, ZeRO 1, one gloo rank in this process)."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+    from helpers import free_port, tiny_config
+
+    from koelectra_dist.pretrain.engine import build_engine
+    from koelectra_dist.pretrain.model import ElectraPretrainer
+
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0", "WORLD_SIZE": "1"}
+    os.environ.update(env, LOCAL_RANK="0", LOCAL_SIZE="1", LOCAL_WORLD_SIZE="1")
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    cfg = tiny_config(str(tmp_path_factory.mktemp("run")), "distributed.num_workers=1", "train.micro_batch_size=8")
+    torch.manual_seed(0)
+    t = cfg.train
+    engine, _, _ = build_engine(cfg, ElectraPretrainer(cfg.model, t.mask_prob, t.gen_weight, t.disc_weight))
+    yield engine
+    dist.destroy_process_group()
+
+
+def train_one_step(engine) -> None:
+    import torch
+
+    from koelectra_dist.tokens import CLS_ID, SEP_ID
+
+    ids = torch.randint(5, 1000, (8, 16))
+    ids[:, 0], ids[:, -1] = CLS_ID, SEP_ID
+    out = engine(ids, torch.ones_like(ids), torch.zeros_like(ids))
+    engine.backward(out.loss)
+    engine.step()
+
+
+def gated_uploads(monkeypatch, fail_at: str | None = None):
+    """Uploads wait for the returned event (so a test sees the state mid-upload); the file whose
+    name ends with `fail_at` fails as a refused write would."""
+    import threading
+
+    from koelectra_dist.errors import StorageError
+
+    gate, real = threading.Event(), storage.upload_file
+
+    def upload_file(src: str, uri: str) -> None:
+        assert gate.wait(60)
+        if fail_at and uri.endswith(fail_at):
+            raise StorageError(f"{uri}: access denied (injected)")
+        real(src, uri)
+
+    monkeypatch.setattr(storage, "upload_file", upload_file)
+    return gate
+
+
+def test_training_goes_on_while_the_files_upload_and_the_step_is_committed_last(engine, root, monkeypatch):
+    saver = checkpoint.Checkpointer(root, keep_last=1, resumed_step=0)
+    try:
+        gate = gated_uploads(monkeypatch)
+        times = saver.save(engine, 1, meta(1))
+        assert 0 < times["write_s"] <= times["stall_s"]
+        uri = checkpoint.step_uri(root, 1)
+        # save returned with nothing uploaded yet: training goes on, the step is not committed
+        train_one_step(engine)
+        assert saver.poll() is None and not checkpoint.is_committed(uri)
+        gate.set()
+        step, seconds = saver.wait()
+        assert step == 1 and seconds > 0 and checkpoint.verify(uri) == []
+        sealed = checkpoint._sealed_files(uri)
+        assert WEIGHTS in sealed and "rng/rank-00000.pt" in sealed and checkpoint.META in sealed
+        assert storage.read_json(storage.join(uri, "uploaded", "rank-00000.json")).keys() == sealed.keys() - {
+            checkpoint.META
+        }
+        # the next save waits for nothing pending; retention keeps the newest step only
+        saver.save(engine, 2, meta(2))
+        assert saver.wait()[0] == 2 and checkpoint.committed_steps(root) == [2]
+        assert checkpoint.read_meta(checkpoint.step_uri(root, 2)) == meta(2)
+    finally:
+        saver.close()
+
+
+def test_a_failed_upload_commits_nothing_and_fails_the_run_at_the_next_step(engine, root, monkeypatch):
+    from koelectra_dist.errors import StorageError
+
+    checkpoint.save(engine, root, 1, meta(1), keep_last=2)  # committed before it returns
+    assert checkpoint.committed_steps(root) == [1]
+    saver = checkpoint.Checkpointer(root, keep_last=2, resumed_step=1)
+    try:
+        gate = gated_uploads(monkeypatch, fail_at="rng/rank-00000.pt")
+        saver.save(engine, 2, meta(2))  # returns: the failure comes later, from the background
+        gate.set()
+        with pytest.raises(StorageError, match="access denied"):
+            for _ in range(600):  # the loop polls at each step boundary
+                train_one_step(engine)
+                saver.poll()
+        uri = checkpoint.step_uri(root, 2)
+        assert not checkpoint.is_committed(uri) and checkpoint.latest_verified(root) == checkpoint.step_uri(root, 1)
+        assert "access denied" in storage.read_bytes(storage.join(uri, "uploaded", "rank-00000.failed")).decode()
+        assert storage.exists(storage.join(uri, *WEIGHTS.split("/")))  # a partial upload, never used
+    finally:
+        saver.close()
+    # the resumed run starts by deleting the leftovers, then commits that step afresh
+    monkeypatch.undo()
+    saver = checkpoint.Checkpointer(root, keep_last=2, resumed_step=1)
+    try:
+        assert not storage.exists(uri)
+        saver.save(engine, 2, meta(2))
+        assert saver.wait()[0] == 2 and checkpoint.committed_steps(root) == [1, 2]
+        assert not storage.exists(storage.join(uri, "uploaded", "rank-00000.failed"))
+    finally:
+        saver.close()

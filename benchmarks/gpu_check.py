@@ -21,7 +21,11 @@ Variants (`VARIANTS`; each against "shipped", measured in the same run):
 - compile: train.compile=true (each encoder layer compiled by Inductor);
 - deepspeed_buckets: DeepSpeed's own bucket sizes (5e8) without overlap_comm. On one GPU there is no
   gradient communication, so this measures only their cost here; their benefit needs several GPUs;
-- deepspeed_timers: DeepSpeed's throughput timer on, its default (a device sync per step).
+- deepspeed_timers: DeepSpeed's throughput timer on, its default (a device sync per step);
+- unfused_vocab: train.fused_vocab=false (the generator's cross-entropy, Gumbel sample and accuracy
+  as separate passes over the vocabulary);
+- four_examples_per_row: full rows of four examples each, attention kept inside each example by a
+  block-diagonal mask (what corpus.several_examples_per_row costs against one unmasked example).
 A new config flag becomes one more entry of VARIANTS (its config overrides).
 """
 
@@ -74,6 +78,7 @@ class Variant:
 
     overrides: tuple[str, ...] = ()
     padded: bool = False
+    examples_per_row: int = 1
     with_metrics: bool = False
     electra_adamw: bool = False
     deepspeed: dict[str, Any] | None = None  # a user DeepSpeed file's contents
@@ -93,6 +98,8 @@ VARIANTS: dict[str, Variant] = {
         )
     ),
     "deepspeed_timers": Variant(deepspeed={"timers": {"throughput": {"enabled": True}}}),
+    "unfused_vocab": Variant(overrides=("train.fused_vocab=false",)),
+    "four_examples_per_row": Variant(examples_per_row=4),
 }
 
 
@@ -121,8 +128,11 @@ def run_config(args: argparse.Namespace, micro_batch: int, extra: tuple[str, ...
     return load_config(args.config, [*overrides, *extra])
 
 
-def make_batch(cfg: Config, micro_batch: int, device: str, padded: bool, seed: int) -> dict[str, Any]:
-    """Rows of random ids; padded rows end at 40-100% of the length (70% on average), full rows fill it."""
+def make_batch(
+    cfg: Config, micro_batch: int, device: str, padded: bool, seed: int, examples_per_row: int = 1
+) -> dict[str, Any]:
+    """Rows of random ids; padded rows end at 40-100% of the length (70% on average), full rows fill
+    it, as one example or as `examples_per_row` equal ones (own positions, block-diagonal attention)."""
     gen = torch.Generator().manual_seed(seed)
     length = cfg.model.max_length
     ids = torch.randint(5, cfg.model.vocab_size, (micro_batch, length), generator=gen)
@@ -136,7 +146,14 @@ def make_batch(cfg: Config, micro_batch: int, device: str, padded: bool, seed: i
         mask = mask.to(device)
     else:
         ids[:, -1] = SEP_ID
-    return {"input_ids": ids.to(device), "attention_mask": mask, "token_type_ids": torch.zeros_like(ids).to(device)}
+    batch = {"input_ids": ids.to(device), "attention_mask": mask, "token_type_ids": torch.zeros_like(ids).to(device)}
+    if examples_per_row > 1:
+        example = torch.arange(length) * examples_per_row // length  # example index of each position
+        starts = (torch.arange(examples_per_row) * length + examples_per_row - 1) // examples_per_row
+        positions = torch.arange(length) - starts[example]
+        batch["position_ids"] = positions.expand(micro_batch, length).contiguous().to(device)
+        batch["example_ids"] = example.expand(micro_batch, length).contiguous().to(device)
+    return batch
 
 
 def synchronize(device: str) -> None:
@@ -183,7 +200,9 @@ def variant_config(args: argparse.Namespace, variant: Variant) -> Config:
 
 def measure(name: str, variant: Variant, args: argparse.Namespace) -> dict[str, Any]:
     cfg = variant_config(args, variant)
-    batch = make_batch(cfg, args.micro_batch, args.device, variant.padded, seed=1)
+    batch = make_batch(
+        cfg, args.micro_batch, args.device, variant.padded, seed=1, examples_per_row=variant.examples_per_row
+    )
     try:
         engine = build(cfg, electra_adamw=variant.electra_adamw)
         seconds = statistics.median(

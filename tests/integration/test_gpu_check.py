@@ -25,7 +25,7 @@ def test_gpu_check_smoke_runs_every_variant():
     report = json.loads(done.stdout.strip().splitlines()[-1])
     variants = {v["variant"]: v for v in report["variants"]}
     expected = {"shipped", "padded_rows", "metrics_every_step", "electra_adamw", "compile"}
-    expected |= {"deepspeed_buckets", "deepspeed_timers"}
+    expected |= {"deepspeed_buckets", "deepspeed_timers", "unfused_vocab", "four_examples_per_row"}
     assert set(variants) == expected
     for name, v in variants.items():
         assert "error" not in v, f"{name}: {v.get('error')}"

@@ -21,7 +21,19 @@ from koelectra_dist.pretrain.model import (
     masked_lm_logits,
     max_predictions,
     replaced_token_loss,
+    tower_flops_per_token,
 )
+
+
+def forward_flops_per_token(model: nn.Module, seq_len: int, mask_prob: float) -> float:
+    """Matmul FLOPs per token of one forward pass of a transformers ELECTRA or BERT model with a
+    discriminator head (every token) or an MLM head (masked tokens only)."""
+    c = model.config
+    hidden, embedding = c.hidden_size, getattr(c, "embedding_size", c.hidden_size)
+    encoder = tower_flops_per_token(hidden, c.intermediate_size, c.num_hidden_layers, embedding, seq_len)
+    if hasattr(model, "discriminator_predictions"):
+        return encoder + 2 * hidden * hidden + 2 * hidden
+    return encoder + mask_prob * (2 * hidden * embedding + 2 * embedding * c.vocab_size)
 
 
 @dataclass
@@ -50,6 +62,12 @@ class Distiller(nn.Module):
         self.cfg = distill_cfg
         self.mask_prob = mask_prob
         self.cap = max(1, max_predictions(mask_prob, teacher.config["max_position_embeddings"]))
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Matmul FLOPs of one step per real token (for MFU): the student's forward and backward,
+        the frozen teacher's (and generator's) forward."""
+        student = 3.0 * forward_flops_per_token(self.student, seq_len, self.mask_prob)
+        return student + sum(forward_flops_per_token(m, seq_len, self.mask_prob) for m in self._frozen)
 
     def _frozen_on(self, device: torch.device) -> tuple[nn.Module, ...]:
         if next(self._frozen[0].parameters()).device != device:

@@ -71,7 +71,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
 
 def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], resume: str | None) -> None:
-    """One Ray Train worker: build the model (its forward returns `.loss` and `.metrics`) and its
+    """One Ray Train worker: build the model (its forward returns `.loss` and `.metrics`; `flops_per_token(seq_len)` gives MFU its numerator) and its
     engine, resume from `resume` (a step the driver chose and verified) if any, train on the shards
     to `train.steps`, checkpoint under `cfg.paths.checkpoints`."""
     import ray.train
@@ -108,7 +108,8 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
         start=consumed,
     )
     loader = Prefetcher(stream.batches())
-    metrics = MetricsLog(cfg, rank, world, root, resumed_step=step)
+    flops = model.flops_per_token(shards.manifest.max_length)
+    metrics = MetricsLog(cfg, rank, world, root, resumed_step=step, flops_per_token=flops)
     saver = checkpoint.Checkpointer(root, cfg.checkpoint.keep_last, resumed_step=step)
     try:
         while step < t.steps:

@@ -60,11 +60,10 @@ def format_eta(seconds: float) -> str:
 
 
 class MetricsLog:
-    def __init__(self, cfg: Config, rank: int, world: int, root: str, resumed_step: int):
-        from koelectra_dist.pretrain.model import train_flops_per_token
-
+    def __init__(self, cfg: Config, rank: int, world: int, root: str, resumed_step: int, flops_per_token: float):
+        """`flops_per_token`: the trained model's matmul FLOPs per real token of a step (MFU's numerator)."""
         self.cfg, self.rank, self.world = cfg, rank, world
-        self.flops_per_token = train_flops_per_token(cfg.model, cfg.model.max_length, cfg.train.mask_prob)
+        self.flops_per_token = flops_per_token
         self.last: dict[str, float] = {}
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}

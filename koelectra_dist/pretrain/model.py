@@ -187,6 +187,7 @@ class ElectraPretrainer(nn.Module):
         super().__init__()
         if not 0 < mask_prob < 1:
             raise ConfigError(f"mask_prob must be a fraction in (0, 1), got {mask_prob}")
+        self.model_cfg = model_cfg
         self.max_length = model_cfg.max_length
         self.mask_prob = mask_prob
         self.gen_weight = gen_weight
@@ -204,6 +205,10 @@ class ElectraPretrainer(nn.Module):
         self.discriminator.electra.embeddings = self.generator.electra.embeddings
         for tower in (self.generator, self.discriminator):
             use_cpu_fast_dropout(tower)
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Matmul FLOPs of one training step per real token (for MFU)."""
+        return train_flops_per_token(self.model_cfg, seq_len, self.mask_prob)
 
     def generator_logits(
         self,
@@ -344,17 +349,20 @@ def binary_auc(scores: Tensor, labels: Tensor, weights: Tensor) -> Tensor:
     return torch.where(n_pos * n_neg > 0, auc, torch.full_like(auc, 0.5)).float()
 
 
+def tower_flops_per_token(hidden: int, ffn: int, layers: int, embedding: int, seq_len: int) -> float:
+    """Matmul FLOPs of one encoder's forward pass per token at `seq_len` (projections, attention
+    scores and values, feed-forward; the embedding projection when its width differs)."""
+    layer = 2 * (4 * hidden * hidden + 2 * hidden * ffn) + 4 * seq_len * hidden
+    return layers * layer + (2 * embedding * hidden if embedding != hidden else 0)
+
+
 def train_flops_per_token(model_cfg: ModelConfig, seq_len: int, mask_prob: float = 0.15) -> float:
     """Matmul FLOPs of one training step per real token (3x forward: forward + backward): both
     towers at `seq_len`, the discriminator head, and the generator head on masked tokens only."""
-
-    def tower(hidden: int, ffn: int) -> float:
-        layer = 2 * (4 * hidden * hidden + 2 * hidden * ffn) + 4 * seq_len * hidden
-        project = 2 * model_cfg.embedding_size * hidden if model_cfg.embedding_size != hidden else 0
-        return model_cfg.num_hidden_layers * layer + project
-
-    hidden, gen_hidden, emb = model_cfg.hidden_size, model_cfg.generator_hidden_size(), model_cfg.embedding_size
-    disc = tower(hidden, model_cfg.intermediate_size) + 2 * hidden * hidden + 2 * hidden
-    gen_head = 2 * gen_hidden * emb + 2 * emb * model_cfg.vocab_size
-    gen = tower(gen_hidden, model_cfg.generator_intermediate_size()) + mask_prob * gen_head
-    return 3.0 * (disc + gen)
+    m = model_cfg
+    hidden, gen_hidden, emb = m.hidden_size, m.generator_hidden_size(), m.embedding_size
+    disc = tower_flops_per_token(hidden, m.intermediate_size, m.num_hidden_layers, emb, seq_len)
+    disc += 2 * hidden * hidden + 2 * hidden
+    gen_head = 2 * gen_hidden * emb + 2 * emb * m.vocab_size
+    gen = tower_flops_per_token(gen_hidden, m.generator_intermediate_size(), m.num_hidden_layers, emb, seq_len)
+    return 3.0 * (disc + gen + mask_prob * gen_head)

@@ -33,7 +33,7 @@ engine, _, _ = build_engine(cfg, pretrainer(cfg))  # as configured (train.fused_
 shards = open_shards(cfg)
 stream = ShardStream(shards.uris, shards.rows, seed=0, rank=0, world_size=1, micro_batch=cfg.train.micro_batch_size, start=0)
 loader = Prefetcher(stream.batches())
-metrics = MetricsLog(cfg, rank=1, world=1, root=f"{out}/ck", resumed_step=0)  # rank 1: no TensorBoard writer
+metrics = MetricsLog(cfg, rank=1, world=1, root=f"{out}/ck", resumed_step=0, flops_per_token=1.0)  # rank 1: no TensorBoard writer
 accumulation = cfg.gradient_accumulation_steps()
 train_step(engine, loader, metrics, accumulation, log_step=False)  # warm-up, not counted
 counts = collections.Counter()

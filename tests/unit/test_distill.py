@@ -12,6 +12,7 @@ from transformers import BertConfig, BertForMaskedLM, BertModel
 
 from koelectra_dist.distill import loss
 from koelectra_dist.distill.config import default_layers
+from koelectra_dist.distill.model import forward_flops_per_token
 from koelectra_dist.distill.stage import build_distiller, run_config
 from koelectra_dist.distill.teacher import resolve_teacher
 from koelectra_dist.errors import ConfigError
@@ -56,6 +57,10 @@ def test_the_student_starts_from_the_chosen_teacher_layers(tmp_path):
             assert torch.equal(value, source), name
     out = distiller(**batch())
     assert out.loss.requires_grad and set(out.metrics) >= {"soft_loss", "cos_loss", "student_loss", "real_tokens"}
+    # MFU counts the student's forward and backward and the frozen teacher's and generator's forward
+    student, teacher_fwd, generator_fwd = (forward_flops_per_token(m, 20, 0.15) for m in (student, *distiller._frozen))
+    assert teacher_fwd > student  # 4 layers against 2
+    assert distiller.flops_per_token(20) == pytest.approx(3 * student + teacher_fwd + generator_fwd)
 
 
 def test_an_mlm_teacher_is_distilled_at_masked_positions(tmp_path):

@@ -95,6 +95,10 @@ class CheckpointConfig:
     """Save every this many steps (and always at the end)."""
     keep_last: int = 3
     """Committed checkpoints to keep; older ones are deleted."""
+    preemption_check_steps: int = 10
+    """Every this many steps, ask Ray Train whether a node of the run is being preempted (a drain
+    notice, e.g. a spot reclaim); on the first notice every worker saves a checkpoint at once, so
+    the restart loses no steps. The check is a barrier across workers (milliseconds); 0: never."""
 
 
 def worker_range(distributed: DistributedConfig) -> tuple[int, int]:
@@ -173,6 +177,8 @@ def problems(cfg: Any) -> list[str]:
             ("distributed.allgather_bucket_size", d.allgather_bucket_size),
         ],
     )
+    if c.preemption_check_steps < 0:
+        found.append(f"checkpoint.preemption_check_steps: must be >= 0 (0: never), got {c.preemption_check_steps}")
     if d.resize_check_s < 0:
         found.append(f"distributed.resize_check_s: must be >= 0, got {d.resize_check_s}")
     if d.resource_wait_s < 0:

@@ -27,6 +27,8 @@ from koelectra_dist.pretrain.init_from import init_weights
 from koelectra_dist.pretrain.meta import CheckpointMeta
 from koelectra_dist.pretrain.metrics import MetricsLog
 
+log = logging.getLogger(__name__)
+
 
 def _seed_all(seed: int) -> None:
     import random
@@ -88,6 +90,16 @@ def train_step(
         engine.backward(out.loss)
         engine.step()
         metrics.add_micro(out.loss.detach(), out.metrics)
+
+
+def preemption_announced(step: int, every: int) -> bool:
+    """Whether Ray Train reports a node of this worker group as being preempted (Ray's drain notice),
+    asked every `every` steps: the question is a barrier across the workers."""
+    if not every or step % every:
+        return False
+    import ray.train
+
+    return ray.train.get_preemption_info() is not None
 
 
 def train_loop(config: dict[str, Any]) -> None:
@@ -157,8 +169,9 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
     loader = Prefetcher(stream.batches())
     metrics = MetricsLog(cfg, rank, world, root, resumed_step=step)
     accumulation = cfg.gradient_accumulation_steps(world)
+    noticed_at: int | None = None  # the step at which a preemption notice was checkpointed
     if rank == 0:
-        logging.getLogger(__name__).info(
+        log.info(
             "training on %d workers (%d micro-batches of %d each per step) from step %d",
             world,
             accumulation,
@@ -174,7 +187,17 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
             step += 1
             consumed += t.global_batch_size
             metrics.end_step(step, loader.wait_seconds, engine)
-            if step % cfg.checkpoint.interval_steps == 0 or step == t.steps:
+            scheduled = step % cfg.checkpoint.interval_steps == 0 or step == t.steps
+            # the same decision on every rank: the notice is agreed on by Ray Train's barrier
+            if (
+                noticed_at is None
+                and not scheduled
+                and preemption_announced(step, cfg.checkpoint.preemption_check_steps)
+            ):
+                noticed_at = step
+                if rank == 0:
+                    log.warning("a node of this run is being preempted: checkpointing step %d now", step)
+            if scheduled or noticed_at == step:
                 meta = CheckpointMeta(
                     step=step,
                     consumed_samples=consumed,

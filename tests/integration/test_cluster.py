@@ -283,8 +283,18 @@ def test_raycluster_autoscales_gpu_workers_from_zero():
 def test_rayjob_runs_base_v3_on_the_raycluster():
     job = yaml.safe_load(RAYJOB.read_text())["spec"]
     cluster = yaml.safe_load(RAYCLUSTER.read_text())
-    assert job["entrypoint"] == "python launch.py --config configs/base_v3.json"
-    load_config(ROOT / "configs" / "base_v3.json")
+    command = job["entrypoint"].split()
+    assert command[:4] == ["python", "launch.py", "--config", "configs/base_v3.json"]
+    overrides = [command[i + 1] for i, arg in enumerate(command) if arg == "--set"]
+    cfg = load_config(ROOT / "configs" / "base_v3.json", overrides)
+    # an elastic range whose maximum fills the GPU group's largest size
+    from koelectra_dist.pretrain.config import allowed_worker_counts, is_elastic
+
+    h100 = next(g for g in cluster["spec"]["workerGroupSpecs"] if g["groupName"] == "gpu-h100")
+    gpus = h100["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+    assert is_elastic(cfg.distributed)
+    assert allowed_worker_counts(cfg.train, cfg.distributed)[-1] == h100["maxReplicas"] * gpus
+    assert allowed_worker_counts(cfg.train, cfg.distributed)[0] == gpus
     assert job["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}
     env = yaml.safe_load(job["runtimeEnvYAML"])
     shared = yaml.safe_load(RUNTIME_ENV.read_text())

@@ -2,8 +2,8 @@
 on gloo process groups (torch.multiprocessing, no Ray: the re-cut is the engine's business), saved
 and loaded by the product's checkpoint module. The restored fp32 master weights and Adam moments
 equal the saved ones exactly: the resumed engine saves again, and both checkpoints' per-parameter
-full tensors (DeepSpeed's universal form) are compared bit for bit, the saved fp32 weights also
-against DeepSpeed's independent zero_to_fp32 consolidation."""
+full tensors (DeepSpeed's universal form) are compared bit for bit, and so are both checkpoints'
+fp32 weights as DeepSpeed's independent zero_to_fp32 consolidates them."""
 
 from __future__ import annotations
 
@@ -114,6 +114,8 @@ def _equal(a: object, b: object) -> bool:
 
 @pytest.mark.parametrize(("stage", "precision"), [(1, "fp32"), (2, "fp32"), (3, "fp32"), (2, "bf16")])
 def test_a_checkpoint_of_2_workers_resumes_exactly_on_1_and_on_3(tmp_path, stage, precision):
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
     out = str(tmp_path)
     _spawn(2, out, stage, precision, "save")
     uri = checkpoint.step_uri(_cfg(out, stage, precision).paths.checkpoints, STEP)
@@ -124,17 +126,18 @@ def test_a_checkpoint_of_2_workers_resumes_exactly_on_1_and_on_3(tmp_path, stage
     states = {key.rsplit("/", 1)[1] for key in saved}
     assert {"fp32", "exp_avg", "exp_avg_sq"} <= states
     assert any(v.abs().sum() > 0 for k, v in saved.items() if k.endswith("/exp_avg")), "no optimizer step was taken"
-    # the saved fp32 weights, as DeepSpeed's own zero_to_fp32 consolidates them (another code path)
-    consolidated = checkpoint.consolidated_state_dict(uri)
-    for name, weight in consolidated.items():
-        if f"{name}/fp32" in saved:
-            assert torch.equal(saved[f"{name}/fp32"], weight), name
+    # the fp32 weights the engine trains with, as DeepSpeed's own zero_to_fp32 consolidates them
+    # (another code path than the universal conversion)
+    weights = checkpoint.consolidated_state_dict(uri)
     for world in (1, 3):
         _spawn(world, out, stage, precision, "load")
         resaved = _universal_tensors(os.path.join(out, f"resaved-{world}", "state"), str(tmp_path / f"u-{world}"))
         assert resaved.keys() == saved.keys(), world
         differ = [k for k in saved if not _equal(saved[k], resaved[k])]
         assert not differ, f"on {world} workers these differ from the saved state: {differ[:5]}"
+        again = get_fp32_state_dict_from_zero_checkpoint(os.path.join(out, f"resaved-{world}"), tag="state")
+        assert again.keys() == weights.keys()
+        assert all(torch.equal(weights[k], again[k]) for k in weights), f"fp32 weights differ on {world} workers"
         with open(os.path.join(out, f"resaved-{world}.json")) as f:
             state = json.load(f)
         assert state["global_steps"] == STEP and state["scheduler"]["last_epoch"] == STEP

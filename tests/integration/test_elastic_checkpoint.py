@@ -141,3 +141,4 @@ def test_a_checkpoint_of_2_workers_resumes_exactly_on_1_and_on_3(tmp_path, stage
         with open(os.path.join(out, f"resaved-{world}.json")) as f:
             state = json.load(f)
         assert state["global_steps"] == STEP and state["scheduler"]["last_epoch"] == STEP
+    assert checkpoint.verify(uri) == [], "loading through the universal form changed the sealed checkpoint"

@@ -50,10 +50,13 @@ def first_after(seen: list[dict], when: float, world: int) -> dict | None:
     return next((r for r in seen if r["time"] > when and r["world"] == world), None)
 
 
-def redone(seen: list[dict], when: float) -> int:
-    """Micro-batches trained after `when` that had been trained before it."""
-    before = {r["seed"] for r in seen if r["time"] <= when}
-    return sum(1 for r in seen if r["time"] > when and r["seed"] in before)
+def redone(seen: list[dict], restart: dict | None, until: float) -> int:
+    """Micro-batches the resized group (from `restart`, its first record, to `until`) trained again:
+    the work lost to the resize (the steps since the last committed checkpoint)."""
+    if restart is None:
+        return 0
+    before = {r["seed"] for r in seen if r["time"] < restart["time"]}
+    return sum(1 for r in seen if restart["time"] <= r["time"] < until and r["seed"] in before)
 
 
 def main() -> None:
@@ -95,6 +98,7 @@ def main() -> None:
         driver.wait(timeout=900)
         end = time.time()
     seen = records(work / "records")
+    grown = first_after(seen, joined, 2)
     shrunk = first_after(seen, lost_at, 1)
     one_worker = [r for r in seen if r["world"] == 1 and r["time"] > lost_at and r["rank"] == 0]
     step_s = statistics.median(b["time"] - a["time"] for a, b in zip(one_worker, one_worker[1:], strict=False)) * 2
@@ -105,9 +109,9 @@ def main() -> None:
         "delay_per_micro_batch_s": args.delay,
         "step_s_one_worker": round(step_s, 3),
         "grow_s": round(grown["time"] - joined, 2) if grown else None,
-        "grow_redone_micro_batches": redone(seen, joined),
+        "grow_redone_micro_batches": redone(seen, grown, lost_at),
         "node_loss_s": round(shrunk["time"] - lost_at, 2) if shrunk else None,
-        "node_loss_redone_micro_batches": redone(seen, lost_at),
+        "node_loss_redone_micro_batches": redone(seen, shrunk, end),
         "total_s": round(end - start, 1),
     }
     for key in ("grow", "node_loss"):

@@ -9,7 +9,10 @@ the torch seed it ran under), world size, examples and loss. The examples traine
 stream positions [0, steps x global batch), each at its own index; work redone after a resize (the
 steps after the last checkpoint) trains the same examples with the same loss; and every loss equals
 that of an uninterrupted one-worker run within LOSS_RTOL (the same math: only the order of
-floating-point sums differs between 1 and 2 workers)."""
+floating-point sums differs between 1 and 2 workers).
+
+A preemption notice (Ray's node drain with the preemption reason, as `ray drain-node` sends it)
+makes the workers checkpoint at once, and the run resumes from that checkpoint."""
 
 from __future__ import annotations
 
@@ -161,3 +164,36 @@ def _cfg(out: Path, shards: str):
     from helpers import tiny_config
 
     return tiny_config(str(out), f"train.shards_uri={shards}", "model.vocab_size=300")
+
+
+def test_a_preemption_notice_checkpoints_at_once_and_the_run_resumes_there(cluster, tiny_shards, tmp_path):
+    corpus, _ = tiny_shards
+    out, records = tmp_path / "preempted", tmp_path / "records"
+    overrides = settings(f"{corpus}/shards", "[1, 2]") + [
+        "train.steps=40",
+        "checkpoint.interval_steps=1000",  # no scheduled checkpoint before the end
+        "checkpoint.preemption_check_steps=1",
+    ]
+    driver = start_driver(cluster, out, records, 0.1, overrides)
+    root = str(out / "checkpoints")
+    deadline = time.monotonic() + 300
+    while driver.poll() is None and time.monotonic() < deadline and len(read_records(records)) < 4:
+        time.sleep(0.5)
+    assert driver.poll() is None and read_records(records), wait(driver, 1)[-6000:]
+    # Ray is told that the node of the first worker will be taken away in 30 s (a spot reclaim)
+    node = cluster.worker_nodes()[0]
+    ray = str(Path(sys.executable).parent / "ray")
+    drain = [ray, "drain-node", "--address", cluster.env["RAY_ADDRESS"], "--node-id", node]
+    drain += ["--reason", "DRAIN_NODE_REASON_PREEMPTION", "--reason-message", "spot reclaim"]
+    drain += ["--deadline-remaining-seconds", "30"]
+    notice = subprocess.run(drain, env=cluster.env, capture_output=True, text=True, timeout=60)
+    assert notice.returncode == 0, notice.stdout + notice.stderr
+    while driver.poll() is None and time.monotonic() < deadline and not _steps(root):
+        time.sleep(0.2)
+    saved = _steps(root)
+    assert saved and saved[0] < 40, "no checkpoint was written at the notice: " + wait(driver, 1)[-6000:]
+    cluster.remove_node(node)  # the reclaim
+    log = wait(driver, 480)
+    assert driver.returncode == 0, log[-8000:]
+    assert f"checkpointing step {saved[0]} now" in log
+    assert f"from step {saved[0]}" in log, "the run did not resume from the notice checkpoint"

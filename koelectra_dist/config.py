@@ -119,8 +119,11 @@ class Config:
         """Every location the stages read and write, defaults resolved below run.output_uri."""
         return layout.Layout.of(self)
 
-    def gradient_accumulation_steps(self) -> int:
-        return pretrain_config.gradient_accumulation_steps(self.train, self.distributed)
+    def gradient_accumulation_steps(self, workers: int | None = None) -> int:
+        """Micro-batches per worker per step on `workers` workers (default: distributed.num_workers,
+        the minimum of a range)."""
+        workers = workers or pretrain_config.worker_range(self.distributed)[0]
+        return pretrain_config.gradient_accumulation_steps(self.train, workers)
 
     def derived(self) -> dict[str, Any]:
         """Values computed from the fields, shown by `--check`."""
@@ -133,7 +136,12 @@ class Config:
                 "num_hidden_layers": m.num_hidden_layers,
                 "embedding_size": m.embedding_size,
             },
-            "gradient_accumulation_steps": self.gradient_accumulation_steps(),
+            "gradient_accumulation_steps": {
+                w: self.gradient_accumulation_steps(w)
+                for w in pretrain_config.allowed_worker_counts(self.train, self.distributed)
+            }
+            if pretrain_config.is_elastic(self.distributed)
+            else self.gradient_accumulation_steps(),
             "corpus_output_uri": self.paths.corpus,
             "checkpoint_storage_uri": self.paths.checkpoints,
             "export_output_uri": self.paths.export,

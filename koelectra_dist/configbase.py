@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is not None:  # list[int], not list
+        return str(tp).replace("typing.", "")
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -31,7 +33,16 @@ def _convert(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
         if value is None and type(None) in options:
             return None
         inner = [o for o in options if o is not type(None)]
-        return _convert(value, inner[0], path, errors)
+        if len(inner) == 1:
+            return _convert(value, inner[0], path, errors)
+        for option in inner:  # the first option the value fits (e.g. `int | list[int]`)
+            tried: list[str] = []
+            converted = _convert(value, option, path, tried)
+            if not tried:
+                return converted
+        names = " or ".join(_type_name(o) for o in inner)
+        errors.append(f"{path}: expected {names}, got {json.dumps(value, ensure_ascii=False)}")
+        return None
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:

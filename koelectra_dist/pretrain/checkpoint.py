@@ -3,7 +3,6 @@
 Layout of one step folder:
 - `deepspeed/`: what `engine.save_checkpoint(local_dir, tag="state")` writes on every rank
   (each rank writes its own files into a local temp folder, then uploads them here);
-- `rng/rank-{R:05d}.pt`: each rank's python, numpy and torch RNG states;
 - `meta.json`: a `CheckpointMeta` (step, data position, world size, ZeRO stage, precision, vocabulary
   hash, last metrics, the run config);
 - `uploaded/rank-{R:05d}.json`: written by each rank once its files are uploaded, listing them with
@@ -19,17 +18,23 @@ a crash) is never resumed from and is removed by the next save's retention pass.
 is used only after its files match what COMMITTED sealed (`verify`); one that does not (a flipped
 bit, a truncated or missing file) is rejected loudly, its COMMITTED replaced by `REJECTED` (the
 files stay for inspection), and the newest earlier step that verifies is used instead.
+
+Any number of workers can resume a step: the same number loads DeepSpeed's own per-rank files
+(bit-exact); another number first converts them to DeepSpeed's universal checkpoint (full fp32
+weights and Adam moments per parameter, `deepspeed.checkpoint.ds_to_universal`) in a local scratch
+folder and loads that, each rank taking its own ZeRO partition. No RNG state is saved: every
+random draw of a micro-batch comes from a seed derived from its stream position (loop.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
 import posixpath
-import random
 import re
 import shutil
 import tempfile
@@ -38,7 +43,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
 import torch
 
 from koelectra_dist import storage
@@ -180,28 +184,6 @@ def materialize(uri: str, local_dir: str) -> str:
     return storage.download_dir(uri, local_dir)
 
 
-# ---------------------------------------------------------------- RNG state, per rank
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def _rng_file(base: str, rank: int) -> str:
-    return os.path.join(base, "rng", f"rank-{rank:05d}.pt")
-
-
 # ---------------------------------------------------------------- saving (called on every rank)
 
 
@@ -219,8 +201,6 @@ def _local_state(engine: Any, step: int, rank: int) -> str:
     local = tempfile.mkdtemp(prefix=f"koelectra-ckpt-{step}-r{rank}-")
     try:
         engine.save_checkpoint(os.path.join(local, DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
-        os.makedirs(os.path.dirname(_rng_file(local, rank)), exist_ok=True)
-        torch.save(rng_state(), _rng_file(local, rank))
     except BaseException:
         shutil.rmtree(local, ignore_errors=True)
         raise
@@ -404,9 +384,11 @@ def prune(root: str, keep_last: int) -> list[int]:
 # ---------------------------------------------------------------- loading (called on every rank)
 
 
-def load(engine: Any, uri: str, rank: int) -> CheckpointMeta:
-    """Load the committed checkpoint `uri` (chosen by `latest_verified`) into `engine` on this
-    rank, restore this rank's RNG states, and return its meta.json."""
+def load(engine: Any, uri: str, world_size: int) -> CheckpointMeta:
+    """Load the committed checkpoint `uri` (chosen by `latest_verified`) into `engine`, one rank of
+    `world_size`, and return its meta.json. A checkpoint written by another number of workers is
+    loaded through its universal form; the engine must then have been built with
+    `load_universal=True` (`needs_universal`)."""
     meta = read_meta(uri)
     scratch = tempfile.mkdtemp(prefix="koelectra-resume-")
     try:
@@ -414,21 +396,50 @@ def load(engine: Any, uri: str, rank: int) -> CheckpointMeta:
         if storage.local_path(uri) is None and (problems := verify(uri, local)):
             # damaged in transit: a transient fault, so not a user error (the attempt is retried)
             raise RuntimeError(f"{uri}: the downloaded copy does not match its seal: {'; '.join(problems)}")
+        load_dir, tag = os.path.join(local, DEEPSPEED_DIR), DEEPSPEED_TAG
+        if needs_universal(meta, world_size):
+            load_dir, tag = to_universal(os.path.join(load_dir, tag), os.path.join(scratch, "universal"))
+            log.info("%s: written by %d workers, loaded on %d via its universal form", uri, meta.world_size, world_size)
         load_path, _ = engine.load_checkpoint(
-            os.path.join(local, DEEPSPEED_DIR),
-            tag=DEEPSPEED_TAG,
-            load_optimizer_states=True,
-            load_lr_scheduler_states=True,
+            load_dir, tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
         )
         if load_path is None:
             raise CheckpointError(f"{uri}: DeepSpeed found no engine state under {DEEPSPEED_DIR}/{DEEPSPEED_TAG}")
-        rng = _rng_file(local, rank)
-        if not os.path.exists(rng):
-            raise CheckpointError(f"{uri}: no RNG state for rank {rank}; the checkpoint is damaged")
-        set_rng_state(torch.load(rng, weights_only=False))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return meta
+
+
+def needs_universal(meta: CheckpointMeta, world_size: int) -> bool:
+    """Whether `world_size` workers must load this checkpoint through its universal form."""
+    return meta.world_size != world_size
+
+
+def to_universal(state_dir: str, out_root: str) -> tuple[str, str]:
+    """Convert DeepSpeed's per-rank files in `state_dir` (any ZeRO stage) to a universal checkpoint
+    under `out_root`; return (load_dir, tag) for `engine.load_checkpoint`. In this process (no
+    worker pool): it runs on every rank that needs it, beside training's own threads."""
+    import argparse
+
+    from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
+
+    tag = "universal"
+    args = argparse.Namespace(
+        input_folder=state_dir,
+        output_folder=os.path.join(out_root, tag),
+        num_extract_workers=1,
+        num_merge_workers=1,
+        keep_temp_folder=False,
+        strict=True,
+        # our engines do not record `universal_checkpoint_info` (a Megatron-style client state);
+        # its defaults (no tensor or pipeline parallelism) are ours
+        inject_missing_state=True,
+    )
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        ds_to_universal(args)
+    log.debug("ds_to_universal: %s", printed.getvalue())
+    return out_root, tag
 
 
 def consolidated_state_dict(uri: str) -> dict[str, torch.Tensor]:

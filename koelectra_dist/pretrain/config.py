@@ -57,8 +57,12 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DistributedConfig:
-    num_workers: int = 1
-    """Ray Train workers (one DeepSpeed rank each)."""
+    num_workers: int | list[int] = 1
+    """Ray Train workers (one DeepSpeed rank each): a number, or [min, max] for an elastic run that
+    starts with min workers, grows to max as the cluster (its autoscaler) adds nodes and shrinks
+    when nodes are lost, resuming from the latest checkpoint at each resize. Only counts W with
+    train.global_batch_size % (train.micro_batch_size x W) == 0 are used (the global batch never
+    changes); see `allowed_worker_counts`."""
     gpus_per_worker: int = 1
     """GPUs per worker; 0 runs on CPU (gloo)."""
     cpus_per_worker: int = 1
@@ -82,6 +86,9 @@ class DistributedConfig:
     """A JSON file (local or s3://) of your own DeepSpeed settings, merged over the generated ones
     (nested objects key by key). The keys this project sets from its own fields are refused there:
     batch sizes and accumulation, gradient clipping, precision, ZeRO stage, optimizer, scheduler."""
+    resize_check_s: float = 60.0
+    """An elastic run (num_workers [min, max]) below max looks this often for room to grow; each
+    growth restarts the workers from the latest checkpoint."""
     resource_wait_s: int = 600
     """On a cluster that may grow (an autoscaler), seconds to wait for it to hold the workers before
     failing with a clear error; a local Ray started by this process never grows and fails at once."""
@@ -95,11 +102,36 @@ class CheckpointConfig:
     """Save every this many steps (and always at the end)."""
     keep_last: int = 3
     """Committed checkpoints to keep; older ones are deleted."""
+    preemption_check_steps: int = 10
+    """Every this many steps, ask Ray Train whether a node of the run is being preempted (a drain
+    notice, e.g. a spot reclaim); on the first notice every worker saves a checkpoint at once, so
+    the restart loses no steps. The check is a barrier across workers (milliseconds); 0: never."""
 
 
-def gradient_accumulation_steps(train: TrainConfig, distributed: DistributedConfig) -> int:
-    per_step = train.micro_batch_size * distributed.num_workers
-    return max(1, train.global_batch_size // per_step)
+def worker_range(distributed: DistributedConfig) -> tuple[int, int]:
+    """(min, max) workers: (n, n) for a fixed count."""
+    n = distributed.num_workers
+    if isinstance(n, int):
+        return n, n
+    return (n[0], n[-1]) if n else (0, 0)
+
+
+def is_elastic(distributed: DistributedConfig) -> bool:
+    return not isinstance(distributed.num_workers, int)
+
+
+def allowed_worker_counts(train: TrainConfig, distributed: DistributedConfig) -> list[int]:
+    """The worker counts in the range that keep the global batch: global % (micro x W) == 0."""
+    low, high = worker_range(distributed)
+    per_worker = train.micro_batch_size
+    if per_worker <= 0 or train.global_batch_size <= 0:
+        return []
+    return [w for w in range(max(1, low), high + 1) if train.global_batch_size % (per_worker * w) == 0]
+
+
+def gradient_accumulation_steps(train: TrainConfig, workers: int) -> int:
+    """Micro-batches per worker per optimizer step, so that `workers` of them make the global batch."""
+    return max(1, train.global_batch_size // (train.micro_batch_size * workers))
 
 
 def problems(cfg: Any) -> list[str]:
@@ -113,18 +145,11 @@ def problems(cfg: Any) -> list[str]:
             ("train.micro_batch_size", t.micro_batch_size),
             ("train.steps", t.steps),
             ("train.learning_rate", t.learning_rate),
-            ("distributed.num_workers", d.num_workers),
             ("checkpoint.interval_steps", c.interval_steps),
             ("checkpoint.keep_last", c.keep_last),
         ],
     )
-    per_step = t.micro_batch_size * d.num_workers
-    if per_step > 0 and t.global_batch_size > 0 and t.global_batch_size % per_step:
-        found.append(
-            f"train.global_batch_size ({t.global_batch_size}) must be divisible by train.micro_batch_size "
-            f"x distributed.num_workers ({t.micro_batch_size} x {d.num_workers} = {per_step}); "
-            f"use e.g. {max(per_step, t.global_batch_size // per_step * per_step)}"
-        )
+    found += _worker_problems(t, d)
     if not 0 < t.mask_prob < 1:
         found.append(f"train.mask_prob: a fraction in (0, 1), got {t.mask_prob}")
     if t.warmup_steps < 0:
@@ -159,11 +184,42 @@ def problems(cfg: Any) -> list[str]:
             ("distributed.allgather_bucket_size", d.allgather_bucket_size),
         ],
     )
+    if c.preemption_check_steps < 0:
+        found.append(f"checkpoint.preemption_check_steps: must be >= 0 (0: never), got {c.preemption_check_steps}")
+    if d.resize_check_s < 0:
+        found.append(f"distributed.resize_check_s: must be >= 0, got {d.resize_check_s}")
     if d.resource_wait_s < 0:
         found.append(f"distributed.resource_wait_s: must be >= 0, got {d.resource_wait_s}")
     if d.max_failures < -1:
         found.append(f"distributed.max_failures: >= 0 retries, or -1 for unlimited; got {d.max_failures}")
     return found
+
+
+def _worker_problems(t: TrainConfig, d: DistributedConfig) -> list[str]:
+    """distributed.num_workers: a positive count, or [min, max], that keeps the global batch."""
+    if is_elastic(d):
+        n = d.num_workers
+        if len(n) != 2 or not 1 <= n[0] <= n[1]:
+            return [f"distributed.num_workers: a count, or [min, max] with 1 <= min <= max; got {n}"]
+    low, high = worker_range(d)
+    if low <= 0:
+        return [f"distributed.num_workers: must be > 0, got {d.num_workers}"]
+    if t.micro_batch_size <= 0 or t.global_batch_size <= 0 or allowed_worker_counts(t, d):
+        return []
+    if not is_elastic(d):
+        per_step = t.micro_batch_size * low
+        return [
+            f"train.global_batch_size ({t.global_batch_size}) must be divisible by train.micro_batch_size "
+            f"x distributed.num_workers ({t.micro_batch_size} x {low} = {per_step}); "
+            f"use e.g. {max(per_step, t.global_batch_size // per_step * per_step)}"
+        ]
+    fits = [w for w in range(1, t.global_batch_size + 1) if t.global_batch_size % (t.micro_batch_size * w) == 0]
+    return [
+        f"distributed.num_workers: no count in [{low}, {high}] keeps train.global_batch_size "
+        f"({t.global_batch_size}) in micro-batches of train.micro_batch_size ({t.micro_batch_size}), which needs "
+        f"global % (micro x workers) == 0; counts that do: {', '.join(map(str, fits)) or 'none'} (or change the "
+        "batch sizes)"
+    ]
 
 
 def warnings(cfg: Any) -> list[str]:
@@ -177,9 +233,17 @@ def warnings(cfg: Any) -> list[str]:
             "train.learning_rate; lower train.warmup_steps (ELECTRA: 10,000 of 1M steps)"
         )
     d = cfg.distributed
-    if d.precision == "bf16" and d.zero_stage < 2 and gradient_accumulation_steps(t, d) > 1:
+    low = worker_range(d)[0]
+    if d.precision == "bf16" and d.zero_stage < 2 and low > 0 and gradient_accumulation_steps(t, low) > 1:
         found.append(
-            f"gradients accumulate over {gradient_accumulation_steps(t, d)} micro-batches in bf16 at ZeRO "
+            f"gradients accumulate over {gradient_accumulation_steps(t, low)} micro-batches in bf16 at ZeRO "
             f"{d.zero_stage}; distributed.zero_stage=2 accumulates them in fp32"
+        )
+    allowed = allowed_worker_counts(t, d)
+    low, high = worker_range(d)
+    if is_elastic(d) and allowed and len(allowed) < high - low + 1:
+        found.append(
+            f"distributed.num_workers [{low}, {high}]: only {', '.join(map(str, allowed))} workers keep the global "
+            "batch, so a run given another count by the cluster uses the largest of these that fits"
         )
     return found

@@ -30,15 +30,19 @@ OWNED_KEYS = (
 )
 
 
-def ds_config(cfg: Config, user: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The DeepSpeed config dict for this run (optimizer and scheduler are passed as objects), with
-    the user's own settings (`distributed.deepspeed_config`, already read) merged over it."""
+def ds_config(
+    cfg: Config, user: dict[str, Any] | None = None, *, workers: int | None = None, load_universal: bool = False
+) -> dict[str, Any]:
+    """The DeepSpeed config dict for this run on `workers` workers (default: distributed.num_workers)
+    (optimizer and scheduler are passed as objects), with the user's own settings
+    (`distributed.deepspeed_config`, already read) merged over it. `load_universal`: the engine
+    will load a universal checkpoint (one written by another number of workers)."""
     t, d = cfg.train, cfg.distributed
     on_gpu = d.gpus_per_worker > 0
     config: dict[str, Any] = {
         "train_batch_size": t.global_batch_size,
         "train_micro_batch_size_per_gpu": t.micro_batch_size,
-        "gradient_accumulation_steps": cfg.gradient_accumulation_steps(),
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps(workers),
         "gradient_clipping": t.grad_clip,
         "zero_optimization": {
             "stage": d.zero_stage,
@@ -53,6 +57,8 @@ def ds_config(cfg: Config, user: dict[str, Any] | None = None) -> dict[str, Any]
         "wall_clock_breakdown": False,
         "timers": {"throughput": {"enabled": False}},
     }
+    if load_universal:
+        config["checkpoint"] = {"load_universal": True}
     if d.precision == "bf16":
         config["bf16"] = {"enabled": True}
         if d.zero_stage >= 2:
@@ -152,10 +158,10 @@ def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer
 
 
 def build_engine(
-    cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+    cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *, load_universal: bool = False
 ) -> tuple[Any, torch.optim.Optimizer, Any]:
     """`deepspeed.initialize` over an already-initialised torch process group (Ray Train's), with
-    `make_optimizer`'s optimizer unless another is given."""
+    `make_optimizer`'s optimizer unless another is given; `load_universal` as in `ds_config`."""
     import deepspeed
 
     if cfg.distributed.gpus_per_worker == 0:
@@ -172,6 +178,11 @@ def build_engine(
         model=model,
         optimizer=optimizer,
         lr_scheduler=scheduler,
-        config=ds_config(cfg, user_ds_config(cfg.distributed.deepspeed_config)),
+        config=ds_config(
+            cfg,
+            user_ds_config(cfg.distributed.deepspeed_config),
+            workers=torch.distributed.get_world_size(),
+            load_universal=load_universal,
+        ),
     )
     return engine, ds_optimizer, lr_scheduler

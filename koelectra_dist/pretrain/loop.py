@@ -1,5 +1,11 @@
 """One Ray Train worker of the pretrain stage: build the model and its DeepSpeed engine, resume
-from the latest committed checkpoint if there is one, train, checkpoint."""
+from the latest committed checkpoint if there is one, train, checkpoint.
+
+Randomness does not depend on the worker count: before each micro-batch, torch is seeded from
+(train.seed, the micro-batch's global index in the example stream), so masking, generator sampling
+and dropout of an example are the same whichever rank of however many workers trains it. A
+checkpoint therefore holds no RNG state, and a run resumed on another number of workers draws
+exactly what the uninterrupted run would have."""
 
 from __future__ import annotations
 
@@ -8,21 +14,24 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from koelectra_dist import storage
 from koelectra_dist.config import Config
+from koelectra_dist.errors import ConfigError
 from koelectra_dist.pretrain import checkpoint
+from koelectra_dist.pretrain.config import allowed_worker_counts
 from koelectra_dist.pretrain.data import Prefetcher, ShardStream, open_shards
 from koelectra_dist.pretrain.init_from import init_weights
 from koelectra_dist.pretrain.meta import CheckpointMeta
 from koelectra_dist.pretrain.metrics import MetricsLog
 
+log = logging.getLogger(__name__)
+
 
 def _seed_all(seed: int) -> None:
     import random
-
-    import numpy as np
 
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -54,10 +63,34 @@ def pretrainer(cfg: Config) -> torch.nn.Module:
     return model
 
 
-def train_step(engine: Any, loader: Prefetcher, metrics: MetricsLog, micro_batches: int, log_step: bool) -> None:
-    """One optimizer step over `micro_batches` micro-batches. Nothing here waits for the device:
-    no .item(), .cpu() or tensor truth test; the discriminator's AUC is computed on log steps only."""
-    for _ in range(micro_batches):
+def micro_batch_seed(seed: int, index: int) -> int:
+    """The torch seed of the micro-batch at global index `index` of the example stream (positions
+    [index x micro, (index + 1) x micro)): a hash of (train.seed, index), so neighbouring
+    micro-batches get unrelated streams."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0])
+
+
+def micro_batch_indices(step: int, micro_batches: int, rank: int, world: int) -> list[int]:
+    """Global indices of this rank's micro-batches in optimizer step `step` (0-based), in the order
+    it trains them: micro-batch c of the stream belongs to rank c % world (data.py)."""
+    per_step = micro_batches * world
+    return [step * per_step + j * world + rank for j in range(micro_batches)]
+
+
+def train_step(
+    engine: Any,
+    loader: Prefetcher,
+    metrics: MetricsLog,
+    micro_batches: int,
+    log_step: bool,
+    seeds: list[int] | None = None,
+) -> None:
+    """One optimizer step over `micro_batches` micro-batches, torch seeded with `seeds[i]` before
+    micro-batch i (None: left as it is). Nothing here waits for the device: no .item(), .cpu() or
+    tensor truth test; the discriminator's AUC is computed on log steps only."""
+    for i in range(micro_batches):
+        if seeds is not None:
+            torch.manual_seed(seeds[i])
         batch = {k: v if v is None else v.to(engine.device, non_blocking=True) for k, v in loader.next().items()}
         out = engine(**batch, with_metrics=log_step)
         engine.backward(out.loss)
@@ -65,15 +98,41 @@ def train_step(engine: Any, loader: Prefetcher, metrics: MetricsLog, micro_batch
         metrics.add_micro(out.loss.detach(), out.metrics)
 
 
+def preemption_announced(step: int, every: int) -> bool:
+    """Whether Ray Train reports a node of this worker group as being preempted (Ray's drain notice),
+    asked every `every` steps: the question is a barrier across the workers."""
+    if not every or step % every:
+        return False
+    import ray.train
+
+    return ray.train.get_preemption_info() is not None
+
+
 def train_loop(config: dict[str, Any]) -> None:
     """One Ray Train worker of the pretrain stage."""
     run_worker(config["cfg"], pretrainer, config["resume"])
 
 
+def resume_point(root: str, hint: str | None) -> str | None:
+    """The step every rank resumes from, chosen by rank 0 and broadcast: `hint` (the driver's
+    verified choice) while it is still the newest committed step, else the newest verified one.
+    An elastic run's worker group is restarted by Ray Train with the driver's first hint, after
+    later checkpoints were committed."""
+    import torch.distributed as dist
+
+    chosen: list[str | None] = [None]
+    if dist.get_rank() == 0:
+        newest = checkpoint.latest_committed(root)
+        chosen[0] = hint if hint is not None and newest == hint else checkpoint.latest_verified(root)
+    dist.broadcast_object_list(chosen, src=0)
+    return chosen[0]
+
+
 def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], resume: str | None) -> None:
-    """One Ray Train worker: build the model (its forward returns `.loss` and `.metrics`; `flops_per_token(seq_len)` gives MFU its numerator) and its
-    engine, resume from `resume` (a step the driver chose and verified) if any, train on the shards
-    to `train.steps`, checkpoint under `cfg.paths.checkpoints`."""
+    """One Ray Train worker: build the model (its forward returns `.loss` and `.metrics`;
+    `flops_per_token(seq_len)` gives MFU its numerator) and its engine, resume from the newest
+    committed checkpoint (`resume_point`) if any, train on the shards to `train.steps`, checkpoint
+    under `cfg.paths.checkpoints`."""
     import ray.train
 
     from koelectra_dist.pretrain.engine import build_engine
@@ -83,20 +142,27 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     t, d = cfg.train, cfg.distributed
+    if world not in allowed_worker_counts(t, d):
+        # the driver offers Ray only counts that keep the global batch; never train with another
+        raise ConfigError(
+            f"{world} workers cannot keep train.global_batch_size={t.global_batch_size} with "
+            f"train.micro_batch_size={t.micro_batch_size}; allowed: {allowed_worker_counts(t, d)}"
+        )
     if d.gpus_per_worker == 0:
         torch.set_num_threads(max(1, d.cpus_per_worker))
+    root = cfg.paths.checkpoints
+    resume = resume_point(root, resume)
+    meta = checkpoint.read_meta(resume) if resume else None
     # Identical initial weights on every rank (ZeRO-3 keeps each rank's own slice of them).
     _seed_all(t.seed)
     model = build_model(cfg)
-    engine, _, _ = build_engine(cfg, model)
-    # Masking and dropout differ across ranks (a checkpoint restores these states per rank).
-    _seed_all(t.seed * 1_000_003 + rank + 1)
+    universal = meta is not None and checkpoint.needs_universal(meta, world)
+    engine, _, _ = build_engine(cfg, model, load_universal=universal)
 
     shards = open_shards(cfg)
-    root = cfg.paths.checkpoints
     step, consumed = 0, 0
     if resume:
-        meta = checkpoint.load(engine, resume, rank)
+        meta = checkpoint.load(engine, resume, world)
         step, consumed = meta.step, meta.consumed_samples
     stream = ShardStream(
         shards.uris,
@@ -110,16 +176,37 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
     loader = Prefetcher(stream.batches())
     flops = model.flops_per_token(shards.manifest.max_length)
     metrics = MetricsLog(cfg, rank, world, root, resumed_step=step, flops_per_token=flops)
+    accumulation = cfg.gradient_accumulation_steps(world)
+    noticed_at: int | None = None  # the step at which a preemption notice was checkpointed
+    if rank == 0:
+        log.info(
+            "training on %d workers (%d micro-batches of %d each per step) from step %d",
+            world,
+            accumulation,
+            t.micro_batch_size,
+            step,
+        )
     saver = checkpoint.Checkpointer(root, cfg.checkpoint.keep_last, resumed_step=step)
     try:
         while step < t.steps:
             metrics.start_step(loader.wait_seconds, lr=engine.get_lr()[0])
             log_step = (step + 1) % t.log_every == 0 or step + 1 == t.steps
-            train_step(engine, loader, metrics, cfg.gradient_accumulation_steps(), log_step)
+            seeds = [micro_batch_seed(t.seed, c) for c in micro_batch_indices(step, accumulation, rank, world)]
+            train_step(engine, loader, metrics, accumulation, log_step, seeds)
             step += 1
             consumed += t.global_batch_size
             metrics.end_step(step, loader.wait_seconds, engine)
-            if step % cfg.checkpoint.interval_steps == 0 or step == t.steps:
+            scheduled = step % cfg.checkpoint.interval_steps == 0 or step == t.steps
+            # the same decision on every rank: the notice is agreed on by Ray Train's barrier
+            if (
+                noticed_at is None
+                and not scheduled
+                and preemption_announced(step, cfg.checkpoint.preemption_check_steps)
+            ):
+                noticed_at = step
+                if rank == 0:
+                    log.warning("a node of this run is being preempted: checkpointing step %d now", step)
+            if scheduled or noticed_at == step:
                 meta = CheckpointMeta(
                     step=step,
                     consumed_samples=consumed,

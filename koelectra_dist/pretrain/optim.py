@@ -66,6 +66,9 @@ class ElectraAdamW(torch.optim.Optimizer):
                 if not self.state[p]:
                     self.state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     self.state[p]["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                # Not used by the update (no bias correction), but DeepSpeed's universal checkpoint
+                # (ZeRO 3) reads it, as torch's Adam keeps it.
+                self.state[p]["step"] = self.state[p].get("step", 0) + 1
             grads = [p.grad for p in params]
             exp_avg = [self.state[p]["exp_avg"] for p in params]
             exp_avg_sq = [self.state[p]["exp_avg_sq"] for p in params]

@@ -15,6 +15,7 @@ from typing import Any
 
 from koelectra_dist.config import Config
 from koelectra_dist.errors import ConfigError
+from koelectra_dist.pretrain.config import allowed_worker_counts
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +38,17 @@ def _describe(nodes: list[dict[str, Any]]) -> str:
 
 def check_resources(cfg: Config, can_grow: bool) -> None:
     """ConfigError unless the cluster holds (or, when it can grow, comes to hold within
-    distributed.resource_wait_s) `distributed.num_workers` worker bundles."""
+    distributed.resource_wait_s) `distributed.num_workers` worker bundles (the minimum of a range)."""
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
     d = cfg.distributed
+    workers = allowed_worker_counts(cfg.train, d)[0]  # an elastic run starts with its smallest count
     bundle = worker_bundle(cfg)
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    if workers_that_fit(bundle, nodes) >= d.num_workers:
+    if workers_that_fit(bundle, nodes) >= workers:
         return
-    need = f"{d.num_workers} workers of {bundle} each (distributed.num_workers, .cpus_per_worker, .gpus_per_worker)"
+    need = f"{workers} workers of {bundle} each (distributed.num_workers, .cpus_per_worker, .gpus_per_worker)"
     fix = (
         "lower those settings (distributed.gpus_per_worker=0 trains on CPUs), or run on a cluster that has the "
         "resources (ray job submit, RAY_ADDRESS)"
@@ -54,7 +56,7 @@ def check_resources(cfg: Config, can_grow: bool) -> None:
     if not can_grow:
         raise ConfigError(f"the local Ray started here can never hold {need}: it has {_describe(nodes)}; {fix}")
     log.info("pretrain: waiting up to %ds for the cluster to hold %s", d.resource_wait_s, need)
-    group = placement_group([bundle] * d.num_workers, strategy="PACK")
+    group = placement_group([bundle] * workers, strategy="PACK")
     start = time.monotonic()
     ready, _ = ray.wait([group.ready()], timeout=d.resource_wait_s)
     remove_placement_group(group)

@@ -17,6 +17,7 @@ from koelectra_dist import storage
 from koelectra_dist.config import Config
 from koelectra_dist.errors import CheckpointError, user_error_in
 from koelectra_dist.pretrain import checkpoint, init_from
+from koelectra_dist.pretrain.config import allowed_worker_counts, is_elastic
 from koelectra_dist.pretrain.data import open_shards
 from koelectra_dist.pretrain.loop import train_loop
 from koelectra_dist.pretrain.meta import CheckpointMeta
@@ -42,15 +43,6 @@ def check_resume(cfg: Config, meta: CheckpointMeta, vocab_sha256: str, where: st
         raise CheckpointError(
             f"{where} used train.global_batch_size={saved['train']['global_batch_size']}; the data position and "
             f"schedule depend on it, so resume with that value (now {cfg.train.global_batch_size})"
-        )
-    if meta.world_size != cfg.distributed.num_workers:
-        # The data position would carry over (it does not depend on the worker count), but the
-        # engine state does not: ZeRO and DeepSpeed's bf16 optimizer partition it per worker, and
-        # each rank restores its own RNG state.
-        raise CheckpointError(
-            f"{where} was written by {meta.world_size} workers; resume with distributed.num_workers="
-            f"{meta.world_size} (the data position, {meta.consumed_samples} samples, does not depend on "
-            "the worker count), or export this checkpoint and start a new run from it with train.init_from"
         )
     if meta.precision != cfg.distributed.precision:
         raise CheckpointError(
@@ -81,6 +73,52 @@ def _attempts(max_failures: int) -> range:
     return range(1, 2**62 if max_failures < 0 else max_failures + 2)
 
 
+def _fit_elastic(cfg: Config, loop: Callable[[dict[str, Any]], None], resume: str | None) -> None:
+    """`fit` for a `distributed.num_workers` range: one Ray Train run in elastic mode, which resizes
+    and restarts the worker group itself (see elastic.py); each restarted worker group resumes
+    from the newest committed checkpoint (`loop.resume_point`)."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig
+
+    from koelectra_dist.pretrain.elastic import ElasticTorchTrainer
+
+    d = cfg.distributed
+    allowed = allowed_worker_counts(cfg.train, d)
+    trainer = ElasticTorchTrainer(
+        loop,
+        allowed_workers=allowed,
+        train_loop_config={"cfg": cfg, "resume": resume},
+        scaling_config=ScalingConfig(
+            num_workers=(allowed[0], allowed[-1]),
+            use_gpu=d.gpus_per_worker > 0,
+            resources_per_worker=worker_bundle(cfg),
+            elastic_resize_monitor_interval_s=d.resize_check_s,
+        ),
+        torch_config=TorchConfig(backend="nccl" if d.gpus_per_worker else "gloo"),
+        run_config=RunConfig(
+            name=f"{cfg.run.name}-ray",
+            failure_config=FailureConfig(max_failures=d.max_failures),
+            **_ray_storage(cfg.paths.checkpoints),
+        ),
+    )
+    log.info(
+        "elastic: %d to %d workers (counts that keep the global batch: %s), ZeRO %d, %s, resuming from %s",
+        allowed[0],
+        allowed[-1],
+        allowed,
+        d.zero_stage,
+        d.precision,
+        resume,
+    )
+    try:
+        trainer.fit()
+    except Exception as e:  # noqa: BLE001 - a user error is raised as itself
+        user = user_error_in(e)
+        if user is not None:
+            raise user from None
+        raise
+
+
 def fit(cfg: Config, loop: Callable[[dict[str, Any]], None], resume: str | None) -> None:
     """Run `loop` (a worker loop taking {"cfg": cfg, "resume": step URI or None}) on Ray Train
     worker groups as `cfg.distributed` says, until it returns. The first attempt resumes from
@@ -99,6 +137,9 @@ def fit(cfg: Config, loop: Callable[[dict[str, Any]], None], resume: str | None)
     root = cfg.paths.checkpoints
     ray_runtime.connect(cfg)
     check_resources(cfg, ray_runtime.cluster_can_grow())
+    if is_elastic(d):
+        _fit_elastic(cfg, loop, resume)
+        return
     for attempt in _attempts(d.max_failures):
         trainer = TorchTrainer(
             loop,

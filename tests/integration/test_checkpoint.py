@@ -94,18 +94,6 @@ def test_materialize(root, tmp_path):
     assert storage.read_bytes(storage.join(local, *WEIGHTS.split("/"))) == b"weights-3"
 
 
-def test_rng_state_round_trip():
-    import random
-
-    import numpy as np
-    import torch
-
-    state = checkpoint.rng_state()
-    a = (random.random(), np.random.rand(), torch.rand(1).item())
-    checkpoint.set_rng_state(state)
-    assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
-
-
 def test_verify_names_each_damaged_file(root, tmp_path):
     uri = fake_step(root, 3, committed=True)
     assert checkpoint.verify(uri) == []

@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -283,8 +284,18 @@ def test_raycluster_autoscales_gpu_workers_from_zero():
 def test_rayjob_runs_base_v3_on_the_raycluster():
     job = yaml.safe_load(RAYJOB.read_text())["spec"]
     cluster = yaml.safe_load(RAYCLUSTER.read_text())
-    assert job["entrypoint"] == "python launch.py --config configs/base_v3.json"
-    load_config(ROOT / "configs" / "base_v3.json")
+    command = job["entrypoint"].split()
+    assert command[:4] == ["python", "launch.py", "--config", "configs/base_v3.json"]
+    overrides = [command[i + 1] for i, arg in enumerate(command) if arg == "--set"]
+    cfg = load_config(ROOT / "configs" / "base_v3.json", overrides)
+    # an elastic range whose maximum fills the GPU group's largest size
+    from koelectra_dist.pretrain.config import allowed_worker_counts, is_elastic
+
+    h100 = next(g for g in cluster["spec"]["workerGroupSpecs"] if g["groupName"] == "gpu-h100")
+    gpus = h100["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+    assert is_elastic(cfg.distributed)
+    assert allowed_worker_counts(cfg.train, cfg.distributed)[-1] == h100["maxReplicas"] * gpus
+    assert allowed_worker_counts(cfg.train, cfg.distributed)[0] == gpus
     assert job["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}
     env = yaml.safe_load(job["runtimeEnvYAML"])
     shared = yaml.safe_load(RUNTIME_ENV.read_text())
@@ -374,3 +385,44 @@ def test_job_submit_pretrains_on_local_multinode_cluster(local_cluster, tmp_path
     again = subprocess.run(cmd[:-2] + ["pretrain"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
     assert f'"resumed_from": "{root}/step-{cfg.train.steps:08d}"' in again.stdout, again.stdout[-4000:]
+
+
+@pytest.mark.slow
+def test_job_submit_with_a_worker_range_resumes_after_the_job_is_stopped(local_cluster, tmp_path):
+    env = local_cluster
+    steps = 40
+    overrides = [
+        f"run.output_uri={tmp_path / 'run'}",
+        f"train.steps={steps}",
+        "checkpoint.interval_steps=2",
+        "distributed.num_workers=[1, 2]",
+    ]
+    ray = str(Path(sys.executable).parent / "ray")
+    job = [ray, "job", "submit", "--runtime-env", "cluster/runtime_env.yaml"]
+    entry = ["--", "python", "launch.py", "--config", "configs/tiny.json"]
+    entry += [arg for o in overrides for arg in ("--set", o)] + ["corpus", "pretrain"]
+    first = subprocess.run(
+        [*job, "--submission-id", "elastic-1", "--no-wait", *entry], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    from koelectra_dist.pretrain.checkpoint import committed_steps, read_meta, step_uri
+
+    root = load_config(ROOT / "configs" / "tiny.json", overrides).paths.checkpoints
+    deadline = time.time() + 400
+    while time.time() < deadline and not (os.path.isdir(root) and committed_steps(root)):
+        time.sleep(0.5)
+    assert os.path.isdir(root) and committed_steps(root), "the first job committed no checkpoint"
+    stop = subprocess.run([ray, "job", "stop", "elastic-1"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    stopped_at = committed_steps(root)[-1]
+    assert stopped_at < steps, "the job finished before it could be stopped; raise train.steps"
+    # resubmitted (pretrain only: the corpus is there), the run resumes and ends at train.steps
+    again = subprocess.run(
+        [*job, *entry[:-2], "pretrain"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
+    assert "stage pretrain: done" in again.stdout and f'"steps": {steps},' in again.stdout, again.stdout[-4000:]
+    resumed_from = re.search(r'"resumed_from": "[^"]+/step-(\d+)"', again.stdout)
+    assert resumed_from, again.stdout[-4000:]
+    assert int(resumed_from.group(1)) >= stopped_at  # (that step itself is pruned by now: keep_last)
+    assert committed_steps(root)[-1] == steps and read_meta(step_uri(root, steps)).step == steps

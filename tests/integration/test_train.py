@@ -177,11 +177,12 @@ def test_killed_worker_is_restarted_and_run_ends_with_expected_weights(reference
 
 
 @pytest.mark.slow
-def test_world_size_change_with_partitioned_state_is_refused(reference, shards, s3_endpoint):
+def test_a_zero_stage_change_on_resume_is_refused_before_any_worker_starts(reference, shards, s3_endpoint):
+    # another worker count is fine (test_elastic_checkpoint.py); another ZeRO stage is not
     ref_root = reference(1, "fp32")
     out = ref_root.rsplit("/", 1)[0]
-    cfg = tiny_config(out, shards, *run_overrides(1, "fp32", s3_endpoint), "distributed.num_workers=1", "train.steps=9")
-    with pytest.raises(CheckpointError, match="resume with distributed.num_workers=2"):
+    cfg = tiny_config(out, shards, *run_overrides(2, "fp32", s3_endpoint), "distributed.num_workers=1", "train.steps=9")
+    with pytest.raises(CheckpointError, match="resume with distributed.zero_stage=1"):
         train.run(cfg)
 
 

@@ -280,3 +280,47 @@ def test_outputs_on_read_only_schemes_are_refused():
         config_from_dict({"export": {"output_uri": "hf://me/model"}, "distill": {"output_uri": "pkg://x/y"}})
     assert "export.output_uri: hf://me/model is read-only" in str(e.value)
     assert "distill.output_uri: pkg://x/y is read-only" in str(e.value)
+
+
+def test_num_workers_is_a_count_or_a_range_with_its_allowed_counts():
+    from koelectra_dist.pretrain.config import allowed_worker_counts, is_elastic, worker_range
+
+    train = {"global_batch_size": 256, "micro_batch_size": 32}
+    fixed = config_from_dict({"run": {"stages": ["pretrain"]}, "train": train, "distributed": {"num_workers": 8}})
+    assert not is_elastic(fixed.distributed) and worker_range(fixed.distributed) == (8, 8)
+    ranged = config_from_dict({"run": {"stages": ["pretrain"]}, "train": train, "distributed": {"num_workers": [2, 8]}})
+    assert is_elastic(ranged.distributed) and worker_range(ranged.distributed) == (2, 8)
+    # only the counts that keep the global batch of 256 in micro-batches of 32
+    assert allowed_worker_counts(ranged.train, ranged.distributed) == [2, 4, 8]
+    assert ranged.gradient_accumulation_steps(4) == 2 and ranged.gradient_accumulation_steps(8) == 1
+    assert ranged.derived()["gradient_accumulation_steps"] == {2: 4, 4: 2, 8: 1}
+    from koelectra_dist.config import config_warnings
+
+    assert any("only 2, 4, 8 workers keep the global batch" in w for w in config_warnings(ranged))
+
+
+@pytest.mark.parametrize(
+    ("num_workers", "message"),
+    [
+        ("two", 'distributed.num_workers: expected int or list[int], got "two"'),
+        ([1, "x"], 'distributed.num_workers: expected int or list[int], got [1, "x"]'),
+        ([4, 2], "distributed.num_workers: a count, or [min, max] with 1 <= min <= max; got [4, 2]"),
+        ([1, 2, 3], "distributed.num_workers: a count, or [min, max]"),
+        ([0, 2], "distributed.num_workers: a count, or [min, max]"),
+        (0, "distributed.num_workers: must be > 0, got 0"),
+        ([3, 3], "distributed.num_workers: no count in [3, 3] keeps train.global_batch_size (8)"),
+        (3, "train.global_batch_size (8) must be divisible by train.micro_batch_size x distributed.num_workers"),
+    ],
+)
+def test_a_bad_worker_count_or_range_is_refused_naming_the_key(num_workers, message):
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(
+            {
+                "run": {"stages": ["pretrain"]},
+                "train": {"global_batch_size": 8, "micro_batch_size": 2},
+                "distributed": {"num_workers": num_workers},
+            }
+        )
+    assert message in str(e.value)
+    if isinstance(num_workers, list) and num_workers == [3, 3]:
+        assert "counts that do: 1, 2, 4" in str(e.value)

@@ -201,7 +201,7 @@ def test_training_goes_on_while_the_files_upload_and_the_step_is_committed_last(
         step, seconds = saver.wait()
         assert step == 1 and seconds > 0 and checkpoint.verify(uri) == []
         sealed = checkpoint._sealed_files(uri)
-        assert WEIGHTS in sealed and "rng/rank-00000.pt" in sealed and checkpoint.META in sealed
+        assert WEIGHTS in sealed and "deepspeed/latest" in sealed and checkpoint.META in sealed
         assert storage.read_json(storage.join(uri, "uploaded", "rank-00000.json")).keys() == sealed.keys() - {
             checkpoint.META
         }
@@ -220,7 +220,7 @@ def test_a_failed_upload_commits_nothing_and_fails_the_run_at_the_next_step(engi
     assert checkpoint.committed_steps(root) == [1]
     saver = checkpoint.Checkpointer(root, keep_last=2, resumed_step=1)
     try:
-        gate = gated_uploads(monkeypatch, fail_at="rng/rank-00000.pt")
+        gate = gated_uploads(monkeypatch, fail_at="deepspeed/latest")
         saver.save(engine, 2, meta(2))  # returns: the failure comes later, from the background
         gate.set()
         with pytest.raises(StorageError, match="access denied"):

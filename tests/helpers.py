@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from koelectra_dist import storage
-from koelectra_dist.config import Config, load_config
+from koelectra_dist.config import Config, ModelConfig, load_config
 from koelectra_dist.corpus.shards import ShardFile, ShardManifest, vocab_sha256, write_manifest
 from koelectra_dist.tokens import CLS_ID, SEP_ID, SPECIAL_TOKENS
 
@@ -141,3 +141,21 @@ def write_electra_pair(
     for name, model in (("discriminator", disc), ("generator", gen)):
         model.save_pretrained(out / name)
         (out / name / "vocab.txt").write_bytes(vocab_txt)
+
+
+# A tiny ELECTRA for model tests. Embedding 8 != hidden (32 discriminator, 16 generator): both
+# towers get a projection.
+TINY_MODEL = ModelConfig(
+    vocab_size=97,
+    embedding_size=8,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    generator_size=0.5,
+    max_length=40,
+)
+
+
+def no_dropout(model_cfg: ModelConfig) -> ModelConfig:
+    return ModelConfig(**{**model_cfg.__dict__, "hidden_dropout": 0.0, "attention_dropout": 0.0})

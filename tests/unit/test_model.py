@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import ROOT
+from helpers import ROOT, TINY_MODEL, no_dropout
 from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
 from koelectra_dist.config import ModelConfig, load_config
@@ -20,17 +20,7 @@ from koelectra_dist.pretrain.model import (
 )
 from koelectra_dist.tokens import CLS_ID, MASK_ID, PAD_ID, SEP_ID
 
-# embedding 8 != hidden (32 discriminator, 16 generator): both towers get a projection
-TINY = ModelConfig(
-    vocab_size=97,
-    embedding_size=8,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    generator_size=0.5,
-    max_length=40,
-)
+TINY = TINY_MODEL
 
 
 def make_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -49,10 +39,6 @@ def make_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> tuple[torch.T
     ids[~real] = PAD_ID
     token_types = ((positions > middle[:, None]) & real).long()
     return ids, real.long(), token_types
-
-
-def no_dropout(model_cfg: ModelConfig) -> ModelConfig:
-    return ModelConfig(**{**model_cfg.__dict__, "hidden_dropout": 0.0, "attention_dropout": 0.0})
 
 
 def test_hf_configs_follow_the_reference_shapes():

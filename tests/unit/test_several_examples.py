@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers import TINY_MODEL, no_dropout
 
 from koelectra_dist import storage
 from koelectra_dist.config import ModelConfig
@@ -110,18 +111,7 @@ def test_collate_gives_each_example_its_positions_and_index():
     assert not mask[0, 0, :4, 4:].any() and mask[0, 0, 4:10, 4:10].all() and not mask[0, 0, 4:10, 10:].any()
 
 
-TINY = ModelConfig(
-    vocab_size=97,
-    embedding_size=8,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    generator_size=0.5,
-    max_length=40,
-    hidden_dropout=0.0,
-    attention_dropout=0.0,
-)
+TINY = no_dropout(TINY_MODEL)
 
 
 def example(length: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -346,7 +346,9 @@ def local_cluster():
     env = {**os.environ, "KOELECTRA_RAY_PORT": str(base), "HEAD_CPUS": "0", "WORKER_CPUS": "1"}
     script = [str(ROOT / "scripts" / "local_cluster.sh")]
     try:
-        subprocess.run([*script, "start", "2"], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+        started = subprocess.run([*script, "start", "2"], cwd=ROOT, env=env, capture_output=True, text=True)
+        # its output names the cause when a start fails (a CalledProcessError would hide it)
+        assert started.returncode == 0, f"local_cluster.sh start failed:\n{started.stdout}\n{started.stderr}"
         token = f"/tmp/koelectra-ray-{base}/auth_token"
         yield {
             **env,

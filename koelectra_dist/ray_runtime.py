@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 
 from koelectra_dist.config import Config
 from koelectra_dist.storage import use_storage_config
@@ -42,3 +44,25 @@ def connect(cfg: Config) -> None:
     _started_here = bool(getattr(node, "all_processes", None))
     where = f"cluster at {address}" if address else "local Ray (started here, or the one running on this node)"
     log.info("connected to %s: %s", where, ray.cluster_resources())
+    stop_on_sigterm()
+
+
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM (`ray job stop`, a Kubernetes pod's end) as Ctrl-C. Installed after ray.init,
+    whose own handler only logs the signal and dies.
+
+    During a run Ray Train's Ctrl-C handler aborts the run gracefully: its workers stop and its
+    autoscaling request is withdrawn. Killed without it, the request outlives the job for ~3 minutes
+    and a resubmitted range job waits for it to expire.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set handlers
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        handler = signal.getsignal(signal.SIGINT)  # the one in force now: Ray Train's inside fit()
+        if callable(handler):
+            handler(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)

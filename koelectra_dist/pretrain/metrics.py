@@ -1,9 +1,11 @@
 """Training metrics of the pre-training loop: accumulated on the device between log steps (no
 host sync per micro-batch), averaged over ranks at log steps, then printed by rank 0, reported
-to Ray Train by every rank, and written by rank 0 as TensorBoard events beside the checkpoints."""
+to Ray Train by every rank (at most once per poll of its controller, and at the last step), and
+written by rank 0 as TensorBoard events beside the checkpoints."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -59,6 +61,12 @@ def format_eta(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def ray_train_poll_s() -> float:
+    """How often Ray Train's controller takes a worker's reported result (its health-check period).
+    A worker holds one unread result: a report sooner than this waits for the poll."""
+    return float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2.0"))
+
+
 class MetricsLog:
     def __init__(self, cfg: Config, rank: int, world: int, root: str, resumed_step: int, flops_per_token: float):
         """`flops_per_token`: the trained model's matmul FLOPs per real token of a step (MFU's numerator)."""
@@ -68,6 +76,7 @@ class MetricsLog:
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
         self._window = {"steps": 0, "seconds": 0.0, "wait": 0.0}
+        self._reported_at = float("-inf")  # rank 0's clock decides for every rank (see end_step)
         self._tb_uri = storage.join(root, "tensorboard")
         self._tb_local = None
         self._writer = None
@@ -97,10 +106,16 @@ class MetricsLog:
         import ray.train
         import torch.distributed as dist
 
+        # Report to Ray Train only when its controller has taken the previous report (else the
+        # report blocks training until the next poll: log_every=1 would run a step per 2 s). Rank
+        # 0's clock decides; its vote rides in the metrics' all-reduce, so every rank agrees.
+        now = time.monotonic()
+        due = float(self.rank == 0 and now - self._reported_at >= ray_train_poll_s())
         keys = list(self._sums)
-        stacked = torch.stack([self._sums[k] for k in keys])
+        stacked = torch.stack([*(self._sums[k] for k in keys), torch.tensor(due, device=self._sums[keys[0]].device)])
         dist.all_reduce(stacked)  # sums over ranks; a collective, so every rank logs at the same steps
-        totals = dict(zip(keys, stacked.tolist(), strict=True))
+        *sums, report_due = stacked.tolist()
+        totals = dict(zip(keys, sums, strict=True))
         seconds = self._window["seconds"]
         tokens_per_s = totals["real_tokens"] / seconds
         out = {k: totals[k] / (self._counts[k] * self.world) for k in keys if k not in SUMMED}
@@ -125,7 +140,9 @@ class MetricsLog:
                 if k != "step":
                     self._writer.add_scalar(f"train/{k}", v, step)
             print(self.format(out), flush=True)
-        ray.train.report(out)
+        if report_due or step == self.cfg.train.steps:  # the last step's metrics are the run's result
+            ray.train.report(out)
+            self._reported_at = now
 
     def format(self, m: dict[str, float]) -> str:
         steps = self.cfg.train.steps

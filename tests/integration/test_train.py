@@ -153,12 +153,14 @@ def train_worker_pids() -> set[int]:
 @pytest.mark.slow
 def test_killed_worker_is_restarted_and_run_ends_with_expected_weights(reference, shards, s3_endpoint, tmp_path):
     ref_root = reference(1, "fp32")
-    cfg = tiny_config(str(tmp_path / "run"), shards, *run_overrides(1, "fp32", s3_endpoint))
+    # a checkpoint every step: the kill after the first lands while 5 steps and their uploads remain
+    overrides = [*run_overrides(1, "fp32", s3_endpoint), "checkpoint.interval_steps=1"]
+    cfg = tiny_config(str(tmp_path / "run"), shards, *overrides)
     root = cfg.paths.checkpoints
     result: dict = {}
     runner = threading.Thread(target=lambda: result.update(train.run(cfg)))
     runner.start()
-    marker = Path(checkpoint.step_uri(root, INTERVAL)) / checkpoint.COMMITTED
+    marker = Path(checkpoint.step_uri(root, 1)) / checkpoint.COMMITTED
     deadline = time.time() + 300
     while not marker.exists() and runner.is_alive() and time.time() < deadline:
         time.sleep(0.02)

@@ -76,6 +76,7 @@ class MetricsLog:
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
         self._window = {"steps": 0, "seconds": 0.0, "wait": 0.0}
+        self._report_every_s = ray_train_poll_s()
         self._reported_at = float("-inf")  # rank 0's clock decides for every rank (see end_step)
         self._tb_uri = storage.join(root, "tensorboard")
         self._tb_local = None
@@ -110,7 +111,7 @@ class MetricsLog:
         # report blocks training until the next poll: log_every=1 would run a step per 2 s). Rank
         # 0's clock decides; its vote rides in the metrics' all-reduce, so every rank agrees.
         now = time.monotonic()
-        due = float(self.rank == 0 and now - self._reported_at >= ray_train_poll_s())
+        due = float(self.rank == 0 and now - self._reported_at >= self._report_every_s)
         keys = list(self._sums)
         stacked = torch.stack([*(self._sums[k] for k in keys), torch.tensor(due, device=self._sums[keys[0]].device)])
         dist.all_reduce(stacked)  # sums over ranks; a collective, so every rank logs at the same steps

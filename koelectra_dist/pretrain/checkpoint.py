@@ -197,7 +197,7 @@ def file_digest(path: str) -> dict[str, Any]:
 
 
 def _local_state(engine: Any, step: int, rank: int) -> str:
-    """Write this rank's engine and RNG state to a new local temporary folder; return it."""
+    """Write this rank's engine state to a new local temporary folder; return it."""
     local = tempfile.mkdtemp(prefix=f"koelectra-ckpt-{step}-r{rank}-")
     try:
         engine.save_checkpoint(os.path.join(local, DEEPSPEED_DIR), tag=DEEPSPEED_TAG)

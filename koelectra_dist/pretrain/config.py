@@ -46,7 +46,7 @@ class TrainConfig:
     fused_vocab: bool = True
     """The generator's cross-entropy, Gumbel sampling and accuracy in one `torch.compile`d pass over
     the [masked x vocab] logits (same samples and loss as without; eager with a warning where
-    torch.compile cannot run). Default from benchmarks/bench_vocab_pass.py (RESULTS.md)."""
+    torch.compile cannot run). Default from benchmarks/bench_vocab_pass.py (benchmarks/RESULTS.md)."""
     verify_shards: Literal["size", "sha256"] = "size"
     """What the driver checks of every shard before training starts: presence, size and row count
     ("size": a listing and each Parquet footer), or also each file's sha256 ("sha256": reads them all)."""

@@ -29,7 +29,7 @@ _LANES = 65536
 
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> Tensor:
     """Bool mask of `shape`, each element kept with probability 1 - round(p * 65536) / 65536,
-    from the device's default generator (so seeding and RNG-state checkpoints cover it)."""
+    from the device's default generator (so the per-micro-batch seed of loop.py covers it)."""
     numel = math.prod(shape)
     words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), None)
     lanes = words.view(torch.int16)[:numel].view(shape)  # uniform over [-32768, 32767]

@@ -71,9 +71,7 @@ def example_attention_mask(example_ids: Tensor) -> Tensor:
     """[B, 1, T, T] bool, True where query and key belong to the same example of their row
     (`example_ids` [B, T], -1 on padding: padding attends only to padding, so no softmax row is
     empty, and no example sees it). `transformers` passes a 4D mask through unchanged to SDPA (or
-    to `dropout.attention`). On CUDA, flash-attn's varlen kernel (`flash_attn_varlen_func` with
-    cu_seqlens from the example lengths) would skip the masked blocks instead of computing them;
-    that would go here and in the towers' attention function, and is not done."""
+    to `dropout.attention`); the masked blocks are computed, then ignored."""
     return (example_ids.unsqueeze(-1) == example_ids.unsqueeze(-2)).unsqueeze(1)
 
 

@@ -7,7 +7,7 @@ over each row (and the backward, softmax - one-hot). The uniform noise is drawn 
 the compiled call, with the same `torch.rand` call as `gumbel_sample`: inductor's own RNG gives
 other numbers than eager's (unless `torch._inductor.config.fallback_random`, which is global and
 slows every compiled random op), so drawing it outside keeps the samples identical to the
-reference for the same seed, and RNG-state checkpoints cover it as before.
+reference for the same seed (the per-micro-batch seed of loop.py covers it).
 
 Where `torch.compile` cannot run (no C++ compiler, an unsupported platform), the same function
 runs eagerly, with one logged warning.

@@ -50,6 +50,10 @@ def run_stages(cfg: Config) -> dict[str, dict]:
         log.warning("config: %s", warning)
     for stage in cfg.run.stages:  # a missing bucket or a read-only folder fails now, not after hours
         storage.check_writable(OUTPUTS[stage](cfg.paths))
+    if "pretrain" in cfg.run.stages and cfg.distributed.deepspeed_config:
+        from koelectra_dist.pretrain.engine import user_ds_config  # torch: only when pre-training
+
+        user_ds_config(cfg.distributed.deepspeed_config)  # a bad file fails before the corpus stage runs
     reports = {}
     if NEEDS_RAY & set(cfg.run.stages):
         ray_runtime.connect(cfg)

@@ -15,5 +15,6 @@ class ExportConfig:
     """Vocabulary folder shipped with the models (vocab.txt, tokenizer.json, ...); None: the corpus
     stage's vocab/ recorded in the checkpoint's config. Checked against the checkpoint's vocab_sha256."""
     overwrite: bool = False
-    """Replace discriminator/, generator/ and pretraining/ in an output folder that holds other files
-    no export wrote; without it such a folder is refused (an earlier export is always replaced)."""
+    """Export into an output folder that holds files no export wrote (at any depth), leaving them in
+    place; without it such a folder is refused. An earlier export's files are always replaced, and
+    the export never deletes a file it did not write."""

@@ -20,6 +20,11 @@ EXPORT_INFO = "export_info.json"
 """Written last: checkpoint meta.json and corpus statistics; its presence marks a complete export."""
 MODEL_FILES = ("config.json", "model.safetensors")
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+EXPORT_FILES = frozenset(
+    [EXPORT_INFO]
+    + [f"{folder}/{name}" for folder in (*TOWERS, PRETRAINING) for name in (*MODEL_FILES, *TOKENIZER_FILES)]
+)
+"""Every file an export writes, relative to the export folder: the only files it ever replaces or deletes."""
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,14 @@ from koelectra_dist.config import Config, config_from_dict, portable, portable_c
 from koelectra_dist.corpus.shards import read_manifest, vocab_sha256
 from koelectra_dist.corpus.vocab import check_vocab_tokens, load_vocab, vocab_txt_uri
 from koelectra_dist.errors import CheckpointError, ConfigError, DataError
-from koelectra_dist.export.hf_layout import EXPORT_INFO, PRETRAINING, TOKENIZER_FILES, TOWERS, ExportInfo
+from koelectra_dist.export.hf_layout import (
+    EXPORT_FILES,
+    EXPORT_INFO,
+    PRETRAINING,
+    TOKENIZER_FILES,
+    TOWERS,
+    ExportInfo,
+)
 from koelectra_dist.pretrain import checkpoint
 from koelectra_dist.pretrain.init_from import PRETRAINING_FORMAT, load_weights
 from koelectra_dist.pretrain.meta import CheckpointMeta
@@ -179,26 +186,43 @@ def export_info(model: ElectraPretrainer, train_cfg: Config, meta: CheckpointMet
 # ---------------------------------------------------------------- the stage
 
 
-def check_target(out: str, overwrite: bool) -> None:
-    """Refuse to replace a folder holding files that no export wrote (an export leaves
-    export_info.json), unless export.overwrite says so."""
-    if overwrite or not storage.exists(out) or storage.exists(storage.join(out, EXPORT_INFO)):
-        return
-    entries = [os.path.basename(f) for f in storage.list_files(out)] + storage.list_dirs(out)
-    foreign = [e for e in entries if e not in {*TOWERS, PRETRAINING}]
-    if foreign:
+def relative_files(folder: str) -> list[str]:
+    """The files at any depth below `folder`, as '/'-separated paths relative to it."""
+    _, base = storage.filesystem(folder)
+    base = base.rstrip("/") + "/"
+    found = [f[len("s3://") :] if storage.is_s3(f) else f for f in storage.list_files(folder, recursive=True)]
+    return sorted(f[len(base) :].replace(os.sep, "/") for f in found if f.startswith(base))
+
+
+def remove_file(uri: str) -> None:
+    """Delete `uri` if it is a file; a folder of that name (the user's) is left alone."""
+    fs, path = storage.filesystem(uri)
+    if fs.isfile(path):
+        storage.remove(uri)
+
+
+def check_target(out: str, overwrite: bool) -> list[str]:
+    """The files below `out`, at any depth, that no export writes (EXPORT_FILES). They are never
+    deleted; a folder holding any is refused unless export.overwrite says to export beside them."""
+    if not storage.exists(out):
+        return []
+    foreign = [f for f in relative_files(out) if f not in EXPORT_FILES]
+    if foreign and not overwrite:
         raise ConfigError(
-            f"export.output_uri {out} already holds {', '.join(sorted(foreign)[:5])}, which no export wrote; point "
-            "export.output_uri at another folder, or set export.overwrite=true to replace discriminator/, "
-            "generator/ and pretraining/ there"
+            f"export.output_uri {out} already holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, "
+            "which no export wrote; point export.output_uri at another folder, move those files away, or set "
+            "export.overwrite=true to export beside them (the export never deletes a file it did not write)"
         )
+    return foreign
 
 
 def run(cfg: Config) -> dict[str, Any]:
     start = time.time()
     storage.use_storage_config(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)
     out = cfg.paths.export
-    check_target(out, cfg.export.overwrite)
+    foreign = check_target(out, cfg.export.overwrite)
+    if foreign:
+        log.warning("export: %s holds %d files no export wrote; left in place: %s", out, len(foreign), foreign[:5])
     ckpt = resolve_checkpoint(cfg)
     meta = checkpoint.read_meta(ckpt)
     train_cfg = training_config(meta, ckpt)
@@ -217,10 +241,13 @@ def run(cfg: Config) -> dict[str, Any]:
         model.eval()
         staged = os.path.join(scratch, "hf")
         write_folders(model, train_cfg, vocab_dir, staged, provenance)
+        written = set(relative_files(staged))
+        if not written <= EXPORT_FILES:  # the layout is what deletion trusts: keep it exact
+            raise RuntimeError(f"export wrote files outside EXPORT_FILES: {sorted(written - EXPORT_FILES)}")
         # An old export_info.json would vouch for a half-replaced folder: remove it first, write it last.
-        storage.remove(storage.join(out, EXPORT_INFO))
-        for name in (*TOWERS, PRETRAINING):
-            storage.remove(storage.join(out, name))
+        # Only the files an export writes are removed, one by one, never a folder.
+        for name in [EXPORT_INFO, *sorted(EXPORT_FILES - {EXPORT_INFO})]:
+            remove_file(storage.join(out, *name.split("/")))
         storage.upload_dir(staged, out)
     info = export_info(model, train_cfg, dataclasses.replace(meta, config=portable_config(meta.config)), ckpt_name)
     storage.write_json(storage.join(out, EXPORT_INFO), info.to_json())

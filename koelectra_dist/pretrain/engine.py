@@ -6,6 +6,7 @@ DeepSpeed.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -80,13 +81,18 @@ def ds_config(
 
 
 def _owned(user: dict[str, Any], prefix: str = "") -> list[str]:
+    """The user's keys that set an owned key, or replace a section holding one with a non-object
+    (`"zero_optimization": null` would drop the stage and crash DeepSpeed)."""
     found = []
     for key, value in user.items():
         dotted = prefix + key
+        holds = [k for k in OWNED_KEYS if k.startswith(dotted + ".")]
         if dotted in OWNED_KEYS:
             found.append(dotted)
         elif isinstance(value, dict):
             found += _owned(value, dotted + ".")
+        elif holds:
+            found.append(f"{dotted} to {json.dumps(value)} (it must be an object: it holds {', '.join(holds)})")
     return found
 
 

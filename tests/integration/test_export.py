@@ -228,11 +228,20 @@ def test_export_matches_training_module(zero_stage, trained, vocab, tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         assert "stage export: done" in done.stderr
     else:
+        if zero_stage == 1:  # a user's file inside a model folder: refused, then exported beside, never deleted
+            users = Path(cfg.paths.export) / "discriminator" / "notes.md"
+            users.parent.mkdir(parents=True, exist_ok=True)
+            users.write_text("mine")
+            with pytest.raises(ConfigError, match="already holds discriminator/notes.md"):
+                run(cfg)
+            cfg = dataclasses.replace(cfg, export=dataclasses.replace(cfg.export, overwrite=True))
         report = run(cfg)
         assert report["step"] == STEPS and report["checkpoint"] == checkpoint.step_uri(root, STEPS)
     ref = torch.load(ref_path, weights_only=False) | {"zero_stage": zero_stage}
     hf = local_copy(cfg.paths.export, tmp_path)
     check_export(hf, ref, vocab_dir, cfg.model)
+    if zero_stage == 1:
+        assert users.read_text() == "mine"
 
 
 @pytest.mark.slow

@@ -121,6 +121,9 @@ def test_a_users_deepspeed_config_is_merged_but_may_not_set_what_the_project_own
     mine.write_text(json.dumps({"zero_optimization": {"stage": 3}, "train_batch_size": 9}))
     with pytest.raises(ConfigError, match="sets zero_optimization.stage, train_batch_size, which come from"):
         user_ds_config(str(mine))
+    mine.write_text(json.dumps({"zero_optimization": None}))  # would drop the stage: DeepSpeed's TypeError
+    with pytest.raises(ConfigError, match=r"sets zero_optimization to null \(it must be an object: it holds zero_opt"):
+        user_ds_config(str(mine))
     mine.write_text("{not json")
     with pytest.raises(ConfigError, match="cannot be read as JSON"):
         user_ds_config(str(mine))
@@ -151,3 +154,16 @@ def test_fused_adam_makes_electras_update():
         ours.step()
     for p, t in zip(params, twins, strict=True):
         torch.testing.assert_close(p, t, rtol=1e-5, atol=1e-6)
+
+
+def test_a_bad_deepspeed_config_is_refused_before_any_stage_runs(tmp_path):
+    from helpers import tiny_config
+
+    from koelectra_dist.pipeline import run_stages
+
+    mine = tmp_path / "ds.json"
+    mine.write_text(json.dumps({"zero_optimization": None}))
+    cfg = tiny_config(str(tmp_path / "run"), 'run.stages=["corpus","pretrain"]', f"distributed.deepspeed_config={mine}")
+    with pytest.raises(ConfigError, match="distributed.deepspeed_config .* sets zero_optimization to null"):
+        run_stages(cfg)  # the corpus stage would run first and start Ray: it never does
+    assert not (tmp_path / "run" / "corpus" / "shards").exists()

@@ -16,7 +16,7 @@ from koelectra_dist.config import config_warnings, load_config
 from koelectra_dist.corpus.shards import read_manifest, shard_problems
 from koelectra_dist.corpus.vocab import load_vocab
 from koelectra_dist.errors import ConfigError, DataError
-from koelectra_dist.export.stage import check_target
+from koelectra_dist.export.stage import check_target, relative_files, remove_file
 from koelectra_dist.finetune.data import read_split
 from koelectra_dist.finetune.tasks import BUILTIN_TASKS
 
@@ -98,14 +98,25 @@ def test_storage_errors_name_the_likely_cause(uri, exc, message):
     assert message in str(storage._wrap(uri, exc))
 
 
-def test_export_refuses_a_folder_it_did_not_write(tmp_path):
-    out = tmp_path / "hf"
-    check_target(str(out), overwrite=False)  # absent: fine
-    (out / "discriminator").mkdir(parents=True)
-    check_target(str(out), overwrite=False)  # what an interrupted export leaves: fine
-    (out / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="already holds notes.txt, which no export wrote"):
-        check_target(str(out), overwrite=False)
-    check_target(str(out), overwrite=True)
-    (out / "export_info.json").write_text("{}")
-    check_target(str(out), overwrite=False)  # an earlier export: replaced as before
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_export_refuses_a_folder_it_did_not_write(tmp_path, where, request):
+    """Foreign files are found at any depth, also inside an earlier export's model folders, and
+    never deleted: export.overwrite exports beside them."""
+    out = str(tmp_path / "hf") if where == "local" else request.getfixturevalue("s3_bucket") + "/hf"
+    assert check_target(out, overwrite=False) == []  # absent: fine
+    ours = ["export_info.json", "discriminator/config.json", "discriminator/vocab.txt", "pretraining/model.safetensors"]
+    for name in ours:  # an earlier export, or what an interrupted one leaves
+        storage.write_bytes(storage.join(out, *name.split("/")), b"{}")
+    assert check_target(out, overwrite=False) == []
+    for name in ["discriminator/notes.txt", "generator/runs/mine.bin"]:
+        storage.write_bytes(storage.join(out, *name.split("/")), b"mine")
+        with pytest.raises(ConfigError, match=f"already holds {name}, which no export wrote"):
+            check_target(out, overwrite=False)
+        assert check_target(out, overwrite=True) == [name]
+        storage.remove(storage.join(out, *name.split("/")))
+    storage.write_bytes(storage.join(out, "notes.txt"), b"mine")
+    with pytest.raises(ConfigError, match="already holds notes.txt"):
+        check_target(out, overwrite=False)
+    for name in ours:
+        remove_file(storage.join(out, *name.split("/")))
+    assert relative_files(out) == ["notes.txt"]

@@ -39,9 +39,9 @@ class VocabConfig:
     pretokenizer: Literal["mecab", "whitespace"] = "mecab"
     """How words are split before WordPiece training: 'mecab' morphemes (KoELECTRA v3) or none."""
     sample_lines: int | None = None
-    """Train the vocabulary on at most this many cleaned lines (None: all)."""
+    """Train the vocabulary on at most this many cleaned lines (None: all; must be > 0 when set)."""
     limit_alphabet: int = 6000
-    """WordPiece trainer's initial alphabet limit (KoELECTRA: 6000)."""
+    """WordPiece trainer's initial alphabet limit (KoELECTRA: 6000; must be > 0)."""
     min_frequency: int = 2
     """Minimum pair frequency for a merge."""
     num_unused: int = 200
@@ -106,6 +106,17 @@ def problems(cfg: Any) -> list[str]:
     if c.dedup_partitions is not None:
         positive(found, [("corpus.dedup_partitions", c.dedup_partitions)])
     non_negative(found, [("corpus.vocab.num_unused", c.vocab.num_unused)])
+    v = c.vocab
+    if v.sample_lines is not None and v.sample_lines <= 0:
+        found.append(
+            f"corpus.vocab.sample_lines: must be > 0, got {v.sample_lines}; set it to null to train the vocabulary "
+            "on all lines"
+        )
+    if v.limit_alphabet <= 0:
+        found.append(
+            f"corpus.vocab.limit_alphabet: must be > 0, got {v.limit_alphabet} (the WordPiece trainer's alphabet, "
+            "from which every token is built; KoELECTRA uses 6000)"
+        )
     found += _encoding_problems(c.encoding)
     if m.vocab_size > 0 and m.vocab_size <= c.vocab.num_unused + 5:
         found.append(

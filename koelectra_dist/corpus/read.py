@@ -68,31 +68,43 @@ def _info_version(info: dict) -> str:
     return ""
 
 
+def hidden(relative: str) -> bool:
+    """Whether a file found below an input folder is hidden: a name starting with '.' or '_' at
+    any depth of its path below the folder (.git/, _tmp/, .DS_Store, _SUCCESS)."""
+    return any(part.startswith((".", "_")) for part in relative.split("/"))
+
+
 def resolve_inputs(uris: list[str]) -> list[InputFile]:
-    """Every file named by `uris` (files, or folders searched recursively; names starting with
-    '.' or '_' are skipped), sorted within each folder. DataError for a missing path."""
+    """Every file named by `uris` (files, or folders searched recursively, skipping `hidden`
+    files), sorted within each folder. DataError for a missing path."""
     files: list[InputFile] = []
     for uri in uris:
         fs, path = storage.filesystem(uri)
         try:
             if not fs.exists(path):
                 raise DataError(f"corpus input {uri} does not exist; fix corpus.inputs")
-            if fs.isdir(path):
-                found = fs.find(path, detail=True)
-            else:
-                found = {path: fs.info(path)}
+            folder = fs.isdir(path)
+            found = fs.find(path, detail=True) if folder else {path: fs.info(path)}
         except DataError:
             raise
-        except Exception as e:  # noqa: BLE001 - any backend failure names the input
-            raise StorageError(f"corpus input {uri} cannot be listed: {type(e).__name__}: {e}") from e
+        except Exception as e:  # noqa: BLE001 - any backend failure names the input and its likely cause
+            raise StorageError(f"corpus input {storage._wrap(uri, e)}") from e
         before = len(files)
+        skipped = 0
         for p in sorted(found):
-            if posixpath.basename(p).startswith((".", "_")):
+            if folder and hidden(posixpath.relpath(p, path)):
+                skipped += 1
                 continue
             full = f"s3://{p}" if storage.is_s3(uri) else p
             files.append(InputFile(full, int(found[p].get("size") or 0), _info_version(found[p])))
+        if skipped:
+            log.info("corpus input %s: %d hidden files skipped (a name starting with '.' or '_')", uri, skipped)
         if len(files) == before:
-            raise DataError(f"corpus input {uri} is an empty folder; fix corpus.inputs")
+            raise DataError(
+                f"corpus input {uri} is an empty folder"
+                + (f" ({skipped} hidden files skipped)" if skipped else "")
+                + "; fix corpus.inputs"
+            )
     return files
 
 

@@ -185,7 +185,7 @@ def test_corpus_section_problems_are_named():
                     "chunk_bytes": -1,
                     "dedup_partitions": 0,
                     "encoding": "utf-16",
-                    "vocab": {"num_unused": -1},
+                    "vocab": {"num_unused": -1, "sample_lines": 0, "limit_alphabet": 0},
                 },
             }
         )
@@ -196,6 +196,8 @@ def test_corpus_section_problems_are_named():
         "corpus.dedup_partitions: must be > 0",
         "corpus.vocab.num_unused: must be >= 0, got -1",
         "corpus.encoding: 'utf-16' is not ASCII-compatible",
+        "corpus.vocab.sample_lines: must be > 0, got 0; set it to null to train the vocabulary on all lines",
+        "corpus.vocab.limit_alphabet: must be > 0, got 0",
     ]:
         assert expected in msg, expected
     with pytest.raises(ConfigError, match="corpus.encoding: unknown encoding 'klingon'"):

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections import Counter
 
 import pytest
 
 from koelectra_dist.corpus.read import ReadOptions, decode_documents, iter_chunk_lines, plan_chunks, resolve_inputs
-from koelectra_dist.errors import DataError
+from koelectra_dist.errors import DataError, StorageError
 
 
 def write_docs(path, docs: list[list[str]], compress: bool = False) -> None:
@@ -30,12 +31,58 @@ def test_resolve_inputs_recurses_sorted_and_skips_hidden(tmp_path):
     write_docs(tmp_path / "1.txt", [["하나"]])
     (tmp_path / ".hidden").write_text("x")
     (tmp_path / "_SUCCESS").write_text("")
+    for folder in (".git", "b/.ipynb_checkpoints", "_tmp/deep"):  # hidden at any depth
+        (tmp_path / folder).mkdir(parents=True)
+        write_docs(tmp_path / folder / "3.txt", [["셋"]])
     files = resolve_inputs([str(tmp_path)])
     assert [f.uri for f in files] == [str(tmp_path / "1.txt"), str(tmp_path / "b" / "2.txt")]
     assert all(f.size > 0 and f.version for f in files)
+    assert [f.uri for f in resolve_inputs([str(tmp_path / ".git")])] == [str(tmp_path / ".git" / "3.txt")]  # named
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="empty folder"):
         resolve_inputs([str(tmp_path / "empty")])
+    (tmp_path / "empty" / ".cache").mkdir()
+    write_docs(tmp_path / "empty" / ".cache" / "x.txt", [["넷"]])
+    with pytest.raises(DataError, match=r"empty folder \(1 hidden files skipped\)"):
+        resolve_inputs([str(tmp_path / "empty")])
+
+
+def test_refused_s3_credentials_on_an_input_name_the_cause_and_fix(tmp_path, monkeypatch):
+    """A real S3 endpoint that checks credentials (moto with authentication on) refuses ours."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the moto server did not start"
+                time.sleep(0.1)
+        for key, value in [("AWS_ACCESS_KEY_ID", "wrong"), ("AWS_SECRET_ACCESS_KEY", "wrong")]:
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{port}")
+        with pytest.raises(StorageError) as e:
+            resolve_inputs(["s3://corpus/in"])
+        assert "corpus input s3://corpus/in: access denied" in str(e.value)
+        assert "check that the credentials are valid" in str(e.value) and "AWS_ACCESS_KEY_ID" in str(e.value)
+    finally:
+        server.terminate()
+        server.wait()
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 7, 64, 1000, 1 << 20])

@@ -8,7 +8,10 @@ allow; results.md then results.json (the marker) go to `finetune output (`cfg.pa
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+import os
+import posixpath
 import tempfile
 from typing import Any
 
@@ -45,6 +48,26 @@ def pick_recipe(ft: FinetuneConfig, model_uri: str) -> dict[str, str]:
     }
 
 
+def _resolved(uri: str) -> str:
+    """`uri` with `.`/`..` resolved (and, when local, symbolic links followed)."""
+    if storage.is_s3(uri):
+        return "s3://" + posixpath.normpath(uri[len("s3://") :])
+    return os.path.realpath(storage.local_path(uri) or uri)
+
+
+def same_file(a: str, b: str) -> str | None:
+    """How `a` and `b` are one training file, or None: 'the same file' (after resolving the
+    paths), or 'identical copies' (same size and sha256; compared only when both exist)."""
+    if _resolved(a) == _resolved(b):
+        return "the same file"
+    if not (storage.exists(a) and storage.exists(b)):
+        return None
+    if len({fs.size(path) for fs, path in map(storage.filesystem, (a, b))}) > 1:
+        return None  # only files of one size are read and hashed
+    digests = {hashlib.sha256(storage.read_bytes(u)).hexdigest() for u in (a, b)}
+    return "identical copies of" if len(digests) == 1 else None
+
+
 def task_files(ft: FinetuneConfig, spec: FinetuneTaskConfig) -> dict[str, str]:
     """The files a task reads, by role: train, the scored split, and dev for model selection when
     test is scored; ConfigError when training and evaluation would read the same file (a warning
@@ -56,10 +79,11 @@ def task_files(ft: FinetuneConfig, spec: FinetuneTaskConfig) -> dict[str, str]:
     if spec.eval_split == "test" and spec.dev_file:
         files["dev"] = split_uri(ft.data_dir, spec, "dev")
     for split in ("dev", "test"):
-        if files.get(split) == files["train"]:
+        same = same_file(files["train"], files[split]) if split in files else None
+        if same:
             message = (
-                f"task {spec.name!r} trains and evaluates on the same file {files['train']} (train_file and "
-                f"{split}_file); its score would measure memorisation"
+                f"task {spec.name!r} trains and evaluates on {same} {files['train']} (train_file and "
+                f"{split}_file {files[split]}); its score would measure memorisation"
             )
             if not ft.allow_same_files:
                 raise ConfigError(

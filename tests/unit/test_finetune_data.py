@@ -146,6 +146,31 @@ def test_same_file_for_training_and_evaluation_is_refused(caplog):
     assert "memorisation" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("dev_file", "how"),
+    [("./ratings_train.txt", "the same file"), ("../nsmc/ratings_train.txt", "the same file"),
+     ("link.txt", "the same file"), ("copy.txt", "identical copies of")],
+)  # fmt: skip
+def test_the_train_eval_guard_compares_resolved_files_and_content(tmp_path, dev_file, how):
+    folder = tmp_path / "nsmc"
+    folder.mkdir()
+    (folder / "ratings_train.txt").write_text("id\tdocument\tlabel\n1\t좋다\t1\n")
+    (folder / "copy.txt").write_text("id\tdocument\tlabel\n1\t좋다\t1\n")
+    (folder / "other.txt").write_text("id\tdocument\tlabel\n1\t싫다\t0\n")  # same size, other content
+    (folder / "link.txt").symlink_to(folder / "ratings_train.txt")
+    cfg = FinetuneConfig(
+        tasks=["nsmc"], task_specs=[FinetuneTaskConfig(name="nsmc", dev_file=dev_file)], data_dir=str(tmp_path)
+    )
+    (spec,) = resolve_tasks(cfg)
+    with pytest.raises(ConfigError, match=f"trains and evaluates on {how} .*ratings_train.txt"):
+        task_files(cfg, spec)
+    other = FinetuneConfig(
+        tasks=["nsmc"], task_specs=[FinetuneTaskConfig(name="nsmc", dev_file="other.txt")], data_dir=str(tmp_path)
+    )
+    (spec,) = resolve_tasks(other)
+    assert task_files(other, spec)["dev"] == str(folder / "other.txt")
+
+
 def test_per_task_split_and_files_in_other_folders(tmp_path):
     """A task scored on test selects its epoch on dev; its files may each be a full path."""
     elsewhere = FinetuneTaskConfig(name="korsts", eval_split="test", test_file="s3://other/sts/sts-test.tsv")

@@ -68,7 +68,6 @@ class ShardManifest:
     fingerprint: str | None = None
     """Hash of the inputs (name, size, version of every file) and the config; a rerun with the same
     fingerprint skips."""
-    seconds: dict[str, float] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> dict[str, Any]:

@@ -47,10 +47,11 @@ from koelectra_dist.corpus.vocab import (
     check_vocab_tokens,
     load_vocab,
     train_vocab,
+    vocab_text,
     vocab_txt_uri,
     write_vocab_dir,
 )
-from koelectra_dist.errors import DataError, user_error_in
+from koelectra_dist.errors import DataError, StorageError, user_error_in
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +81,52 @@ def fingerprint(cfg: Config, files: list[InputFile]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _finished(shards_uri: str, vocab_uri: str, fp: str) -> ShardManifest | None:
-    """The manifest of a complete earlier run with the same fingerprint, else None."""
+def _previous(shards_uri: str) -> ShardManifest | None:
+    """The manifest an earlier run left, if any and readable."""
     try:
-        manifest = read_manifest(shards_uri)
-        if manifest.fingerprint == fp and vocab_sha256(vocab_uri) == manifest.vocab_sha256:
-            problems = shard_problems(shards_uri, manifest, hashes=True)
-            if not problems:
-                return manifest
-            log.warning("corpus: %s is damaged, rebuilding it:\n  - %s", shards_uri, "\n  - ".join(problems))
+        return read_manifest(shards_uri)
     except DataError:
-        pass
-    return None
+        return None
+
+
+def _finished(shards_uri: str, vocab_uri: str, fp: str, manifest: ShardManifest | None) -> bool:
+    """Whether an earlier complete run with the same fingerprint left its shards intact."""
+    if manifest is None or manifest.fingerprint != fp or _vocab_sha(vocab_uri) != manifest.vocab_sha256:
+        return False
+    problems = shard_problems(shards_uri, manifest, hashes=True)
+    if problems:
+        log.warning("corpus: %s is damaged, rebuilding it:\n  - %s", shards_uri, "\n  - ".join(problems))
+    return not problems
+
+
+def _vocab_sha(vocab_uri: str) -> str | None:
+    return vocab_sha256(vocab_uri) if storage.exists(vocab_txt_uri(vocab_uri)) else None
+
+
+def _checkpoints_using(cfg: Config, sha: str) -> list[str]:
+    """The checkpoint folders (pretrain and distill step-N/) whose meta.json names the vocabulary
+    with this sha256: they are useless without it."""
+    found = []
+    for root in (cfg.paths.checkpoints, cfg.paths.distill_checkpoints):
+        for name in storage.list_dirs(root):
+            meta = storage.join(root, name, "meta.json")
+            if name.startswith("step-") and storage.exists(meta):
+                try:
+                    if storage.read_json(meta).get("vocab_sha256") == sha:
+                        found.append(storage.join(root, name))
+                except (StorageError, AttributeError):
+                    continue  # a damaged meta.json: that checkpoint is unusable anyway
+    return found
+
+
+def _refuse_replacing(cfg: Config, vocab_uri: str, used_by: list[str]) -> DataError:
+    shown = ", ".join(used_by[:3]) + (f" and {len(used_by) - 3} more" if len(used_by) > 3 else "")
+    return DataError(
+        f"the corpus stage would replace the vocabulary {vocab_txt_uri(vocab_uri)} with a different one, but "
+        f"{len(used_by)} checkpoint(s) were trained with it ({shown}) and cannot be used without it. Nothing "
+        f"was changed. Keep it with corpus.vocab.vocab_uri={cfg.paths.vocab} (the shards are then rebuilt with "
+        "it), or write the new corpus elsewhere (corpus.output_uri)"
+    )
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -254,7 +289,7 @@ def build_vocab(cfg: Config, s: Survey, options: ReadOptions, cpus: int) -> list
     if not lines:
         raise _empty_corpus(cfg, s)
     log.info("corpus vocabulary: training WordPiece (%d tokens) on %d lines", cfg.model.vocab_size, len(lines))
-    return train_vocab(lines, c.vocab, cfg.model.vocab_size, length=len(lines))
+    return train_vocab(lines, c.vocab, cfg.model.vocab_size)
 
 
 @dataclass
@@ -348,27 +383,38 @@ def run(cfg: Config) -> dict[str, Any]:
     out, vocab_uri, shards_uri = cfg.paths.corpus, cfg.paths.vocab, cfg.paths.corpus_shards
     files = resolve_inputs(c.inputs)
     fp = fingerprint(cfg, files)
-    previous = _finished(shards_uri, vocab_uri, fp)
-    if previous is not None:
+    previous = _previous(shards_uri)
+    if _finished(shards_uri, vocab_uri, fp, previous):
         log.info("corpus: %s is complete for these inputs and config; skipping", shards_uri)
         return _report(out, previous, skipped=True)
-    storage.remove(shards_uri)  # a partial earlier output is never reused
+    existing = _vocab_sha(vocab_uri)
+    # The vocabulary of a finished run with the same inputs and config is kept as it is (only the
+    # shards are rebuilt): checkpoints may have been trained with it.
+    keep = not c.vocab.vocab_uri and previous is not None and previous.fingerprint == fp
+    keep = keep and existing == previous.vocab_sha256
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     options = ReadOptions(c.encoding, c.text_field)
     started = time.time()
     try:
-        sample_k = c.vocab.sample_lines if not c.vocab.vocab_uri and c.vocab.sample_lines else 0
+        sample_k = c.vocab.sample_lines if not c.vocab.vocab_uri and c.vocab.sample_lines and not keep else 0
         found = survey(cfg, files, options, sample_k, cpus)
-        if c.vocab.vocab_uri:
-            vocab = load_vocab(c.vocab.vocab_uri)
-            check_vocab_tokens(vocab, m.vocab_size, c.vocab.vocab_uri)
+        if c.vocab.vocab_uri or keep:
+            source = c.vocab.vocab_uri or vocab_uri
+            vocab = load_vocab(source)
+            check_vocab_tokens(vocab, m.vocab_size, source)
         else:
             vocab = build_vocab(cfg, found, options, cpus)
-        if c.vocab.vocab_uri and _same_file(vocab_txt_uri(c.vocab.vocab_uri), vocab_txt_uri(vocab_uri)):
-            tokenizer = build_tokenizer(vocab)  # the configured vocabulary is already in place
+        sha = hashlib.sha256(vocab_text(vocab)).hexdigest()
+        if existing == sha or (
+            c.vocab.vocab_uri and _same_file(vocab_txt_uri(c.vocab.vocab_uri), vocab_txt_uri(vocab_uri))
+        ):
+            tokenizer = build_tokenizer(vocab)  # this very vocabulary is already in place
         else:
+            if existing is not None and (used_by := _checkpoints_using(cfg, existing)):
+                raise _refuse_replacing(cfg, vocab_uri, used_by)
             tokenizer = write_vocab_dir(vocab, vocab_uri, m.max_length)
         vocab_seconds = time.time() - started
+        storage.remove(shards_uri)  # a partial or damaged earlier output is never reused
         shards, counts = pack_shards(cfg, found, options, tokenizer.to_str(), cpus)
     except Exception as e:  # a task's own error reaches the user as it was raised
         user = user_error_in(e)
@@ -404,13 +450,16 @@ def run(cfg: Config) -> dict[str, Any]:
         },
         config={"corpus": dataclasses.asdict(c), "model": dataclasses.asdict(m)},
         fingerprint=fp,
-        seconds={"vocab": round(vocab_seconds, 1), "total": round(time.time() - started, 1)},
     )
     write_manifest(shards_uri, manifest)
-    return _report(out, manifest, skipped=False)
+    # The timings go to the report only: the manifest is the same bytes run after run.
+    seconds = {"vocab": round(vocab_seconds, 1), "total": round(time.time() - started, 1)}
+    return _report(out, manifest, skipped=False, seconds=seconds)
 
 
-def _report(out: str, manifest: ShardManifest, skipped: bool) -> dict[str, Any]:
+def _report(
+    out: str, manifest: ShardManifest, skipped: bool, seconds: dict[str, float] | None = None
+) -> dict[str, Any]:
     return {
         "output_uri": out,
         "skipped": skipped,
@@ -420,5 +469,5 @@ def _report(out: str, manifest: ShardManifest, skipped: bool) -> dict[str, Any]:
         "vocab_size": manifest.vocab_size,
         "cleaning": manifest.cleaning,
         "packing": manifest.packing,
-        "seconds": manifest.seconds,
+        "seconds": seconds,
     }

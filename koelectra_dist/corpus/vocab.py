@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -83,26 +84,63 @@ class Pretokenizer:
         return " ".join(out)
 
 
-def train_vocab(lines: Iterable[str], cfg: VocabConfig, vocab_size: int, length: int | None = None) -> list[str]:
+def _pre_tokenizer(cfg: VocabConfig) -> pre_tokenizers.PreTokenizer:
+    # Mecab lines are already normalised and split; `##` marks must survive as part of the words.
+    return pre_tokenizers.WhitespaceSplit() if cfg.pretokenizer == "mecab" else pre_tokenizers.BertPreTokenizer()
+
+
+def _alphabet(lines: list[str], cfg: VocabConfig) -> tuple[list[str], list[str]]:
+    """The characters the WordPiece trainer starts from (the `limit_alphabet` most frequent, ties
+    by code point) and those of them that occur inside a word (their `##` forms become tokens too).
+
+    The trainer of tokenizers 0.23 picks these itself, but nondeterministically (huggingface/tokenizers
+    #1794): it cuts the alphabet at `limit_alphabet` with an unstable sort over a hash map, and gives
+    the `##` forms ids in hash-map order, and those ids break ties between equally frequent merges.
+    So they are computed here, from the words the trainer will see, and handed to it fixed."""
+    split = _pre_tokenizer(cfg)
+    normalize = None if cfg.pretokenizer == "mecab" else bert_normalizer().normalize_str
+    counts: Counter[str] = Counter()
+    inner: set[str] = set()
+    kinds: dict[str, str] = {}  # each character as the trainer's pre-tokenizer treats it
+    for lo in range(0, len(lines), 10_000):
+        text = "\n".join(lines[lo : lo + 10_000])
+        text = normalize(text) if normalize else text  # the normaliser works character by character
+        counts.update(text)
+        for c in counts.keys() - kinds.keys():
+            words = [w for w, _ in split.pre_tokenize_str(f"a{c}a")]
+            kinds[c] = " " if words == ["a", "a"] else f" {c} " if len(words) == 3 else c
+        # Word boundaries as spaces, then each word's characters after its first.
+        words = text.translate({ord(c): k for c, k in kinds.items() if k != c}).split()
+        inner.update(*(w[1:] for w in words if len(w) > 1))
+    alphabet = {c: n for c, n in counts.items() if kinds[c] != " "}
+    kept = sorted(alphabet, key=lambda c: (-alphabet[c], c))[: cfg.limit_alphabet]
+    return sorted(kept), sorted(inner.intersection(kept))
+
+
+def train_vocab(lines: Iterable[str], cfg: VocabConfig, vocab_size: int) -> list[str]:
     """Train WordPiece on pre-tokenized lines; return exactly `vocab_size` tokens (specials first,
-    [unusedN] last). DataError when the corpus cannot fill the vocabulary."""
+    then the `##` forms of the alphabet, the alphabet, the learned pieces, and [unusedN] last).
+    The same lines give the same vocabulary. DataError when the corpus cannot fill it."""
+    lines = list(lines)
     tokenizer = Tokenizer(models.WordPiece(unk_token=UNK, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
-    if cfg.pretokenizer == "mecab":
-        # Lines are already normalised and split; `##` marks must survive as part of the words.
-        tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    else:
+    tokenizer.pre_tokenizer = _pre_tokenizer(cfg)
+    if cfg.pretokenizer != "mecab":
         tokenizer.normalizer = bert_normalizer()
-        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    alphabet, inner = _alphabet(lines, cfg)
     learned = vocab_size - cfg.num_unused
     trainer = trainers.WordPieceTrainer(
         vocab_size=learned,
         min_frequency=cfg.min_frequency,
-        limit_alphabet=cfg.limit_alphabet,
-        special_tokens=list(SPECIAL_TOKENS),
+        # The alphabet given as the initial one and the limit set to its size: the trainer keeps
+        # exactly it. The `##` forms as special tokens: they get their ids in this fixed order
+        # before training (the trainer treats them as ordinary tokens otherwise).
+        limit_alphabet=len(alphabet),
+        initial_alphabet=alphabet,
+        special_tokens=[*SPECIAL_TOKENS, *("##" + c for c in inner)],
         continuing_subword_prefix="##",
         show_progress=False,
     )
-    tokenizer.train_from_iterator(lines, trainer=trainer, length=length)
+    tokenizer.train_from_iterator(lines, trainer=trainer, length=len(lines))
     vocab = [token for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])]
     if len(vocab) < learned:
         raise DataError(
@@ -176,6 +214,11 @@ def load_vocab(uri: str) -> list[str]:
         raise DataError(f"{txt} is not UTF-8 ({e}); a vocabulary is one UTF-8 token per line") from None
 
 
+def vocab_text(vocab: list[str]) -> bytes:
+    """vocab.txt's bytes: one token per line."""
+    return ("\n".join(vocab) + "\n").encode("utf-8")
+
+
 def write_vocab_dir(vocab: list[str], uri: str, max_length: int) -> Tokenizer:
     """Write vocab.txt, tokenizer.json, tokenizer_config.json and special_tokens_map.json to `uri`."""
     tokenizer = build_tokenizer(vocab)
@@ -190,8 +233,8 @@ def write_vocab_dir(vocab: list[str], uri: str, max_length: int) -> Tokenizer:
         **specials,
     }
     with tempfile.TemporaryDirectory() as tmp:
-        with open(os.path.join(tmp, "vocab.txt"), "w", encoding="utf-8") as f:
-            f.write("\n".join(vocab) + "\n")
+        with open(os.path.join(tmp, "vocab.txt"), "wb") as f:
+            f.write(vocab_text(vocab))
         tokenizer.save(os.path.join(tmp, "tokenizer.json"))
         for name, obj in [("tokenizer_config.json", config), ("special_tokens_map.json", specials)]:
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:

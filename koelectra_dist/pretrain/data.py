@@ -99,7 +99,8 @@ def open_shards(cfg: Config) -> ShardSet:
         raise DataError(
             f"{uri}: the shards do not match their manifest:\n  - "
             + "\n  - ".join(problems)
-            + "\nrun the corpus stage again (it rebuilds a damaged shard set), or restore the files"
+            + "\nrun the corpus stage again with the same inputs and config (it rebuilds the shards with the "
+            "vocabulary already there, so checkpoints stay usable), or restore the files"
         )
     if manifest.vocab_size != cfg.model.vocab_size:
         raise DataError(

@@ -76,11 +76,51 @@ def test_rerun_skips_and_partial_output_is_rebuilt(tiny_run):
     report = stage.run(cfg)
     assert report["skipped"] is False
     assert not (tiny_run / "shards" / "part-00099.parquet").exists()
-    # WordPiece training breaks count ties in hash order, so the retrained vocabulary may differ
-    # in a few tokens; the text and the packing do not.
-    after = read_rows(str(tiny_run / "shards"))
-    assert abs(after.num_rows - before.num_rows) <= 3
+    assert read_rows(str(tiny_run / "shards")).equals(before)  # the same vocabulary and packing
     assert stage.run(make_cfg(str(tiny_run.parent), seed=7))["skipped"] is False  # config changed
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_two_runs_are_byte_identical_across_task_counts(ray_local, tmp_path, monkeypatch):
+    """vocab/, shards and manifest: the same bytes whatever the number of tasks the work is cut in."""
+    stage.run(make_cfg(str(tmp_path / "a")))
+    monkeypatch.setattr(stage, "MIN_CHUNK_BYTES", 4096)  # the 46 kB input in several chunks
+    monkeypatch.setattr(stage, "TASKS_PER_CPU", 3)
+    stage.run(make_cfg(str(tmp_path / "b")))
+    a, b = tmp_path / "a" / "corpus", tmp_path / "b" / "corpus"
+    for sub in ("vocab", "shards"):
+        assert _files(a / sub) == _files(b / sub)
+    assert len(_files(a / "shards")) > 2
+
+
+def test_a_rerun_never_replaces_a_vocabulary_checkpoints_need(ray_local, tmp_path):
+    cfg = make_cfg(str(tmp_path / "run"))
+    stage.run(cfg)
+    corpus = tmp_path / "run" / "corpus"
+    vocab, before = _files(corpus / "vocab"), read_rows(str(corpus / "shards"))
+    step = tmp_path / "run" / "checkpoints" / "step-00000008"
+    step.mkdir(parents=True)
+    (step / "meta.json").write_text(json.dumps({"vocab_sha256": vocab_sha256(str(corpus / "vocab"))}))
+    # A lost shard: the rebuild keeps the vocabulary the checkpoint was trained with.
+    (corpus / "shards" / "part-00001.parquet").unlink()
+    assert stage.run(cfg)["skipped"] is False
+    assert _files(corpus / "vocab") == vocab and read_rows(str(corpus / "shards")).equals(before)
+    # A config that trains another vocabulary is refused before anything is written or deleted.
+    shards = _files(corpus / "shards")
+    with pytest.raises(DataError, match=r"1 checkpoint\(s\) were trained with it \(.*step-00000008\).*vocab_uri="):
+        stage.run(make_cfg(str(tmp_path / "run"), vocab={"pretokenizer": "whitespace", "num_unused": 20}))
+    assert _files(corpus / "vocab") == vocab and _files(corpus / "shards") == shards
+    # Keeping the vocabulary, as the error says, rebuilds the shards with it.
+    keep = {"vocab_uri": str(corpus / "vocab")}
+    assert stage.run(make_cfg(str(tmp_path / "run"), vocab=keep, seed=7))["skipped"] is False
+    assert _files(corpus / "vocab") == vocab
+    # Without checkpoints that need it, a new vocabulary replaces the old one as before.
+    step.joinpath("meta.json").unlink()
+    stage.run(make_cfg(str(tmp_path / "run"), vocab={"pretokenizer": "whitespace", "num_unused": 20}))
+    assert _files(corpus / "vocab") != vocab
 
 
 def test_packing_is_deterministic_given_the_vocabulary(tiny_run, tmp_path):

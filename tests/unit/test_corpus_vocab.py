@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import gzip
 import unicodedata
+from collections import Counter
 
 import pytest
 from helpers import require_shared_data
+from tokenizers import pre_tokenizers
 from transformers import ElectraTokenizer, ElectraTokenizerFast
 
+from koelectra_dist import storage
 from koelectra_dist.corpus.config import VocabConfig
 from koelectra_dist.corpus.vocab import (
     Pretokenizer,
+    bert_normalizer,
     check_vocab_tokens,
     load_vocab,
     train_vocab,
@@ -106,3 +110,22 @@ def test_alphabet_larger_than_the_vocab_is_a_clear_error():
     lines = ["".join(syllables[i : i + 3]) + " " + "".join(syllables[i + 1 : i + 4]) for i in range(len(syllables) - 4)]
     with pytest.raises(DataError, match="alphabet alone takes .* set model.vocab_size >= "):
         train_vocab(lines, VocabConfig(pretokenizer="whitespace", num_unused=0, min_frequency=1), 1000)
+
+
+def test_the_same_lines_give_the_same_vocabulary():
+    """tokenizers' WordPiece trainer alone returns a different vocabulary nearly every call on this
+    text (hash-map order decides its alphabet cut and the ids that break ties between merges)."""
+    text = storage.read_bytes("pkg://konlpy/data/corpus/kolaw/constitution.txt").decode("utf-8").splitlines()
+    cfg = VocabConfig(pretokenizer="whitespace", num_unused=0, limit_alphabet=200)
+    first = train_vocab(text, cfg, 600)
+    assert all(train_vocab(text, cfg, 600) == first for _ in range(3))
+    # The alphabet cut keeps the most frequent characters (ties by code point), and a `##` form
+    # exists exactly for those of them that occur inside a word: nothing added that training
+    # would not have made.
+    split, normalizer = pre_tokenizers.BertPreTokenizer(), bert_normalizer()
+    words = [w for line in text for w, _ in split.pre_tokenize_str(normalizer.normalize_str(line))]
+    counts = Counter("".join(words))
+    alphabet = set(sorted(counts, key=lambda c: (-counts[c], c))[:200])
+    assert {t for t in first if len(t) == 1} == alphabet
+    inner = {c for w in words for c in w[1:]} & alphabet
+    assert {t[2:] for t in first if t.startswith("##") and len(t) == 3} == inner

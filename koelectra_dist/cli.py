@@ -1,5 +1,6 @@
 """The command line: `koelectra-dist --config configs/base_v3.json [STAGE ...]` (installed by
-`pip install .`), or `python launch.py ...` from a checkout.
+`pip install .`), or `python launch.py ...` from a checkout; `koelectra-dist plan --config FILE
+--gpus N --gpu h100` plans a run without a cluster (docs/cluster.md).
 
 Under `ray job submit -- python launch.py ...` it runs on that cluster; otherwise it starts a local
 Ray. The config is checked completely before Ray is touched.
@@ -39,7 +40,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["plan"]:
+        return _plan(argv[1:])
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         unknown = [s for s in args.stages if s not in STAGES]
@@ -65,6 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         if user is None:
             raise
         print(f"koelectra_dist {user.kind}: {user.message}", file=sys.stderr)
+        return 2
+
+
+def _plan(argv: list[str]) -> int:
+    """`koelectra-dist plan ...`: the run planner (koelectra_dist/plan), no Ray, no cluster."""
+    from koelectra_dist.plan.command import main as plan_main
+
+    try:
+        return plan_main(argv)
+    except KoelectraError as e:
+        print(f"koelectra_dist {e.kind}: {e}", file=sys.stderr)
         return 2
 
 

@@ -31,6 +31,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--check", action="store_true", help="validate, print the resolved config as JSON, exit")
     p.add_argument(
+        "--preview-cleaning",
+        type=int,
+        metavar="N",
+        help="print the first N lines of corpus.inputs as corpus.cleaning leaves them, with the rules that fired; exit",
+    )
+    p.add_argument(
         "stages",
         nargs="*",
         metavar="STAGE",
@@ -59,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"koelectra_dist note: before running, {problem}", file=sys.stderr)
             for warning in config_warnings(cfg):
                 print(f"koelectra_dist warning: {warning}", file=sys.stderr)
+            return 0
+        if args.preview_cleaning is not None:
+            from koelectra_dist.corpus.preview import preview
+
+            preview(cfg.corpus, args.preview_cleaning, sys.stdout)
             return 0
         from koelectra_dist.pipeline import run_stages
 

@@ -142,6 +142,7 @@ class Config:
             }
             if pretrain_config.is_elastic(self.distributed)
             else self.gradient_accumulation_steps(),
+            "cleaning_rules": dataclasses.asdict(self.corpus.cleaning.rules()),
             "corpus_output_uri": self.paths.corpus,
             "checkpoint_storage_uri": self.paths.checkpoints,
             "export_output_uri": self.paths.export,

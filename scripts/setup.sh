@@ -14,10 +14,13 @@ pip=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 # (TORCH_SPEC changes the requirement itself; it is split into pip arguments.)
 read -r -a torch_spec <<< "${TORCH_SPEC:-torch==2.13.0}"
 "${pip[@]}" "${torch_spec[@]}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
-"${pip[@]}" -c requirements.lock setuptools wheel ninja py-cpuinfo packaging
+"${pip[@]}" -c requirements.lock setuptools wheel ninja py-cpuinfo packaging setuptools-scm
 # DeepSpeed is a source package: build it against the torch above, not in an isolated build
 # environment that would fetch a torch of its own.
 "${pip[@]}" --no-build-isolation -c requirements.lock deepspeed==0.19.8
+# seqeval is a source package whose setup_requires would fetch the newest setuptools-scm, which
+# no longer imports alone; build it with the pinned one above.
+"${pip[@]}" --no-build-isolation -c requirements.lock seqeval==1.2.2
 "${pip[@]}" -c requirements.lock -r requirements.txt
 "${pip[@]}" --no-build-isolation --no-deps -e .
 .venv/bin/python -m pip check

@@ -2,34 +2,157 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from koelectra_dist.configbase import non_negative, positive
 
+CleaningPreset = Literal["koelectra_v3", "koelectra_v1", "kcelectra"]
+CharacterSet = Literal["all", "hangul_ascii", "hangul_jamo_ascii"]
+
+
+@dataclass(frozen=True)
+class CleaningRules:
+    """Every cleaning rule's resolved value: a preset's, or the config's where it sets one
+    (fields documented on CleaningConfig)."""
+
+    normalize_nfc: bool
+    remove_control_chars: bool
+    split_sentences: bool
+    drop_news_boilerplate: bool
+    remove_urls: bool
+    remove_emails: bool
+    remove_mentions: bool
+    remove_hashtags: bool
+    remove_bracketed: bool
+    remove_masked: bool
+    keep_emoji: bool
+    keep_only: CharacterSet
+    max_repeats: int
+    repeat_normalize: int
+    min_chars: int
+    deduplicate: bool
+
+
+PRESETS: dict[str, CleaningRules] = {
+    # This project's rules before presets existed (KoELECTRA v3 kept hanja and symbols).
+    "koelectra_v3": CleaningRules(
+        normalize_nfc=True,
+        remove_control_chars=True,
+        split_sentences=False,
+        drop_news_boilerplate=False,
+        remove_urls=True,
+        remove_emails=True,
+        remove_mentions=True,
+        remove_hashtags=True,
+        remove_bracketed=False,
+        remove_masked=False,
+        keep_emoji=True,
+        keep_only="all",
+        max_repeats=2,
+        repeat_normalize=0,
+        min_chars=2,
+        deduplicate=True,
+    ),
+    # KoELECTRA v1/v2's published preprocessing (docs/corpus.md, rule by rule).
+    "koelectra_v1": CleaningRules(
+        normalize_nfc=True,
+        remove_control_chars=True,
+        split_sentences=True,
+        drop_news_boilerplate=True,
+        remove_urls=True,
+        remove_emails=True,
+        remove_mentions=True,
+        remove_hashtags=True,
+        remove_bracketed=True,
+        remove_masked=False,
+        keep_emoji=False,
+        keep_only="hangul_ascii",
+        max_repeats=0,
+        repeat_normalize=2,
+        min_chars=10,
+        deduplicate=True,
+    ),
+    # KcELECTRA's README clean(): news comments, jamo and emoji kept.
+    "kcelectra": CleaningRules(
+        normalize_nfc=True,
+        remove_control_chars=True,
+        split_sentences=False,
+        drop_news_boilerplate=False,
+        remove_urls=True,
+        remove_emails=False,
+        remove_mentions=False,
+        remove_hashtags=False,
+        remove_bracketed=False,
+        remove_masked=True,
+        keep_emoji=True,
+        keep_only="hangul_jamo_ascii",
+        max_repeats=0,
+        repeat_normalize=2,
+        min_chars=10,
+        deduplicate=True,
+    ),
+}
+
 
 @dataclass(frozen=True)
 class CleaningConfig:
+    """A preset and, per rule, an override (None: the preset's value). docs/corpus.md says what
+    every rule does in every preset and where it comes from."""
+
     enabled: bool = True
     """Master switch; when false lines are only stripped of surrounding whitespace."""
-    normalize_nfc: bool = True
+    preset: CleaningPreset = "koelectra_v3"
+    """The rules' defaults: 'koelectra_v3' (hanja and symbols kept), 'koelectra_v1' (KoELECTRA
+    v1/v2: Hangul + ASCII only, sentences split, bracketed text and news boilerplate dropped) or
+    'kcelectra' (KcELECTRA: Hangul, jamo, ASCII and emoji; portal-masked OOO removed)."""
+    normalize_nfc: bool | None = None
     """Unicode NFC normalisation (never NFD: it splits Hangul into jamo)."""
-    remove_control_chars: bool = True
+    remove_control_chars: bool | None = None
     """Remove control and format characters (zero-width spaces, BOMs, ...)."""
-    max_repeats: int = 2
-    """Collapse a character repeated more than this many times (ㅋㅋㅋㅋ -> ㅋㅋ); 0 disables."""
-    remove_urls: bool = True
+    split_sentences: bool | None = None
+    """Split lines into sentences at terminal punctuation (. ? ! followed by a space)."""
+    drop_news_boilerplate: bool | None = None
+    """Drop sentences with a copyright notice (무단전재, 재배포 금지, ⓒ...) or a news byline ((서울=뉴스1))."""
+    remove_urls: bool | None = None
     """Remove http(s)/www URLs."""
-    remove_emails: bool = True
+    remove_emails: bool | None = None
     """Remove e-mail addresses."""
-    remove_mentions: bool = True
+    remove_mentions: bool | None = None
     """Remove @user mentions."""
-    remove_hashtags: bool = True
+    remove_hashtags: bool | None = None
     """Remove #hashtags."""
-    min_chars: int = 2
-    """Drop lines shorter than this after cleaning."""
-    deduplicate: bool = True
+    remove_bracketed: bool | None = None
+    """Remove text inside [] {} 【】 <>, brackets included."""
+    remove_masked: bool | None = None
+    """Remove portal-masked words: runs of three or more capital O (OOO)."""
+    keep_emoji: bool | None = None
+    """Keep emoji (also outside keep_only's characters); false removes them."""
+    keep_only: CharacterSet | None = None
+    """Replace every character outside a set with a space: 'hangul_ascii' (KoELECTRA v1:
+    [ .,?!/@$%~％·∼()\\x00-\\x7F가-힣], so hanja go) or 'hangul_jamo_ascii' (KcELECTRA: the same plus
+    ㄱ-ㅣ); 'all' keeps every character (the koelectra_v3 preset)."""
+    max_repeats: int | None = None
+    """Collapse a character repeated more than this many times (ㅋㅋㅋㅋ -> ㅋㅋ; digits and spaces
+    kept); 0 disables."""
+    repeat_normalize: int | None = None
+    """soynlp's repeat_normalize(num_repeats=N): a letter, digit or Hangul repeated 4 or more times
+    becomes N copies (digits too: 10000 -> 100); 0 disables."""
+    min_chars: int | None = None
+    """Drop lines (sentences, with split_sentences) shorter than this after cleaning."""
+    deduplicate: bool | None = None
     """Drop exact duplicate lines (across the whole corpus)."""
+
+    def rules(self) -> CleaningRules:
+        """The preset's rules with this config's overrides."""
+        preset = PRESETS[self.preset]
+        overrides = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(CleaningRules)
+            if getattr(self, f.name) is not None
+        }
+        return dataclasses.replace(preset, **overrides)
 
 
 @dataclass(frozen=True)
@@ -117,6 +240,15 @@ def problems(cfg: Any) -> list[str]:
             f"corpus.vocab.limit_alphabet: must be > 0, got {v.limit_alphabet} (the WordPiece trainer's alphabet, "
             "from which every token is built; KoELECTRA uses 6000)"
         )
+    rules = c.cleaning.rules()
+    non_negative(
+        found,
+        [
+            ("corpus.cleaning.max_repeats", rules.max_repeats),
+            ("corpus.cleaning.repeat_normalize", rules.repeat_normalize),
+            ("corpus.cleaning.min_chars", rules.min_chars),
+        ],
+    )
     found += _encoding_problems(c.encoding)
     if m.vocab_size > 0 and m.vocab_size <= c.vocab.num_unused + 5:
         found.append(

@@ -31,6 +31,7 @@ from koelectra_dist.config import Config
 from koelectra_dist.corpus import dedup, tasks
 from koelectra_dist.corpus.blocks import CutState, PackOptions, advance, block_limit
 from koelectra_dist.corpus.clean import RULES
+from koelectra_dist.corpus.config import PRESETS
 from koelectra_dist.corpus.read import Chunk, InputFile, ReadOptions, plan_chunks, resolve_inputs
 from koelectra_dist.corpus.shards import (
     SCHEMA_VERSION,
@@ -65,12 +66,32 @@ TASKS_PER_CPU = 4
 MIN_CHUNK_BYTES = 1 << 20
 
 
+_RULES_BEFORE_PRESETS = {
+    "normalize_nfc",
+    "remove_control_chars",
+    "max_repeats",
+    "remove_urls",
+    "remove_emails",
+    "remove_mentions",
+    "remove_hashtags",
+    "min_chars",
+    "deduplicate",
+}
+_NO_OP_RULES = dataclasses.asdict(PRESETS["koelectra_v3"])
+
+
 def fingerprint(cfg: Config, files: list[InputFile]) -> str:
     corpus = dataclasses.asdict(cfg.corpus)
     for name in ("output_uri", "chunk_bytes", "dedup_partitions"):  # where and how, not what
         corpus.pop(name)
     if not corpus["several_examples_per_row"]:  # off: the fingerprints of earlier shard sets hold
         corpus.pop("several_examples_per_row")
+    # The rules as applied, whatever preset or override gave them; a rule added since earlier shard
+    # sets is left out while it does nothing, so their fingerprints hold.
+    rules = dataclasses.asdict(cfg.corpus.cleaning.rules())
+    corpus["cleaning"] = {"enabled": cfg.corpus.cleaning.enabled} | {
+        k: v for k, v in rules.items() if k in _RULES_BEFORE_PRESETS or v != _NO_OP_RULES[k]
+    }
     payload = {
         "schema_version": SCHEMA_VERSION,
         "inputs": [dataclasses.asdict(f) for f in files],

@@ -170,11 +170,10 @@ def sample_chunk(
     out = []
     for i in np.flatnonzero(chosen):
         try:
-            line = cleaner.clean(text[i].decode("utf-8"))
+            cleaned = cleaner.clean(text[i].decode("utf-8"))
         except UnicodeDecodeError:
             continue
-        if line is not None:
-            out.append(split(line))
+        out += [split(line) for line in cleaned]
     return out
 
 

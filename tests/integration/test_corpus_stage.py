@@ -210,6 +210,27 @@ def test_errors_raised_in_read_tasks_reach_the_user_as_they_were(tiny_run, tmp_p
     assert str(info.value).startswith(f"corpus input {tmp_path / 'a.jsonl'} is JSON lines")
 
 
+def test_a_preset_splits_sentences_and_counts_its_rules_in_the_report(tiny_run, tmp_path):
+    corpus = tmp_path / "news.txt"
+    corpus.write_text(
+        "(서울=뉴스1) 정부가 예산을 늘렸다. 국회는 내일 예산안을 심의한다. 【사진】 야당은 이에 강하게 반대했다.\n"
+        "무단전재 및 재배포 금지\n\n漢字 ㅋㅋㅋㅋ 대통령이 담화를 발표했다 😀\n",
+        encoding="utf-8",
+    )
+    cleaning = {"preset": "koelectra_v1"}
+    cfg = make_cfg(
+        str(tmp_path / "run"), inputs=[str(corpus)], cleaning=cleaning, vocab={"vocab_uri": str(tiny_run / "vocab")}
+    )
+    report = stage.run(cfg)
+    counts = report["cleaning"]
+    assert counts["sentences_split"] == 1 and counts["boilerplate_dropped"] == 2
+    assert counts["bracketed_removed"] == 1 and counts["chars_filtered"] == 1 and counts["emoji_removed"] == 1
+    # kept: two sentences of the first line and the third line's text
+    assert counts["lines_kept"] == 3
+    cfg = make_cfg(str(tmp_path / "v3"), inputs=[str(corpus)], vocab={"vocab_uri": str(tiny_run / "vocab")})
+    assert stage.run(cfg)["cleaning"]["lines_kept"] == 3  # the three raw lines, nothing split or dropped
+
+
 def test_sampled_vocabulary_and_packing_across_documents(ray_local, tmp_path):
     cfg = make_cfg(
         str(tmp_path / "run"),

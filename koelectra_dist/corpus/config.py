@@ -168,7 +168,14 @@ class VocabConfig:
     min_frequency: int = 2
     """Minimum pair frequency for a merge."""
     num_unused: int = 200
-    """[unusedN] tokens reserved inside vocab_size (KoELECTRA v1: 200)."""
+    """[unusedN] tokens reserved inside vocab_size (KoELECTRA v1: 200); with merge_with, the least
+    number of them (they fill the vocabulary up to model.vocab_size)."""
+    merge_with: str | None = None
+    """A published vocabulary (vocab.txt, a folder holding one, or hf://ORG/NAME) whose tokens not in
+    the trained one are appended to it, in order (KcELECTRA: 30,000 trained + KoELECTRA's); needs
+    train_size."""
+    train_size: int | None = None
+    """With merge_with: tokens of the trained vocabulary, special tokens included (KcELECTRA: 30000)."""
 
 
 @dataclass(frozen=True)
@@ -240,6 +247,7 @@ def problems(cfg: Any) -> list[str]:
             f"corpus.vocab.limit_alphabet: must be > 0, got {v.limit_alphabet} (the WordPiece trainer's alphabet, "
             "from which every token is built; KoELECTRA uses 6000)"
         )
+    found += _merge_problems(c.vocab, m.vocab_size)
     rules = c.cleaning.rules()
     non_negative(
         found,
@@ -273,5 +281,22 @@ def _encoding_problems(encoding: str) -> list[str]:
     if not ascii_compatible:
         return [
             f"corpus.encoding: {encoding!r} is not ASCII-compatible (lines are split at b'\\n'); convert the files to UTF-8"
+        ]
+    return []
+
+
+def _merge_problems(v: VocabConfig, vocab_size: int) -> list[str]:
+    if v.merge_with is None:
+        return [] if v.train_size is None else ["corpus.vocab.train_size: set only with corpus.vocab.merge_with"]
+    if v.vocab_uri:
+        return ["corpus.vocab.merge_with: set with corpus.vocab.vocab_uri, which uses a vocabulary as it is; drop one"]
+    if v.train_size is None:
+        return [
+            "corpus.vocab.merge_with needs corpus.vocab.train_size: the size of the trained part (KcELECTRA: 30000)"
+        ]
+    if not 5 < v.train_size <= vocab_size - v.num_unused:
+        return [
+            f"corpus.vocab.train_size: {v.train_size} must be above the 5 special tokens and at most model.vocab_size "
+            f"({vocab_size}) minus corpus.vocab.num_unused ({v.num_unused})"
         ]
     return []

@@ -47,6 +47,7 @@ from koelectra_dist.corpus.vocab import (
     build_tokenizer,
     check_vocab_tokens,
     load_vocab,
+    merge_vocab,
     train_vocab,
     vocab_text,
     vocab_txt_uri,
@@ -84,6 +85,9 @@ def fingerprint(cfg: Config, files: list[InputFile]) -> str:
     corpus = dataclasses.asdict(cfg.corpus)
     for name in ("output_uri", "chunk_bytes", "dedup_partitions"):  # where and how, not what
         corpus.pop(name)
+    for name in ("merge_with", "train_size"):
+        if corpus["vocab"][name] is None:
+            corpus["vocab"].pop(name)
     if not corpus["several_examples_per_row"]:  # off: the fingerprints of earlier shard sets hold
         corpus.pop("several_examples_per_row")
     # The rules as applied, whatever preset or override gave them; a rule added since earlier shard
@@ -99,6 +103,9 @@ def fingerprint(cfg: Config, files: list[InputFile]) -> str:
         "model": {"vocab_size": cfg.model.vocab_size, "max_length": cfg.model.max_length},
         "vocab_source": vocab_sha256(cfg.corpus.vocab.vocab_uri) if cfg.corpus.vocab.vocab_uri else None,
     }
+    if cfg.corpus.vocab.merge_with:  # unset: the fingerprints of earlier shard sets hold
+        merged = load_vocab(cfg.corpus.vocab.merge_with, "corpus.vocab.merge_with")
+        payload["merge_source"] = hashlib.sha256(vocab_text(merged)).hexdigest()
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -309,8 +316,19 @@ def build_vocab(cfg: Config, s: Survey, options: ReadOptions, cpus: int) -> list
             lines += ray.get(ref)
     if not lines:
         raise _empty_corpus(cfg, s)
-    log.info("corpus vocabulary: training WordPiece (%d tokens) on %d lines", cfg.model.vocab_size, len(lines))
-    return train_vocab(lines, c.vocab, cfg.model.vocab_size)
+    v = c.vocab
+    if v.merge_with is None:
+        log.info("corpus vocabulary: training WordPiece (%d tokens) on %d lines", cfg.model.vocab_size, len(lines))
+        return train_vocab(lines, v, cfg.model.vocab_size)
+    log.info("corpus vocabulary: training WordPiece (%d tokens) on %d lines, then merging", v.train_size, len(lines))
+    trained = train_vocab(lines, dataclasses.replace(v, num_unused=0), v.train_size, "corpus.vocab.train_size")
+    merged = merge_vocab(
+        trained, load_vocab(v.merge_with, "corpus.vocab.merge_with"), cfg.model.vocab_size, v.num_unused, v.merge_with
+    )
+    log.info(
+        "corpus vocabulary: %d trained + %d of %s", v.train_size, cfg.model.vocab_size - v.train_size, v.merge_with
+    )
+    return merged
 
 
 @dataclass

@@ -117,10 +117,13 @@ def _alphabet(lines: list[str], cfg: VocabConfig) -> tuple[list[str], list[str]]
     return sorted(kept), sorted(inner.intersection(kept))
 
 
-def train_vocab(lines: Iterable[str], cfg: VocabConfig, vocab_size: int) -> list[str]:
+def train_vocab(
+    lines: Iterable[str], cfg: VocabConfig, vocab_size: int, size_name: str = "model.vocab_size"
+) -> list[str]:
     """Train WordPiece on pre-tokenized lines; return exactly `vocab_size` tokens (specials first,
     then the `##` forms of the alphabet, the alphabet, the learned pieces, and [unusedN] last).
-    The same lines give the same vocabulary. DataError when the corpus cannot fill it."""
+    The same lines give the same vocabulary. DataError when the corpus cannot fill it (naming
+    `size_name`, the setting that asked for `vocab_size`)."""
     lines = list(lines)
     tokenizer = Tokenizer(models.WordPiece(unk_token=UNK, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
     tokenizer.pre_tokenizer = _pre_tokenizer(cfg)
@@ -144,9 +147,9 @@ def train_vocab(lines: Iterable[str], cfg: VocabConfig, vocab_size: int) -> list
     vocab = [token for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])]
     if len(vocab) < learned:
         raise DataError(
-            f"the corpus supports only {len(vocab)} WordPiece tokens, but model.vocab_size "
+            f"the corpus supports only {len(vocab)} WordPiece tokens, but {size_name} "
             f"{vocab_size} minus corpus.vocab.num_unused {cfg.num_unused} asks for {learned}: use more "
-            f"text, lower corpus.vocab.min_frequency, or set model.vocab_size <= {len(vocab) + cfg.num_unused}"
+            f"text, lower corpus.vocab.min_frequency, or set {size_name} <= {len(vocab) + cfg.num_unused}"
         )
     if len(vocab) > learned:
         # WordPiece keeps its whole initial alphabet (each character also as a ## continuation),
@@ -154,8 +157,8 @@ def train_vocab(lines: Iterable[str], cfg: VocabConfig, vocab_size: int) -> list
         raise DataError(
             f"the corpus's alphabet alone takes {len(vocab)} WordPiece tokens (characters and their ## "
             f"forms, up to corpus.vocab.limit_alphabet={cfg.limit_alphabet} characters), more than the "
-            f"{learned} that model.vocab_size {vocab_size} minus corpus.vocab.num_unused {cfg.num_unused} "
-            f"leaves: set model.vocab_size >= {len(vocab) + cfg.num_unused} or lower corpus.vocab.limit_alphabet"
+            f"{learned} that {size_name} {vocab_size} minus corpus.vocab.num_unused {cfg.num_unused} "
+            f"leaves: set {size_name} >= {len(vocab) + cfg.num_unused} or lower corpus.vocab.limit_alphabet"
         )
     return vocab + [f"[unused{i}]" for i in range(cfg.num_unused)]
 
@@ -196,11 +199,12 @@ def vocab_txt_uri(uri: str) -> str:
     return uri if uri.rstrip("/").endswith(".txt") else storage.join(uri, "vocab.txt")
 
 
-def load_vocab(uri: str) -> list[str]:
-    """Tokens of an existing vocab.txt (or a folder holding one), one per line."""
+def load_vocab(uri: str, key: str = "corpus.vocab.vocab_uri") -> list[str]:
+    """Tokens of an existing vocab.txt (or a folder holding one), one per line; `key` is the
+    setting that named it."""
     txt = vocab_txt_uri(uri)
     if not storage.exists(txt):
-        raise DataError(f"vocabulary {txt} not found; fix corpus.vocab.vocab_uri")
+        raise DataError(f"vocabulary {txt} not found; fix {key}")
     data = storage.read_bytes(txt)
     # Each of these would turn every token into another string (`[PAD]\r`, a BOM before `[PAD]`)
     # that still looks right when printed.
@@ -241,3 +245,25 @@ def write_vocab_dir(vocab: list[str], uri: str, max_length: int) -> Tokenizer:
                 json.dump(obj, f, indent=2, ensure_ascii=False)
         storage.upload_dir(tmp, uri)
     return tokenizer
+
+
+def is_unused(token: str) -> bool:
+    return token.startswith("[unused") and token.endswith("]") and token[7:-1].isdigit()
+
+
+def merge_vocab(trained: list[str], published: list[str], vocab_size: int, num_unused: int, source: str) -> list[str]:
+    """KcELECTRA's merge: the trained tokens, then `published`'s tokens that are not among them,
+    in their order (its special and [unusedN] tokens left out), then [unusedN] tokens up to
+    `vocab_size`. DataError when that leaves fewer than `num_unused` of them."""
+    base = [t for t in trained if not is_unused(t)]
+    have = set(base) | set(SPECIAL_TOKENS)
+    extra = [t for t in dict.fromkeys(published) if t not in have and not is_unused(t)]
+    merged = base + extra
+    room = vocab_size - len(merged)
+    if room < num_unused:
+        raise DataError(
+            f"the merged vocabulary has {len(merged)} tokens ({len(base)} trained, corpus.vocab.train_size, + "
+            f"{len(extra)} of {source} not among them) and corpus.vocab.num_unused asks for {num_unused} [unused] "
+            f"tokens: set model.vocab_size >= {len(merged) + num_unused}"
+        )
+    return merged + [f"[unused{i}]" for i in range(room)]

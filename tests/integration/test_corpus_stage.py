@@ -276,3 +276,37 @@ def test_a_damaged_shard_set_is_rebuilt_on_rerun(ray_local, tiny_run, tmp_path):
     os.remove(os.path.join(shards, "part-00000.parquet"))
     report = stage.run(cfg)
     assert report["skipped"] is False and read_rows(shards).equals(before)
+
+
+def test_a_merged_vocabulary_trains_exports_and_loads_in_transformers(ray_local, tmp_path):
+    """KcELECTRA's recipe in small: 800 tokens trained on the constitution + a vocabulary trained on
+    a bill (its tokens not among the 800 appended), then pre-training and export with it."""
+    from transformers import ElectraForPreTraining, ElectraTokenizerFast
+
+    from koelectra_dist.corpus.config import VocabConfig
+    from koelectra_dist.corpus.vocab import load_vocab, train_vocab, write_vocab_dir
+
+    bill = storage.read_bytes("pkg://konlpy/data/corpus/kobill/1809890.txt").decode().splitlines()
+    vocab_cfg = VocabConfig(pretokenizer="whitespace", num_unused=10, min_frequency=1, limit_alphabet=150)
+    published = train_vocab(bill, vocab_cfg, 400)
+    write_vocab_dir(published, str(tmp_path / "published"), 64)
+    out = tmp_path / "run"
+    args = ["--config", str(ROOT / "configs/tiny.json"), "--set", f"run.output_uri={out}"]
+    args += ["--set", f"corpus.vocab.merge_with={tmp_path / 'published'}", "--set", "corpus.vocab.train_size=800"]
+    args += ["--set", "model.vocab_size=1200", "--set", "train.steps=2", "--set", "checkpoint.interval_steps=2"]
+    args += ["--set", "distributed.num_workers=1"]
+    assert launch.main(args) == 0
+
+    merged = load_vocab(str(out / "corpus" / "vocab"))
+    extra = [t for t in published if t not in set(merged[:800]) and not t.startswith("[unused")]
+    assert len(merged) == 1200 and merged[800 : 800 + len(extra)] == extra
+    assert all(t.startswith("[unused") for t in merged[800 + len(extra) :]) and 1200 - 800 - len(extra) >= 10
+
+    disc = out / "hf" / "discriminator"
+    tokenizer = ElectraTokenizerFast.from_pretrained(disc)
+    model = ElectraForPreTraining.from_pretrained(disc).eval()
+    assert model.config.vocab_size == 1200 and len(tokenizer) == 1200
+    word = next(t for t in extra if len(t) > 1 and not t.startswith("##"))
+    batch = tokenizer(f"법률 {word}", return_tensors="pt")
+    assert merged.index(word) in batch["input_ids"][0].tolist()
+    assert model(**batch).logits.shape == batch["input_ids"].shape

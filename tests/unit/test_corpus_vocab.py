@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import unicodedata
 from collections import Counter
 
 import pytest
-from helpers import require_shared_data
+from helpers import require_shared_data, tiny_config
 from tokenizers import pre_tokenizers
 from transformers import ElectraTokenizer, ElectraTokenizerFast
 
@@ -16,12 +17,14 @@ from koelectra_dist.corpus.config import VocabConfig
 from koelectra_dist.corpus.vocab import (
     Pretokenizer,
     bert_normalizer,
+    build_tokenizer,
     check_vocab_tokens,
     load_vocab,
+    merge_vocab,
     train_vocab,
     write_vocab_dir,
 )
-from koelectra_dist.errors import DataError
+from koelectra_dist.errors import ConfigError, DataError
 from koelectra_dist.tokens import SPECIAL_TOKENS, UNK
 
 SENTENCES = [
@@ -129,3 +132,47 @@ def test_the_same_lines_give_the_same_vocabulary():
     assert {t for t in first if len(t) == 1} == alphabet
     inner = {c for w in words for c in w[1:]} & alphabet
     assert {t[2:] for t in first if t.startswith("##") and len(t) == 3} == inner
+
+
+def test_merge_appends_the_published_tokens_not_trained_in_order():
+    trained = [*SPECIAL_TOKENS, "영화", "##는", "좋다", "[unused0]"]
+    published = [*SPECIAL_TOKENS, "[unused0]", "[unused1]", "좋다", "배우", "##는", "연기", "배우", "[BOS]"]
+    merged = merge_vocab(trained, published, 12, 1, "published")
+    # KcELECTRA's arithmetic: n trained (its [unused] left out) + the published tokens not among
+    # them (specials and [unused] left out, each once) + [unused] filling up to the size
+    assert merged == [*SPECIAL_TOKENS, "영화", "##는", "좋다", "배우", "연기", "[BOS]", "[unused0]"]
+    assert merge_vocab(trained, published, 14, 1, "p")[-3:] == ["[unused0]", "[unused1]", "[unused2]"]
+    with pytest.raises(DataError, match=r"has 11 tokens \(8 trained.*\+ 3 of published.*model.vocab_size >= 13"):
+        merge_vocab(trained, published, 12, 2, "published")
+
+
+def test_merge_of_a_trained_vocabulary_with_a_published_one():
+    """KcELECTRA's recipe on a small case: WordPiece trained on one Korean text, then merged with a
+    vocabulary trained on another; the result is n + the other's tokens not among the n, and a
+    word only the other knows tokenizes to its appended id."""
+    constitution = storage.read_bytes("pkg://konlpy/data/corpus/kolaw/constitution.txt").decode().splitlines()
+    bill = storage.read_bytes("pkg://konlpy/data/corpus/kobill/1809890.txt").decode().splitlines()
+    cfg = VocabConfig(pretokenizer="whitespace", num_unused=0, min_frequency=1, limit_alphabet=150)
+    trained = train_vocab(constitution, cfg, 600)
+    published = train_vocab(bill, dataclasses.replace(cfg, num_unused=10), 400)
+    new = [t for t in published if t not in set(trained) and not t.startswith("[unused")]
+    merged = merge_vocab(trained, published, 600 + len(new) + 4, 4, "bill")
+    assert merged[:600] == trained and merged[600:-4] == new and len(new) > 50
+    check_vocab_tokens(merged, 600 + len(new) + 4, "merged")
+    word = next(t for t in new if len(t) > 1 and not t.startswith("##"))
+    assert build_tokenizer(merged).encode(word, add_special_tokens=False).ids == [merged.index(word)]
+
+
+@pytest.mark.parametrize(
+    "overrides,problem",
+    [
+        (["corpus.vocab.merge_with=v.txt"], "merge_with needs corpus.vocab.train_size"),
+        (["corpus.vocab.train_size=500"], "train_size: set only with corpus.vocab.merge_with"),
+        (["corpus.vocab.merge_with=v.txt", "corpus.vocab.train_size=995"], "at most model.vocab_size \\(1000\\) minus"),
+        (["corpus.vocab.merge_with=v.txt", "corpus.vocab.train_size=5"], "above the 5 special tokens"),
+        (["corpus.vocab.merge_with=v.txt", "corpus.vocab.train_size=500", "corpus.vocab.vocab_uri=w"], "drop one"),
+    ],
+)
+def test_merge_settings_are_checked_before_anything_runs(tmp_path, overrides, problem):
+    with pytest.raises(ConfigError, match=problem):
+        tiny_config(str(tmp_path), *overrides)

@@ -134,7 +134,8 @@ def transfers(stage: int, gpus: int, params: int, accumulation: int, precision: 
     ZeRO 1/2 all-reduce gradient buckets (its default `use_multi_rank_bucket_allreduce`) and all-gather
     the updated weights; ZeRO 2 reduces at every micro-batch (its gradients are partitioned),
     ZeRO 1 at the last only; ZeRO 3 gathers weights for every forward and backward and
-    reduce-scatters gradients every micro-batch. `overlaps`: the compute a transfer can hide behind."""
+    reduce-scatters gradients every micro-batch. `overlaps`: the compute a transfer can hide behind
+    (ZeRO 3 as if its prefetch were perfect: its per-layer gathers add latency this does not count)."""
     width = 4 if precision == "fp32" else 2
     ring = (gpus - 1) / gpus * params * width
     a = accumulation
@@ -149,7 +150,8 @@ def transfers(stage: int, gpus: int, params: int, accumulation: int, precision: 
             ("weight all-gather after the update", ring, None),
         ],
         3: [
-            ("weight all-gathers, forward and backward", 2 * ring * a, "compute"),
+            ("weight all-gather, every forward", ring * a, "forward"),
+            ("weight all-gather, every backward", ring * a, "backward"),
             ("gradient reduce-scatter, every micro-batch", ring * a, "backward"),
         ],
     }
@@ -164,7 +166,7 @@ def comm_time(
     windows = {
         "last_backward": BACKWARD_SHARE * compute_s / accumulation,
         "backward": BACKWARD_SHARE * compute_s,
-        "compute": compute_s,
+        "forward": (1 - BACKWARD_SHARE) * compute_s,
     }
     wire = exposed = 0.0
     hideable: dict[str, float] = {}
@@ -175,9 +177,6 @@ def comm_time(
             hideable[item["overlaps"]] = hideable.get(item["overlaps"], 0.0) + s
         else:
             exposed += s
-    # ZeRO 3's two overlapping transfers share the wire: hide their sum behind the whole compute
-    if len(hideable) > 1:
-        hideable = {"compute": sum(hideable.values())}
     exposed += sum(max(0.0, s - windows[key]) for key, s in hideable.items())
     return wire, exposed
 
@@ -291,8 +290,8 @@ def _warnings(
             warning(
                 f"micro-batch {micro} x {seq} = {tokens} tokens per GPU per forward is too small to keep a "
                 f"{cluster.gpu.name} busy (launch-bound): the {mfu.value:.0%} MFU, and so the time, is optimistic",
-                f"raise train.global_batch_size to at least {wanted * n} ({wanted} per GPU) with a large-batch "
-                "optimizer (configs/base_v3_large_batch.json: LAMB), or use fewer GPUs",
+                f"raise train.global_batch_size to at least {wanted * n} ({wanted} per GPU) with the large-batch "
+                "learning-rate rule (configs/base_v3_large_batch.json, docs/pretrain.md), or use fewer GPUs",
             )
         )
     elif mfu.micro_batch and micro < mfu.micro_batch:
@@ -308,7 +307,7 @@ def _warnings(
             warning(
                 f"communication ({chosen['comm_s'] * 1e3:.1f} ms per step at ZeRO {d.zero_stage}) is longer than "
                 f"compute ({compute_s * 1e3:.1f} ms): more GPUs will not make the run faster",
-                "give each GPU more compute per step (a larger train.global_batch_size with LAMB), use "
+                "give each GPU more compute per step (a larger train.global_batch_size: the large-batch recipe), use "
                 "EFA or InfiniBand rather than TCP, or a ZeRO stage that moves fewer bytes (see the traffic table)",
             )
         )
@@ -317,7 +316,8 @@ def _warnings(
             warning(
                 f"{chosen['exposed_s'] * 1e3:.1f} ms of communication per step at ZeRO {d.zero_stage} does not hide "
                 f"behind compute ({compute_s * 1e3:.1f} ms)",
-                "keep distributed.overlap_comm on, or pick the ZeRO stage with the least exposed time (traffic table)",
+                "a larger train.global_batch_size (more compute per step for the same bytes), fewer GPUs, or a "
+                "faster link; keep distributed.overlap_comm on",
             )
         )
     return found

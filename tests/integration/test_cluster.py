@@ -38,6 +38,8 @@ AWS_YAML = CLUSTER / "aws-gpu.yaml"
 RAYCLUSTER = CLUSTER / "kuberay" / "raycluster.yaml"
 RAYJOB = CLUSTER / "kuberay" / "rayjob.yaml"
 RUNTIME_ENV = CLUSTER / "runtime_env.yaml"
+NCCL_EFA_ENV = CLUSTER / "nccl-efa.env"
+DOCKERFILE = CLUSTER / "Dockerfile"
 CRD_DIR = ROOT.parent / "shared" / "schemas" / "kuberay"
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
 
@@ -111,7 +113,29 @@ def test_aws_config_passes_ray_and_ec2_validation():
         assert ".venv/bin/ray start" in start, key
         # Job entrypoints run `python` from the PATH of `ray start`: the project's venv must come first.
         assert "PATH=$HOME/koelectra_dist/.venv/bin:$PATH" in start, key
-    assert "FI_PROVIDER=efa" in " ".join(config["worker_start_ray_commands"])
+    # NCCL over EFA on every GPU node: cluster/nccl-efa.env sourced before `ray start`
+    assert ". ~/koelectra_dist/cluster/nccl-efa.env" in " ".join(config["worker_start_ray_commands"])
+    assert nccl_efa_env()["FI_PROVIDER"] == "efa"
+
+
+def nccl_efa_env() -> dict[str, str]:
+    lines = [line for line in NCCL_EFA_ENV.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def test_aws_gpu_node_types_reach_64_gpus_by_one_variable():
+    raw = AWS_YAML.read_text()
+    assert re.search(r"^  gpu_nodes: &gpu_nodes (\d+)$", raw, re.M), "the GPU node count is one anchor in metadata"
+    config = validate_launcher_config(AWS_YAML)
+    types = config["available_node_types"]
+    gpu = {n: t for n, t in types.items() if t["resources"].get("GPU")}
+    counts = {n: t["max_workers"] for n, t in gpu.items()}
+    assert len(set(counts.values())) == 1 and raw.count("max_workers: *gpu_nodes") == len(gpu), counts
+    nodes = next(iter(counts.values()))
+    assert nodes * 8 >= 64 and all(t["resources"]["GPU"] == 8 for t in gpu.values())
+    # the cluster-wide bound leaves room for a full GPU type and the CPU nodes at once
+    cpu = sum(t["max_workers"] for t in types.values() if not t["resources"].get("GPU") and "max_workers" in t)
+    assert config["max_workers"] >= nodes + cpu
 
 
 @pytest.mark.parametrize(
@@ -155,10 +179,10 @@ def planned_nodes(config: dict[str, Any], demand: list[dict[str, float]]) -> tup
     )
 
 
-@pytest.mark.parametrize("num_workers", [8, 32])
+@pytest.mark.parametrize("num_workers", [8, 32, 64])
 def test_autoscaler_launches_gpu_nodes_for_pretraining(num_workers):
-    """`ray job submit` of configs/base_v3.json (as is, and on 32 GPUs): Ray Train asks for one
-    bundle per worker; the autoscaler covers them with whole 8-GPU nodes and nothing else."""
+    """`ray job submit` of configs/base_v3.json (as is, and on 32 and 64 GPUs): Ray Train asks for
+    one bundle per worker; the autoscaler covers them with whole 8-GPU nodes and nothing else."""
     config = validate_launcher_config(AWS_YAML)
     micro = 256 // num_workers  # keeps the global batch at 256
     overrides = [f"distributed.num_workers={num_workers}", f"train.micro_batch_size={min(32, micro)}"]
@@ -281,13 +305,36 @@ def test_raycluster_autoscales_gpu_workers_from_zero():
             assert any(m["mountPath"] == "/dev/shm" and m["name"] in shm for m in c["volumeMounts"]), c["name"]
 
 
+def test_kuberay_gpu_groups_reach_64_gpus_over_efa():
+    """Every GPU group: up to 8 pods of 8 GPUs (one anchor), all of its node's EFA devices, huge
+    pages and IPC_LOCK for libfabric, and cluster/nccl-efa.env's variables; the image has the stack."""
+    raw = RAYCLUSTER.read_text()
+    groups = yaml.safe_load(raw)["spec"]["workerGroupSpecs"]
+    gpu_groups = [
+        g for g in groups if "nvidia.com/gpu" in g["template"]["spec"]["containers"][0]["resources"]["limits"]
+    ]
+    assert raw.count("maxReplicas: *gpu_pods") == len(gpu_groups) - 1
+    efa_devices = {"gpu-h100": 32, "gpu-a100": 4}  # p5.48xlarge, p4d.24xlarge
+    for g in gpu_groups:
+        (container,) = g["template"]["spec"]["containers"]
+        limits = container["resources"]["limits"]
+        assert g["maxReplicas"] * limits["nvidia.com/gpu"] >= 64, g["groupName"]
+        assert limits["vpc.amazonaws.com/efa"] == efa_devices[g["groupName"]]
+        assert limits["hugepages-2Mi"] and container["resources"]["requests"] == limits
+        assert "IPC_LOCK" in container["securityContext"]["capabilities"]["add"]
+        assert {e["name"]: e["value"] for e in container["env"]} == nccl_efa_env(), g["groupName"]
+    docker = DOCKERFILE.read_text()
+    assert "efa_installer.sh" in docker and "--skip-kmod" in docker
+    assert "ENV LD_LIBRARY_PATH=/opt/amazon/ofi-nccl/lib:/opt/amazon/efa/lib" in docker
+
+
 def test_rayjob_runs_base_v3_on_the_raycluster():
     job = yaml.safe_load(RAYJOB.read_text())["spec"]
     cluster = yaml.safe_load(RAYCLUSTER.read_text())
     command = job["entrypoint"].split()
-    assert command[:4] == ["python", "launch.py", "--config", "configs/base_v3.json"]
+    assert command[:4] == ["python", "launch.py", "--config", "configs/base_v3_large_batch.json"]
     overrides = [command[i + 1] for i, arg in enumerate(command) if arg == "--set"]
-    cfg = load_config(ROOT / "configs" / "base_v3.json", overrides)
+    cfg = load_config(ROOT / command[3], overrides)
     # an elastic range whose maximum fills the GPU group's largest size
     from koelectra_dist.pretrain.config import allowed_worker_counts, is_elastic
 

@@ -192,3 +192,18 @@ def test_command_bad_input_is_a_clear_error(capsys, extra, message):
     args = ["plan", "--config", BASE_V3, "--gpu", "h100", "--gpus", "8"]
     assert main([*args, *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_large_batch_config_is_base_v3_scaled_by_its_stated_rules(capsys):
+    base = load_config(BASE_V3)
+    large = load_config(ROOT / "configs" / "base_v3_large_batch.json")
+    k = large.train.global_batch_size // base.train.global_batch_size
+    assert k == 8 and large.train.steps * k == base.train.steps  # the same tokens in 1/k of the steps
+    assert large.train.learning_rate == pytest.approx(base.train.learning_rate * k**0.5, rel=1e-3)  # sqrt rule
+    assert large.train.warmup_steps == 10_000  # as ELECTRA-Large at batch 2048
+    assert large.model == base.model and large.corpus == base.corpus
+    assert main(["--config", str(ROOT / "configs" / "base_v3_large_batch.json"), "--check"]) == 0
+    # on 64 H100s each GPU gets 32 examples per step, and the plan has no warning but the exposed all-gather
+    plan = make_plan(large, Cluster(GPUS["h100"], 64), Mfu(0.25, "assumed"))
+    assert plan["batch"]["micro_per_gpu"] == 32 and plan["batch"]["accumulation"] == 1
+    assert [w for w in plan["warnings"] if "does not hide" not in w["problem"]] == []

@@ -93,6 +93,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class Config:
+    notes: list[str] = field(default_factory=list)
+    """Free text, read by no stage: where a config's values come from (the shipped configs say which
+    are their source's and which are assumed)."""
     run: RunConfig = field(default_factory=RunConfig)
     """Run identity and output root."""
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -214,6 +217,7 @@ LOCATION_FIELDS = (
     "corpus.inputs",
     "corpus.output_uri",
     "corpus.vocab.vocab_uri",
+    "corpus.vocab.merge_with",
     "train.shards_uri",
     "train.init_from",
     "distributed.deepspeed_config",

@@ -51,6 +51,7 @@ _NOT_AN_END = re.compile(r"(?:^|[\s.])(?:[A-Za-z]|\d+)$")
 # The first character of every emoji the `emoji` package knows: a cheap test before its matcher.
 _EMOJI_STARTS = frozenset(e[0] for e in emoji.EMOJI_DATA)
 
+SPACED = ("bracketed_removed", "masked_removed")
 # Every rule's name in the report, in the order they run.
 RULES = (
     "nfc_normalized",
@@ -158,7 +159,8 @@ class Cleaner:
             ("masked_removed", _MASKED, r.remove_masked, _has_ooo),
         ]:
             if on:
-                subs.append((name, _replacer(pattern, " " if name == "bracketed_removed" else ""), guard))
+                # bracketed text and masks become a space (KcELECTRA: "OOO ... 공백으로 제거")
+                subs.append((name, _replacer(pattern, " " if name in SPACED else ""), guard))
         if not r.keep_emoji:
             subs.append(("emoji_removed", _drop_emoji, _has_emoji))
         if r.keep_only != "all":

@@ -18,6 +18,7 @@ from koelectra_dist.config import (
     portable_config,
     resolved_json,
 )
+from koelectra_dist.corpus.config import PRESETS
 from koelectra_dist.errors import CheckpointError, ConfigError, DataError, StorageError
 
 CONFIGS = sorted((ROOT / "configs").glob("*.json"))
@@ -61,6 +62,35 @@ def test_config_files_mirror_koelectra():
         assert cfg.corpus.flush_documents is False, name
         # v2's defining change is EnlipleAI's vocabulary: the config asks for it, it does not train one
         assert (cfg.corpus.vocab.vocab_uri is not None) == name.endswith("v2"), name
+
+
+def test_config_files_mirror_the_family():
+    kc = load_config(ROOT / "configs" / "kcelectra_base.json")
+    assert (kc.model.vocab_size, kc.train.steps, kc.model.hidden_size, kc.model.generator_hidden_size()) == (
+        50135,
+        848_000,
+        768,
+        256,
+    )
+    v = kc.corpus.vocab
+    assert (v.train_size, v.merge_with, v.pretokenizer) == (
+        30000,
+        "hf://monologg/koelectra-base-v3-discriminator",
+        "whitespace",
+    )
+    assert kc.corpus.cleaning.rules() == PRESETS["kcelectra"] and kc.corpus.flush_documents  # threads are documents
+    assert any("ELECTRA-Base" in note for note in kc.notes)
+    for model, vocab in [(1, 32000), (2, 32000), (3, 64000), (4, 128000)]:
+        cfg = load_config(ROOT / "configs" / f"kosentelectra_base_v{model}.json")
+        assert (cfg.model.vocab_size, cfg.train.global_batch_size, cfg.train.learning_rate, cfg.train.steps) == (
+            vocab,
+            256,
+            1.5e-4,
+            1_300_000,
+        )
+        assert cfg.corpus.vocab.limit_alphabet >= 10_000 and cfg.corpus.vocab.pretokenizer == "whitespace"
+        assert (cfg.checkpoint.interval_steps, cfg.checkpoint.keep_last) == (20_000, 10)
+        assert any("4.5e-4" in note for note in cfg.notes)  # the sources' conflict is stated
 
 
 def test_v2_configs_stop_without_their_vocabulary():

@@ -55,18 +55,26 @@ def free_port() -> int:
 
 
 def write_shard_set(
-    out: str, vocab_size: int, max_length: int, rows: list[int], seed: int = 0, several: bool = False
+    out: str,
+    vocab_size: int,
+    max_length: int,
+    rows: list[int],
+    seed: int = 0,
+    several: bool = False,
+    validation: int = 0,
 ) -> ShardManifest:
-    """Write OUT/vocab/vocab.txt and OUT/shards (one Parquet file per entry of `rows`); return the
-    manifest. Example i of shard k starts with token id 5 + (global row index mod (vocab_size - 5))
-    so tests can tell examples apart. `several`: each row holds two examples (an `example_lengths`
-    column, as `corpus.several_examples_per_row` writes)."""
+    """Write OUT/vocab/vocab.txt and OUT/shards (one Parquet file per entry of `rows`, then one
+    validation shard of `validation` held-out rows if any); return the manifest. Example i of shard
+    k starts with token id 5 + (global row index mod (vocab_size - 5)) so tests can tell examples
+    apart. `several`: each row holds two examples (an `example_lengths` column, as
+    `corpus.several_examples_per_row` writes)."""
     vocab = list(SPECIAL_TOKENS) + [f"w{i}" for i in range(vocab_size - len(SPECIAL_TOKENS))]
     vocab_bytes = ("\n".join(vocab) + "\n").encode()
     storage.write_bytes(storage.join(out, "vocab", "vocab.txt"), vocab_bytes)
     rng = np.random.default_rng(seed)
     shards, row = [], 0
-    for k, n in enumerate(rows):
+    names = [f"part-{k:05d}.parquet" for k in range(len(rows))] + ["validation-00000.parquet"] * bool(validation)
+    for name, n in zip(names, [*rows, validation], strict=False):
         ids, types, lengths = [], [], []
         for _ in range(n):
             length = int(rng.integers(6, max_length - 1))
@@ -93,11 +101,12 @@ def write_shard_set(
         table = pa.table(columns)
         buf = io.BytesIO()
         pq.write_table(table, buf)
-        name = f"part-{k:05d}.parquet"
         storage.write_bytes(storage.join(out, "shards", name), buf.getvalue())
         data = buf.getvalue()
         sha = hashlib.sha256(data).hexdigest()
         shards.append(ShardFile(path=name, rows=n, tokens=int(sum(len(x) for x in ids)), bytes=len(data), sha256=sha))
+    held = shards[len(rows) :]
+    shards = shards[: len(rows)]
     manifest = ShardManifest(
         vocab_sha256=hashlib.sha256(vocab_bytes).hexdigest(),
         vocab_size=vocab_size,
@@ -108,6 +117,7 @@ def write_shard_set(
         total_tokens=sum(s.tokens for s in shards),
         cleaning={},
         config={},
+        validation=held,
     )
     write_manifest(storage.join(out, "shards"), manifest)
     return manifest

@@ -219,6 +219,12 @@ class CorpusConfig:
     range's task holds ~24 bytes per line of its range. The output does not depend on it."""
     seed: int = 12345
     """Seed for packing and sampling."""
+    validation_fraction: float = 0.002
+    """Share of the packed rows set aside as held-out validation shards (`validation-*.parquet`),
+    never trained on, spread over the whole corpus: the held-out set that recipes are compared on.
+    0: none. Every 1/validation_fraction-th row in packing order, the same whatever the task count."""
+    validation_max_rows: int = 20_000
+    """At most this many held-out rows."""
 
 
 def problems(cfg: Any) -> list[str]:
@@ -263,6 +269,9 @@ def problems(cfg: Any) -> list[str]:
             f"model.vocab_size ({m.vocab_size}) leaves no room beyond 5 special tokens and "
             f"corpus.vocab.num_unused ({c.vocab.num_unused}) [unused] tokens"
         )
+    if not 0 <= c.validation_fraction < 1:
+        found.append(f"corpus.validation_fraction: a fraction in [0, 1), got {c.validation_fraction}")
+    non_negative(found, [("corpus.validation_max_rows", c.validation_max_rows)])
     for name, p in [("corpus.single_segment_prob", c.single_segment_prob), ("corpus.short_seq_prob", c.short_seq_prob)]:
         if not 0 <= p <= 1:
             found.append(f"{name}: a probability in [0, 1], got {p}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -65,6 +65,8 @@ class ShardManifest:
     = real tokens / (rows x max_length)."""
     config: dict[str, Any]
     """The corpus and model sections that built the shards."""
+    validation: list[ShardFile] = field(default_factory=list)
+    """Held-out rows (corpus.validation_fraction), not in `shards` nor in the totals: never trained on."""
     fingerprint: str | None = None
     """Hash of the inputs (name, size, version of every file) and the config; a rerun with the same
     fingerprint skips."""
@@ -79,6 +81,7 @@ class ShardManifest:
         try:
             fields = contract_fields(cls, data, where, DataError, SCHEMA_VERSION)
             fields["shards"] = [ShardFile(**entry) for entry in data["shards"]]
+            fields["validation"] = [ShardFile(**entry) for entry in data.get("validation", [])]
             return cls(**fields)
         except (TypeError, ValueError, DataError) as e:
             raise DataError(f"{e}; delete it and re-run the corpus stage") from None
@@ -88,12 +91,15 @@ def id_dtype(vocab_size: int) -> str:
     return "uint16" if vocab_size <= 65535 else "uint32"
 
 
-def shard_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
+def shard_name(index: int, validation: bool = False) -> str:
+    return f"{'validation' if validation else 'part'}-{index:05d}.parquet"
 
 
-def write_shard(shards_uri: str, index: int, pieces: list[tuple[PackedArrays, int, int]]) -> ShardFile:
-    """Write rows [lo, hi) of each packed piece, in order, as shard number `index`."""
+def write_shard(
+    shards_uri: str, index: int, pieces: list[tuple[PackedArrays, int, int]], validation: bool = False
+) -> ShardFile:
+    """Write rows [lo, hi) of each packed piece, in order, as shard number `index` (of the
+    held-out set with `validation`)."""
     tables = []
     for (ids, types, offsets, ends), lo, hi in pieces:
         rows = offsets[lo : hi + 1]
@@ -112,12 +118,31 @@ def write_shard(shards_uri: str, index: int, pieces: list[tuple[PackedArrays, in
     shard = pa.concat_tables(tables).combine_chunks()
     buf = io.BytesIO()
     pq.write_table(shard, buf)
-    name = shard_name(index)
+    name = shard_name(index, validation)
     storage.write_bytes(storage.join(shards_uri, name), buf.getvalue())
     tokens = pc.sum(pc.list_value_length(shard.column("input_ids"))).as_py() or 0
     data = buf.getvalue()
     sha = hashlib.sha256(data).hexdigest()
     return ShardFile(path=name, rows=shard.num_rows, tokens=tokens, bytes=len(data), sha256=sha)
+
+
+def take_rows(packed: PackedArrays, rows: list[int]) -> PackedArrays:
+    """The given rows of a packed piece, in order, as a piece of their own (a copy: the rest can be freed)."""
+    ids, types, offsets, ends = packed
+    spans = [(int(offsets[r]), int(offsets[r + 1])) for r in rows]
+    lengths = np.array([hi - lo for lo, hi in spans], dtype=offsets.dtype)
+    new_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(offsets.dtype)
+    mine = None
+    if ends is not None:  # example ends inside each row, moved to the row's new start
+        mine = np.concatenate(
+            [ends[(ends > lo) & (ends <= hi)] - lo + start for (lo, hi), start in zip(spans, new_offsets, strict=False)]
+        ).astype(ends.dtype)
+    return (
+        np.concatenate([ids[lo:hi] for lo, hi in spans]),
+        np.concatenate([types[lo:hi] for lo, hi in spans]),
+        new_offsets,
+        mine,
+    )
 
 
 def write_manifest(shards_uri: str, manifest: ShardManifest) -> None:
@@ -150,7 +175,7 @@ def shard_problems(shards_uri: str, manifest: ShardManifest, hashes: bool = Fals
     if manifest.total_rows != sum(s.rows for s in manifest.shards):
         problems.append(f"total_rows {manifest.total_rows} is not the sum of the shards' rows")
     sizes = storage.file_sizes(shards_uri)
-    for shard in manifest.shards:
+    for shard in [*manifest.shards, *manifest.validation]:
         uri = storage.join(shards_uri, shard.path)
         if shard.path not in sizes:
             problems.append(f"{shard.path}: missing")

@@ -333,34 +333,62 @@ def build_vocab(cfg: Config, s: Survey, options: ReadOptions, cpus: int) -> list
 
 @dataclass
 class _ShardPlan:
-    """Packed pieces waiting to fill a shard: (ref, first row, rows) each."""
+    """Packed pieces waiting to fill a shard: (ref, first row, rows) each. Every `stride`-th row of
+    the corpus, counted in its (deterministic) packing order, goes to the held-out set instead
+    (corpus.validation_fraction, up to corpus.validation_max_rows), written as validation shards at
+    the end: spread over the whole corpus and the same whatever the task count."""
 
     rows_per_shard: int
     shards_uri: str
+    validation_fraction: float = 0.0
+    validation_max_rows: int = 0
     pending: list[tuple[Any, int, int]] = field(default_factory=list)
     written: list[Any] = field(default_factory=list)
+    held: list[tuple[Any, int, int]] = field(default_factory=list)
+    validation: list[Any] = field(default_factory=list)
+    seen: int = 0
+    held_rows: int = 0
+
+    def _held_in(self, rows: int) -> list[int]:
+        """Indices, within the next `rows` rows, of those held out."""
+        if self.validation_fraction <= 0:
+            return []
+        stride = max(2, round(1 / self.validation_fraction))
+        first = -(self.seen + 1) % stride  # global index = stride - 1 (mod stride): row 0 is never held
+        picked = list(range(first, rows, stride))[: max(0, self.validation_max_rows - self.held_rows)]
+        self.held_rows += len(picked)
+        return picked
 
     def add(self, ref: Any, rows: int) -> None:
-        if rows:
-            self.pending.append((ref, 0, rows))
+        held = self._held_in(rows)
+        self.seen += rows
+        if held:  # a copy of those rows: the job's output is freed once its shards are written
+            self.held.append((tasks.take_rows.remote(ref, held), 0, len(held)))
+        lo = 0
+        for end in [*held, rows]:
+            if end > lo:
+                self.pending.append((ref, lo, end - lo))
+            lo = end + 1
         while sum(n for _, _, n in self.pending) >= self.rows_per_shard:
-            self._write(self.rows_per_shard)
+            self._write(self.pending, self.written, self.rows_per_shard, validation=False)
 
     def close(self) -> None:
         if rest := sum(n for _, _, n in self.pending):
-            self._write(rest)
+            self._write(self.pending, self.written, rest, validation=False)
+        while rest := sum(n for _, _, n in self.held):
+            self._write(self.held, self.validation, min(rest, self.rows_per_shard), validation=True)
 
-    def _write(self, rows: int) -> None:
+    def _write(self, pending: list[tuple[Any, int, int]], written: list[Any], rows: int, validation: bool) -> None:
         refs, bounds = [], []
         while rows:
-            ref, lo, n = self.pending.pop(0)
+            ref, lo, n = pending.pop(0)
             take = min(n, rows)
             refs.append(ref)
             bounds.append((lo, lo + take))
             if take < n:
-                self.pending.insert(0, (ref, lo + take, n - take))
+                pending.insert(0, (ref, lo + take, n - take))
             rows -= take
-        self.written.append(tasks.write_shard.remote(self.shards_uri, len(self.written), bounds, *refs))
+        written.append(tasks.write_shard.remote(self.shards_uri, len(written), validation, bounds, *refs))
 
 
 def _cleaning_report(s: Survey, counts: Counter[str]) -> dict[str, Any]:
@@ -380,8 +408,8 @@ def _cleaning_report(s: Survey, counts: Counter[str]) -> dict[str, Any]:
 
 def pack_shards(
     cfg: Config, s: Survey, options: ReadOptions, tokenizer_json: str, cpus: int
-) -> tuple[list[ShardFile], Counter[str]]:
-    """Pack every block and write the shards; return them and the counts."""
+) -> tuple[list[ShardFile], list[ShardFile], Counter[str]]:
+    """Pack every block and write the shards; return them, the held-out shards and the counts."""
     import ray
 
     c, m = cfg.corpus, cfg.model
@@ -403,14 +431,14 @@ def pack_shards(
         return tasks.pack_chunks.remote(spec, opts, dtype, *dups)
 
     counts: Counter[str] = Counter()
-    plan = _ShardPlan(c.examples_per_shard, cfg.paths.corpus_shards)
+    plan = _ShardPlan(c.examples_per_shard, cfg.paths.corpus_shards, c.validation_fraction, c.validation_max_rows)
     jobs = plan_jobs(s, c.lines_per_block, limit, _blocks_per_job(s, c.lines_per_block, cpus), counts)
     for _, (counts_ref, packed_ref) in _in_order(submit, jobs, cpus):
         job_counts = ray.get(counts_ref)
         counts.update(job_counts)
         plan.add(packed_ref, job_counts["rows"])
     plan.close()
-    return ray.get(plan.written), counts
+    return ray.get(plan.written), ray.get(plan.validation), counts
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -454,7 +482,7 @@ def run(cfg: Config) -> dict[str, Any]:
             tokenizer = write_vocab_dir(vocab, vocab_uri, m.max_length)
         vocab_seconds = time.time() - started
         storage.remove(shards_uri)  # a partial or damaged earlier output is never reused
-        shards, counts = pack_shards(cfg, found, options, tokenizer.to_str(), cpus)
+        shards, validation, counts = pack_shards(cfg, found, options, tokenizer.to_str(), cpus)
     except Exception as e:  # a task's own error reaches the user as it was raised
         user = user_error_in(e)
         if user is None:
@@ -489,6 +517,7 @@ def run(cfg: Config) -> dict[str, Any]:
         },
         config={"corpus": dataclasses.asdict(c), "model": dataclasses.asdict(m)},
         fingerprint=fp,
+        validation=validation,
     )
     write_manifest(shards_uri, manifest)
     # The timings go to the report only: the manifest is the same bytes run after run.
@@ -505,6 +534,7 @@ def _report(
         "shards": len(manifest.shards),
         "total_rows": manifest.total_rows,
         "total_tokens": manifest.total_tokens,
+        "validation_rows": sum(v.rows for v in manifest.validation),
         "vocab_size": manifest.vocab_size,
         "cleaning": manifest.cleaning,
         "packing": manifest.packing,

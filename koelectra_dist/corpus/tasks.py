@@ -9,6 +9,7 @@ written by these; the driver only plans them and passes object refs between them
   last block is open), rebuild its blocks and pack or pre-tokenize them.
 - `sample_chunk`: the chunk's lines whose sample key is under the threshold, pre-tokenized.
 - `write_shard`: rows of packed output to one Parquet shard, straight to its destination.
+- `take_rows`: a job's held-out rows copied out, so that its whole output need not be kept for them.
 """
 
 from __future__ import annotations
@@ -178,5 +179,13 @@ def sample_chunk(
 
 
 @ray.remote
-def write_shard(shards_uri: str, index: int, bounds: list[tuple[int, int]], *packed: PackedArrays) -> ShardFile:
-    return shards.write_shard(shards_uri, index, [(p, lo, hi) for p, (lo, hi) in zip(packed, bounds, strict=True)])
+def take_rows(packed: PackedArrays, rows: list[int]) -> PackedArrays:
+    return shards.take_rows(packed, rows)
+
+
+@ray.remote
+def write_shard(
+    shards_uri: str, index: int, validation: bool, bounds: list[tuple[int, int]], *packed: PackedArrays
+) -> ShardFile:
+    pieces = [(p, lo, hi) for p, (lo, hi) in zip(packed, bounds, strict=True)]
+    return shards.write_shard(shards_uri, index, pieces, validation)

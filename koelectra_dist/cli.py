@@ -45,10 +45,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def report_main(argv: list[str]) -> int:
+    """`koelectra-dist report RUN`: draw a run's probe curves (curves.png beside probe.jsonl)."""
+    p = argparse.ArgumentParser(prog="koelectra-dist report", description=report_main.__doc__)
+    p.add_argument("run", metavar="RUN", help="the run's output folder (run.output_uri) or checkpoint folder")
+    args = p.parse_args(argv)
+    from koelectra_dist.probe.report import report
+
+    try:
+        print(json.dumps(report(args.run), indent=2, ensure_ascii=False))
+        return 0
+    except KoelectraError as e:
+        print(f"koelectra_dist {e.kind}: {e.message}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["plan"]:
         return _plan(argv[1:])
+    if argv[:1] == ["report"]:
+        return report_main(argv[1:])
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

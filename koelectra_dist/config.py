@@ -25,11 +25,13 @@ from koelectra_dist.corpus.config import CorpusConfig
 from koelectra_dist.distill import config as distill_config
 from koelectra_dist.distill.config import DistillConfig
 from koelectra_dist.errors import ConfigError
-from koelectra_dist.export.config import ExportConfig
+from koelectra_dist.export.config import BEST, ExportConfig
 from koelectra_dist.finetune import config as finetune_config
 from koelectra_dist.finetune.config import FinetuneConfig
 from koelectra_dist.pretrain import config as pretrain_config
 from koelectra_dist.pretrain.config import CheckpointConfig, DistributedConfig, TrainConfig
+from koelectra_dist.probe import config as probe_config
+from koelectra_dist.probe.config import ProbeConfig
 
 STAGES = ("corpus", "pretrain", "export", "distill", "finetune")
 DEFAULT_STAGES = ("corpus", "pretrain", "export", "finetune")
@@ -116,6 +118,8 @@ class Config:
     """Distillation into a smaller student (the distill stage)."""
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     """Downstream fine-tuning."""
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    """Downstream probes of committed checkpoints while pre-training runs (off unless probe.tasks is set)."""
 
     @functools.cached_property
     def paths(self) -> layout.Layout:
@@ -198,7 +202,7 @@ def _problems(cfg: Config) -> list[str]:
     for i, stage in enumerate(cfg.run.stages):
         if stage not in STAGES:
             problems.append(f"run.stages[{i}]: unknown stage {stage!r} (stages: {', '.join(STAGES)})")
-    for section in (corpus_config, pretrain_config, distill_config, finetune_config):
+    for section in (corpus_config, pretrain_config, distill_config, finetune_config, probe_config):
         problems += section.problems(cfg)
     for dotted in OUTPUT_FIELDS:
         value = _get(cfg, dotted)
@@ -343,7 +347,8 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         d for d in OUTPUT_FIELDS if _get(cfg, d) and "://" not in _get(cfg, d) and not os.path.isabs(_get(cfg, d))
     ]
     for dotted in LOCATION_FIELDS:
-        cfg = _replace_at(cfg, dotted.split("."), _absolute)
+        if _get(cfg, dotted) != BEST or dotted != "export.checkpoint":  # "best" names no location
+            cfg = _replace_at(cfg, dotted.split("."), _absolute)
     for warning in ray_job_output_warnings(cfg, relative, os.getcwd()):
         log.warning(warning)
     return cfg

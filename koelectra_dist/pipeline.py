@@ -60,7 +60,13 @@ def run_stages(cfg: Config) -> dict[str, dict]:
     for name in cfg.run.stages:
         log.info("stage %s: starting", name)
         start = time.time()
-        report = entry_point(name)(cfg)
+        if name == "pretrain" and cfg.probe.enabled():  # probes run beside training, from this driver
+            from koelectra_dist.probe.watcher import ProbeWatcher
+
+            with ProbeWatcher(cfg):
+                report = entry_point(name)(cfg)
+        else:
+            report = entry_point(name)(cfg)
         log.info(
             "stage %s: done in %.1fs\n%s",
             name,

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+BEST = "best"
+"""`export.checkpoint` value naming the checkpoint with the best probe score."""
+
 
 @dataclass(frozen=True)
 class ExportConfig:
     checkpoint: str | None = None
-    """Checkpoint to export: a step-N URI; None: the latest committed one."""
+    """Checkpoint to export: a step-N URI; "best": the committed step with the best probe score on
+    export.best_task (probe.jsonl); None: the latest committed one."""
+    best_task: str | None = None
+    """The probe task whose score "best" maximises; None: the first of probe.tasks."""
     output_uri: str | None = None
     """Export folder; None: <run.output_uri>/hf."""
     vocab_uri: str | None = None

@@ -44,6 +44,9 @@ class ExportInfo:
     """The checkpoint's meta.json."""
     corpus: dict[str, Any] | None
     """The shard manifest without its per-shard list, or None when the shards were not reachable."""
+    selection: dict[str, Any] | None = None
+    """How the checkpoint was chosen when `export.checkpoint` was "best": the probe task, metric,
+    chosen step and score, why, and the probe curve ({step, mean, std} per probed checkpoint)."""
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> dict[str, Any]:

@@ -157,6 +157,7 @@ def build_card(
             ]
         ),
         "",
+        *_selection_section(info.selection),
         "## Throughput",
         "",
         *_throughput_section(meta.metrics, train.get("global_batch_size"), dist.get("gpus_per_worker")),
@@ -198,6 +199,26 @@ def _eval_results(results: dict) -> list[EvalResult]:
             )
         )
     return evals
+
+
+def _selection_section(selection: dict[str, Any] | None) -> list[str]:
+    """Which checkpoint was published and why, with the probe curve it was chosen from."""
+    if not selection:
+        return []
+    return [
+        "## Checkpoint selection",
+        "",
+        f"Step {selection['step']:,} was chosen: {selection['why']}. Probes fine-tuned committed checkpoints "
+        f"on a small budget while pre-training ran; their dev {selection['metric']} of {selection['task']}:",
+        "",
+        "| step | mean | spread (std over seeds) |",
+        "|---|---|---|",
+        *(
+            f"| {p['step']:,}{' (chosen)' if p['step'] == selection['step'] else ''} | {p['mean']:.2f} | {p['std']:.2f} |"
+            for p in selection["curve"]
+        ),
+        "",
+    ]
 
 
 def _final_metrics_section(metrics: dict[str, Any] | None) -> list[str]:

@@ -31,6 +31,7 @@ from koelectra_dist.config import Config, config_from_dict, portable, portable_c
 from koelectra_dist.corpus.shards import read_manifest, vocab_sha256
 from koelectra_dist.corpus.vocab import check_vocab_tokens, load_vocab, vocab_txt_uri
 from koelectra_dist.errors import CheckpointError, ConfigError, DataError
+from koelectra_dist.export.config import BEST
 from koelectra_dist.export.hf_layout import (
     EXPORT_FILES,
     EXPORT_INFO,
@@ -43,6 +44,8 @@ from koelectra_dist.pretrain import checkpoint
 from koelectra_dist.pretrain.init_from import PRETRAINING_FORMAT, load_weights
 from koelectra_dist.pretrain.meta import CheckpointMeta
 from koelectra_dist.pretrain.model import ElectraPretrainer
+from koelectra_dist.probe import records
+from koelectra_dist.probe.schedule import DONE, best
 from koelectra_dist.tokens import CLS, MASK, PAD, SEP, UNK
 
 log = logging.getLogger(__name__)
@@ -55,12 +58,45 @@ _LOAD_TIME_KEYS = ("is_local", "local_files_only")
 # ---------------------------------------------------------------- reading the checkpoint
 
 
+def best_probed(cfg: Config) -> dict[str, Any]:
+    """`export.checkpoint: best`: the step with the best finished probe on the task
+    (`records.best_task`), with the whole curve and why, for the model card."""
+    task = records.best_task(cfg)
+    folder = records.probe_dir(cfg.paths.checkpoints)
+    recs = records.read(folder)
+    top = best(recs, task)
+    if top is None:
+        raise CheckpointError(
+            f"export.checkpoint=best: no finished probe of task {task!r} in {storage.join(folder, records.RECORDS)}; "
+            "run the pretrain stage with probe.tasks set (it probes committed checkpoints), or name a step folder"
+        )
+    points = [
+        {"step": r["step"], "mean": r["tasks"][task]["mean"], "std": r["tasks"][task]["std"]}
+        for r in recs
+        if r.get("status") == DONE and task in r.get("tasks", {})
+    ]
+    metric = top["tasks"][task]["metric"]
+    score = top["tasks"][task]["mean"]
+    return {
+        "task": task,
+        "metric": metric,
+        "step": top["step"],
+        "score": score,
+        "why": f"the highest mean dev {metric} of task {task} over the {len(points)} probed checkpoints "
+        f"({score:.2f} at step {top['step']}; the later step on a tie)",
+        "curve": sorted(points, key=lambda p: p["step"]),
+    }
+
+
 def resolve_checkpoint(cfg: Config) -> str:
-    """The step folder to export: `export.checkpoint`, or the latest committed step that verifies."""
+    """The step folder to export: `export.checkpoint` (a step folder, or "best": the best probed
+    one), or the latest committed step that verifies."""
     if cfg.export.checkpoint:
         named = cfg.export.checkpoint
+        if named == BEST:
+            named = checkpoint.step_uri(cfg.paths.checkpoints, best_probed(cfg)["step"])
         if not storage.exists(named):
-            raise CheckpointError(f"export.checkpoint {named}: no such checkpoint folder")
+            raise CheckpointError(f"export.checkpoint {named}: no such checkpoint folder (pruned, or never written)")
         checkpoint.read_meta(named)  # refuses a step that is not committed
         problems = checkpoint.verify(named)
         if problems:
@@ -166,9 +202,16 @@ def fetch_vocab(vocab_uri: str, local_dir: str, expected_sha256: str | None, voc
     return local_dir
 
 
-def export_info(model: ElectraPretrainer, train_cfg: Config, meta: CheckpointMeta, checkpoint_uri: str) -> ExportInfo:
+def export_info(
+    model: ElectraPretrainer,
+    train_cfg: Config,
+    meta: CheckpointMeta,
+    checkpoint_uri: str,
+    selection: dict[str, Any] | None = None,
+) -> ExportInfo:
     """export_info.json: everything the model card states, so that it needs the export folder only."""
     return ExportInfo(
+        selection=selection,
         checkpoint=checkpoint_uri,
         step=meta.step,
         vocab_sha256=meta.vocab_sha256,
@@ -181,6 +224,20 @@ def export_info(model: ElectraPretrainer, train_cfg: Config, meta: CheckpointMet
         meta=meta,
         corpus=corpus_statistics(train_cfg),
     )
+
+
+def consolidate(
+    ckpt: str, meta: CheckpointMeta, train_cfg: Config, vocab_uri: str, scratch: str
+) -> tuple[ElectraPretrainer, str]:
+    """The committed checkpoint `ckpt` as one full-precision model in eval mode, and a checked local
+    copy of its vocabulary under `scratch` (also used by the probes)."""
+    # the vocabulary first: a wrong one fails before the (long) consolidation
+    vocab_dir = fetch_vocab(vocab_uri, os.path.join(scratch, "vocab"), meta.vocab_sha256, train_cfg.model.vocab_size)
+    t = train_cfg.train
+    model = ElectraPretrainer(train_cfg.model, t.mask_prob, t.gen_weight, t.disc_weight)
+    load_weights(model, checkpoint.consolidated_state_dict(ckpt), ckpt)
+    model.eval()
+    return model, vocab_dir
 
 
 # ---------------------------------------------------------------- the stage
@@ -231,14 +288,7 @@ def run(cfg: Config) -> dict[str, Any]:
     ckpt_name = portable(ckpt, train_cfg.run.output_uri)
     provenance = {"checkpoint": ckpt_name, "step": meta.step, "vocab_sha256": meta.vocab_sha256}
     with tempfile.TemporaryDirectory(prefix="koelectra-export-") as scratch:
-        # the vocabulary first: a wrong one fails before the (long) consolidation
-        vocab_dir = fetch_vocab(
-            vocab_uri, os.path.join(scratch, "vocab"), meta.vocab_sha256, train_cfg.model.vocab_size
-        )
-        t = train_cfg.train
-        model = ElectraPretrainer(train_cfg.model, t.mask_prob, t.gen_weight, t.disc_weight)
-        load_weights(model, checkpoint.consolidated_state_dict(ckpt), ckpt)
-        model.eval()
+        model, vocab_dir = consolidate(ckpt, meta, train_cfg, vocab_uri, scratch)
         staged = os.path.join(scratch, "hf")
         write_folders(model, train_cfg, vocab_dir, staged, provenance)
         written = set(relative_files(staged))
@@ -249,7 +299,9 @@ def run(cfg: Config) -> dict[str, Any]:
         for name in [EXPORT_INFO, *sorted(EXPORT_FILES - {EXPORT_INFO})]:
             remove_file(storage.join(out, *name.split("/")))
         storage.upload_dir(staged, out)
-    info = export_info(model, train_cfg, dataclasses.replace(meta, config=portable_config(meta.config)), ckpt_name)
+    selection = best_probed(cfg) if cfg.export.checkpoint == BEST else None
+    portable_meta = dataclasses.replace(meta, config=portable_config(meta.config))
+    info = export_info(model, train_cfg, portable_meta, ckpt_name, selection)
     storage.write_json(storage.join(out, EXPORT_INFO), info.to_json())
     return {
         "checkpoint": ckpt,

@@ -40,6 +40,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -221,12 +222,20 @@ class Checkpointer:
     At most one save is in flight: the next `save` and `wait` (at the end of the run) wait for it.
     Its failure is raised by the next `poll` (each step boundary), `save` or `wait`."""
 
-    def __init__(self, root: str, keep_last: int, resumed_step: int, upload_threads: int = 8):
+    def __init__(
+        self,
+        root: str,
+        keep_last: int,
+        resumed_step: int,
+        upload_threads: int = 8,
+        held: Callable[[list[int]], set[int]] | None = None,
+    ):
         """Collective-free; rank 0 deletes what an earlier attempt left after `resumed_step` (uploads
-        cut short, rejected steps) now, so that `save` makes no storage call before its barrier."""
+        cut short, rejected steps) now, so that `save` makes no storage call before its barrier.
+        `held(committed steps)`: the steps retention must keep beyond keep_last (see `prune`)."""
         import torch.distributed as dist
 
-        self.root, self.keep_last = root, keep_last
+        self.root, self.keep_last, self.held = root, keep_last, held
         # Committed steps after the resumed one (an older step named on purpose) are replaced when
         # the run reaches them; their folder is deleted then, in `save`.
         self._committed_later: set[int] = set()
@@ -308,7 +317,7 @@ class Checkpointer:
         storage.write_json(_marker(uri, rank, "json"), files)
         if rank == 0:
             self._seal(uri, step, world, meta)
-            prune(self.root, self.keep_last)
+            prune(self.root, self.keep_last, self.held)
         return time.perf_counter() - start
 
     def _upload(self, local: str, uri: str) -> dict[str, dict[str, Any]]:
@@ -368,12 +377,13 @@ def save(engine: Any, root: str, step: int, meta: CheckpointMeta, keep_last: int
     return time.perf_counter() - start
 
 
-def prune(root: str, keep_last: int) -> list[int]:
-    """Delete committed steps beyond the newest `keep_last`, and uncommitted leftovers older than the
-    newest committed step (a crashed upload); return the deleted steps."""
+def prune(root: str, keep_last: int, held: Callable[[list[int]], set[int]] | None = None) -> list[int]:
+    """Delete committed steps beyond the newest `keep_last` (but not those `held(committed)` names:
+    checkpoints a downstream probe still needs), and uncommitted leftovers older than the newest
+    committed step (a crashed upload); return the deleted steps."""
     steps = _all_steps(root)
     committed = [s for s in steps if is_committed(step_uri(root, s))]
-    keep = set(committed[-keep_last:])
+    keep = set(committed[-keep_last:]) | (held(committed) if held else set())
     newest = committed[-1] if committed else -1
     doomed = [s for s in steps if s not in keep and (s in committed or s < newest)]
     for s in doomed:

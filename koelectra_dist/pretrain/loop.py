@@ -10,6 +10,7 @@ exactly what the uninterrupted run would have."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,7 @@ from koelectra_dist.pretrain.data import Prefetcher, ShardStream, open_shards
 from koelectra_dist.pretrain.init_from import init_weights
 from koelectra_dist.pretrain.meta import CheckpointMeta
 from koelectra_dist.pretrain.metrics import MetricsLog
+from koelectra_dist.probe import records as probe_records
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +188,9 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
             t.micro_batch_size,
             step,
         )
-    saver = checkpoint.Checkpointer(root, cfg.checkpoint.keep_last, resumed_step=step)
+    # keep_last never prunes a checkpoint a probe still needs (the driver's probes, probe.jsonl)
+    held = functools.partial(probe_records.held_steps, cfg) if cfg.probe.enabled() else None
+    saver = checkpoint.Checkpointer(root, cfg.checkpoint.keep_last, resumed_step=step, held=held)
     try:
         while step < t.steps:
             metrics.start_step(loader.wait_seconds, lr=engine.get_lr()[0])

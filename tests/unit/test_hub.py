@@ -155,6 +155,25 @@ def test_card_without_finetune_results_or_manifest(export_dir, tmp_path):
         validate_card(plan.card, "discriminator")
 
 
+def test_card_states_the_checkpoint_chosen_by_probes_and_the_curve(export_dir, tmp_path):
+    copy = tmp_path / "hf"
+    shutil.copytree(export_dir, copy)
+    info = json.loads((copy / EXPORT_INFO).read_text())
+    info["selection"] = {
+        "task": "nsmc",
+        "metric": "accuracy",
+        "step": 4,
+        "score": 71.5,
+        "why": "the highest mean dev accuracy of task nsmc over the 2 probed checkpoints",
+        "curve": [{"step": 4, "mean": 71.5, "std": 0.25}, {"step": 8, "mean": 70.0, "std": 1.0}],
+    }
+    (copy / EXPORT_INFO).write_text(json.dumps(info))
+    (plan,) = [p for p in hub.plan(str(copy), PREFIX) if p.tower == "discriminator"]
+    assert "## Checkpoint selection" in plan.card and "Step 4 was chosen: the highest mean dev accuracy" in plan.card
+    assert "| 4 (chosen) | 71.50 | 0.25 |" in plan.card and "| 8 | 70.00 | 1.00 |" in plan.card
+    assert "## Checkpoint selection" not in hub.plan(str(export_dir), PREFIX)[0].card  # chosen otherwise: no section
+
+
 def test_publish_goes_through_the_seam_with_the_token_hidden(export_dir, monkeypatch, capsys, caplog):
     monkeypatch.setenv("HF_TOKEN", SECRET)
     RecordingClient.instances.clear()

@@ -47,9 +47,11 @@ class TrainConfig:
     """The generator's cross-entropy, Gumbel sampling and accuracy in one `torch.compile`d pass over
     the [masked x vocab] logits (same samples and loss as without; eager with a warning where
     torch.compile cannot run). Default from benchmarks/bench_vocab_pass.py (benchmarks/RESULTS.md)."""
-    verify_shards: Literal["size", "sha256"] = "size"
-    """What the driver checks of every shard before training starts: presence, size and row count
-    ("size": a listing and each Parquet footer), or also each file's sha256 ("sha256": reads them all)."""
+    verify_shards: Literal["size", "sha256"] = "sha256"
+    """What the driver checks of every shard before training starts: presence, size, row count and
+    each file's sha256 ("sha256": reads every shard once, about 1 s per GB on one core, so that one
+    flipped byte is caught), or only presence, size and row count ("size": a listing and each
+    Parquet footer; damage inside a shard then stops the run when a worker reads it)."""
     compile: bool = False
     """Compile each encoder layer of both towers with torch.compile (Inductor). A layer that fails
     to compile fails the run at its first step, naming the cause."""

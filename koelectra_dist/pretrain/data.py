@@ -54,20 +54,41 @@ class Shard:
         return self.ids[lo:hi], self.types[lo:hi], lengths
 
 
-def read_shard(uri: str) -> Shard:
+_REBUILD = "restore the file, or run the corpus stage again (it rebuilds a damaged shard set)"
+
+
+def read_shard(uri: str, vocab_size: int | None = None) -> Shard:
+    """One shard's rows. A shard damaged inside its size (which `train.verify_shards: "size"` lets
+    through) is a DataError naming it, never a crash that would be retried as a lost worker:
+    whatever the Parquet decoders raise, and rows no corpus stage writes (token ids outside
+    [0, vocab_size), types other than 0/1)."""
+    data = storage.read_bytes(uri)  # a StorageError (an outage) stays one
     try:
-        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
-        ids = table.column("input_ids").combine_chunks()
-        types = table.column("token_type_ids").combine_chunks()
-    except (KeyError, ValueError, OSError) as e:
-        raise DataError(f"{uri}: not a shard with input_ids/token_type_ids list columns ({e})") from e
+        shard = _decode(data)
+        bad = _damage(shard, vocab_size)
+    except DataError as e:
+        raise DataError(f"{uri}: {e}; " + _REBUILD) from None
+    except Exception as e:  # noqa: BLE001 - damaged bytes raise anything from the decoders
+        raise DataError(
+            f"{uri}: not a readable shard with input_ids/token_type_ids list columns ({type(e).__name__}: {e}); "
+            + _REBUILD
+        ) from e
+    if bad:
+        raise DataError(f"{uri}: the shard is damaged ({bad}); " + _REBUILD)
+    return shard
+
+
+def _decode(data: bytes) -> Shard:
+    table = pq.read_table(io.BytesIO(data))
+    ids = table.column("input_ids").combine_chunks()
+    types = table.column("token_type_ids").combine_chunks()
     lengths = None  # shards of one example per row (all written before the column existed) lack it
     if EXAMPLE_LENGTHS in table.column_names:
         lengths = table.column(EXAMPLE_LENGTHS).combine_chunks()
         ends = np.concatenate([[0], np.cumsum(lengths.values.to_numpy(zero_copy_only=False), dtype=np.int64)])
         per_row = np.diff(ends[lengths.offsets.to_numpy(zero_copy_only=False)])
         if len(lengths) != len(ids) or not np.array_equal(per_row, np.diff(ids.offsets.to_numpy(zero_copy_only=False))):
-            raise DataError(f"{uri}: {EXAMPLE_LENGTHS} do not add up to the rows' lengths; rebuild the shards")
+            raise DataError(f"{EXAMPLE_LENGTHS} do not add up to the rows' lengths")
     return Shard(
         ids=ids.values.to_numpy(zero_copy_only=False),
         types=types.values.to_numpy(zero_copy_only=False),
@@ -75,6 +96,19 @@ def read_shard(uri: str) -> Shard:
         example_lengths=None if lengths is None else lengths.values.to_numpy(zero_copy_only=False),
         example_offsets=None if lengths is None else lengths.offsets.to_numpy(zero_copy_only=False),
     )
+
+
+def _damage(shard: Shard, vocab_size: int | None) -> str | None:
+    """What makes decoded rows impossible, or None (one pass over the values: ~1% of a read)."""
+    if shard.ids.dtype.kind not in "iu" or shard.types.dtype.kind not in "iu":
+        return f"columns of {shard.ids.dtype}/{shard.types.dtype}, not integers"
+    if len(shard.ids) != len(shard.types) or np.any(np.diff(shard.offsets) < 0):
+        return "its rows' offsets are inconsistent"
+    if len(shard.ids) and (shard.ids.min() < 0 or (vocab_size is not None and shard.ids.max() >= vocab_size)):
+        return f"token ids {shard.ids.min()}..{shard.ids.max()} outside the vocabulary's 0..{vocab_size}"
+    if len(shard.types) and shard.types.max() > 1:
+        return f"token type {shard.types.max()} (only 0 and 1 exist)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -87,14 +121,15 @@ class ShardSet:
     rows: list[int]
 
 
-def open_shards(cfg: Config) -> ShardSet:
+def open_shards(cfg: Config, hashes: bool | None = None) -> ShardSet:
     """Read and check the manifest of the run's shards: the vocabulary beside them (the corpus
     stage writes OUT/vocab and OUT/shards) must be the one they were tokenized with, and the
-    vocabulary size and length must fit the model."""
+    vocabulary size and length must fit the model. `hashes`: whether to check each file's sha256
+    (None: as train.verify_shards says; workers pass False, the driver has checked them)."""
     uri = cfg.paths.shards
     manifest = read_manifest(uri)
     check_vocab(manifest, layout.vocab_beside(uri))
-    problems = shard_problems(uri, manifest, hashes=cfg.train.verify_shards == "sha256")
+    problems = shard_problems(uri, manifest, hashes=cfg.train.verify_shards == "sha256" if hashes is None else hashes)
     if problems:
         raise DataError(
             f"{uri}: the shards do not match their manifest:\n  - "
@@ -171,11 +206,13 @@ class ShardStream:
         world_size: int,
         micro_batch: int,
         start: int,
+        vocab_size: int | None = None,
     ):
         if start % (micro_batch * world_size):
             raise DataError(f"stream position {start} is not a multiple of micro batch x workers")
         self.uris, self.rows, self.seed = shard_uris, rows, seed
         self.rank, self.world_size, self.micro_batch, self.start = rank, world_size, micro_batch, start
+        self.vocab_size = vocab_size
         self.total = sum(rows)
         if self.total == 0:
             raise DataError("the shard set holds no examples; rebuild it with the corpus stage")
@@ -203,13 +240,13 @@ class ShardStream:
         try:
             plan = self._plan()
             current = next(plan)
-            pending: Future[Shard] = reader.submit(read_shard, self.uris[current[0]])
+            pending: Future[Shard] = reader.submit(read_shard, self.uris[current[0]], self.vocab_size)
             buffer: list[Row] = []
             while True:
                 _, picks = current
                 shard = pending.result()
                 current = next(plan)  # read the next shard while this one is cut into batches
-                pending = reader.submit(read_shard, self.uris[current[0]])
+                pending = reader.submit(read_shard, self.uris[current[0]], self.vocab_size)
                 for r in picks:
                     buffer.append(shard.row(r))
                     if len(buffer) == self.micro_batch:

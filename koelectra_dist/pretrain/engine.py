@@ -15,7 +15,7 @@ import torch
 from koelectra_dist import storage
 from koelectra_dist.config import Config
 from koelectra_dist.errors import ConfigError, StorageError
-from koelectra_dist.pretrain.optim import ElectraAdamW, lr_factor, param_groups
+from koelectra_dist.pretrain.optim import ElectraAdamW, electra_schedule, param_groups
 
 # Keys `ds_config` derives from the run's own fields: a user's deepspeed_config may not set them.
 OWNED_KEYS = (
@@ -173,11 +173,10 @@ def build_engine(
     if cfg.distributed.gpus_per_worker == 0:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
         skip_cpu_shm_build()
-    t = cfg.train
     optimizer = optimizer or make_optimizer(cfg, model)
 
     def scheduler(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, t.warmup_steps, t.steps))
+        return electra_schedule(opt, cfg)
 
     deepspeed.init_distributed(dist_backend="gloo" if cfg.distributed.gpus_per_worker == 0 else "nccl")
     engine, ds_optimizer, _, lr_scheduler = deepspeed.initialize(

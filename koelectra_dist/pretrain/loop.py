@@ -161,7 +161,7 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
     universal = meta is not None and checkpoint.needs_universal(meta, world)
     engine, _, _ = build_engine(cfg, model, load_universal=universal)
 
-    shards = open_shards(cfg)
+    shards = open_shards(cfg, hashes=False)  # the driver checked their sha256
     step, consumed = 0, 0
     if resume:
         meta = checkpoint.load(engine, resume, world)
@@ -174,6 +174,7 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
         world_size=world,
         micro_batch=t.micro_batch_size,
         start=consumed,
+        vocab_size=shards.manifest.vocab_size,
     )
     loader = Prefetcher(stream.batches())
     flops = model.flops_per_token(shards.manifest.max_length)

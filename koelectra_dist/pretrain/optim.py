@@ -25,6 +25,13 @@ def lr_at(step: int, cfg: Config) -> float:
     return t.learning_rate * lr_factor(step, t.warmup_steps, t.steps)
 
 
+def electra_schedule(optimizer: torch.optim.Optimizer, cfg: Config) -> torch.optim.lr_scheduler.LambdaLR:
+    """The scheduler DeepSpeed steps once after each optimizer step: optimizer step s (0-based)
+    runs at `lr_at(s, cfg)`, so the first update uses lr 0."""
+    t = cfg.train
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, t.warmup_steps, t.steps))
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Two groups: decayed weights, and LayerNorm/bias without decay. Shared parameters (the
     embeddings used by generator and discriminator) appear once."""

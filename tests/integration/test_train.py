@@ -277,6 +277,13 @@ def test_workers_the_cluster_cannot_hold_fail_clearly(ray_local, shards, s3_endp
 def test_a_damaged_shard_set_is_refused_before_any_worker_starts(tmp_path):
     out = str(tmp_path / "run")
     write_shard_set(f"{out}/corpus", 1000, 64, ROWS, seed=3)
-    (tmp_path / "run" / "corpus" / "shards" / "part-00001.parquet").unlink()
+    part = tmp_path / "run" / "corpus" / "shards" / "part-00001.parquet"
+    original = part.read_bytes()
+    part.unlink()
     with pytest.raises(DataError, match=r"part-00001.parquet: missing\n.*run the corpus stage again"):
+        train.run(load_config(TINY_CONFIG, [f"run.output_uri={out}"]))
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0x01  # same size, same footer: found by the default sha256 check
+    part.write_bytes(bytes(flipped))
+    with pytest.raises(DataError, match=r"part-00001.parquet: sha256 differs"):
         train.run(load_config(TINY_CONFIG, [f"run.output_uri={out}"]))

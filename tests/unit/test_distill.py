@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import tiny_config, write_electra_pair
 from transformers import BertConfig, BertForMaskedLM, BertModel
 
@@ -132,6 +133,26 @@ def test_losses_are_distilberts():
     other = hidden.clone()
     other[:, 0] = -hidden[:, 0]
     assert loss.cosine_loss(hidden, other, masked) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 3.0])
+def test_soft_losses_are_scaled_by_the_square_of_the_temperature(temperature):
+    """Hinton's T^2 against a reference written from the definitions (torch's kl_div and plain
+    sigmoid cross-entropy): a loss scaled by T, or by nothing, is off by a factor T here."""
+    torch.manual_seed(1)
+    weights = torch.tensor([[True, True, False], [True, False, True]])
+    student, teacher = torch.randn(2, 3, 7), torch.randn(2, 3, 7)
+    kl = F.kl_div(
+        F.log_softmax(student / temperature, -1), F.log_softmax(teacher / temperature, -1), log_target=True,
+        reduction="none",
+    ).sum(-1)  # fmt: skip
+    expected = temperature**2 * kl[weights].mean()
+    assert loss.soft_softmax_loss(student, teacher, temperature, weights).item() == pytest.approx(expected.item())
+    s, t = student[..., 0], teacher[..., 0]
+    p = torch.sigmoid(t / temperature)
+    bce = -(p * F.logsigmoid(s / temperature) + (1 - p) * F.logsigmoid(-s / temperature))
+    expected = temperature**2 * bce[weights].mean()
+    assert loss.soft_binary_loss(s, t, temperature, weights).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_a_teacher_config_json_is_required(tmp_path):

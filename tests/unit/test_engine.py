@@ -11,7 +11,7 @@ from koelectra_dist.config import Config, ModelConfig, config_from_dict
 from koelectra_dist.errors import ConfigError
 from koelectra_dist.pretrain.engine import ds_config, make_optimizer, user_ds_config
 from koelectra_dist.pretrain.model import ElectraPretrainer
-from koelectra_dist.pretrain.optim import ElectraAdamW, lr_at, lr_factor, param_groups
+from koelectra_dist.pretrain.optim import ElectraAdamW, electra_schedule, lr_at, lr_factor, param_groups
 
 TINY_MODEL = ModelConfig(
     vocab_size=300, embedding_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -167,3 +167,21 @@ def test_a_bad_deepspeed_config_is_refused_before_any_stage_runs(tmp_path):
     with pytest.raises(ConfigError, match="distributed.deepspeed_config .* sets zero_optimization to null"):
         run_stages(cfg)  # the corpus stage would run first and start Ray: it never does
     assert not (tmp_path / "run" / "corpus" / "shards").exists()
+
+
+def test_the_scheduler_deepspeed_steps_gives_each_optimizer_step_its_lr():
+    """As DeepSpeed drives it (one scheduler step after each optimizer step), optimizer step s runs
+    at lr_at(s): 0 at the first, peak after warm-up, 0 at the end. A schedule one step off is
+    caught here, which `train.steps=1` runs (0 either way) cannot see."""
+    cfg = cfg_with(train={"learning_rate": 1e-3, "warmup_steps": 4, "steps": 10})
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = ElectraAdamW([{"params": [weight], "weight_decay": 0.0}], lr=cfg.train.learning_rate)
+    scheduler = electra_schedule(optimizer, cfg)
+    used = []
+    for _ in range(cfg.train.steps):
+        used.append(optimizer.param_groups[0]["lr"])
+        weight.grad = torch.ones(3)
+        optimizer.step()
+        scheduler.step()
+    assert used == pytest.approx([lr_at(s, cfg) for s in range(10)])
+    assert used[:5] == pytest.approx([0.0, 1e-3 * 0.25 * 0.9, 1e-3 * 0.5 * 0.8, 1e-3 * 0.75 * 0.7, 1e-3 * 0.6])

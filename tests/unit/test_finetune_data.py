@@ -416,6 +416,33 @@ def test_metrics_exact():
         accuracy([], [])
 
 
+def test_each_task_is_scored_by_its_papers_metric():
+    """Which function makes the number: KorSTS's score is Spearman's rank correlation (a monotone but
+    curved prediction scores 1.0; Pearson would give 0.94), classification is accuracy."""
+    from koelectra_dist.finetune.data import TaskData
+    from koelectra_dist.finetune.heads import head_for
+
+    specs = {s.name: s for s in resolve_tasks(FinetuneConfig(tasks=["korsts", "nsmc", "kornli"]))}
+    gold, curved = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], [0.0, 1.0, 8.0, 27.0, 64.0, 125.0]
+    sts = head_for(specs["korsts"])
+    score, _ = sts.score(TaskData("sts-dev.tsv", ["a"] * 6, ["b"] * 6, gold), None, curved)
+    assert score == pytest.approx(1.0) and pearson(gold, curved) < 0.95
+    for name in ("nsmc", "kornli"):
+        head = head_for(specs[name])
+        score, _ = head.score(TaskData("dev", ["a"] * 4, None, [0, 1, 1, 0]), None, [0, 1, 0, 0])
+        assert score == 0.75, name
+
+
+def test_fine_tuning_decays_linearly_to_zero_without_warmup():
+    """KoELECTRA's fine-tuning schedule, the pure function the trainer sets each step's lr from."""
+    from koelectra_dist.finetune.trainer import lr_at, total_steps
+
+    assert [lr_at(s, 4, 1.0) for s in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    assert lr_at(0, 1000, 5e-5) == 5e-5 and lr_at(999, 1000, 5e-5) == pytest.approx(5e-8)
+    assert lr_at(1200, 1000, 5e-5) == 0.0  # never negative
+    assert total_steps(100, 32, 3) == 12 and total_steps(100, 32, 0.5) == 2 and total_steps(1, 32, 0.01) == 1
+
+
 def test_korquad_metrics_follow_the_official_script():
     assert normalize_answer(' "대한민국"의  (수도), Seoul! ') == "대한민국 의 수도 seoul"
     # character F1 without spaces: "서울" vs "서울 특별시" -> 2 common of 2 and 5 characters

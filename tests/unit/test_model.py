@@ -365,3 +365,23 @@ def test_no_attention_mask_means_every_position_is_real():
     assert torch.equal(with_mask.masked.positions, without.masked.positions)
     torch.testing.assert_close(without.loss, with_mask.loss, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(without.disc_logits, with_mask.disc_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_the_worker_builds_the_objective_with_each_configured_setting_and_electras_defaults():
+    """The defaults are ELECTRA's (generator 1, discriminator 50, 15% masked), and the worker's model
+    takes each from its own key: a swapped or hard-coded weight changes the loss here."""
+    from koelectra_dist.pretrain.config import TrainConfig
+    from koelectra_dist.pretrain.loop import pretrainer
+
+    defaults = TrainConfig()
+    assert (defaults.gen_weight, defaults.disc_weight, defaults.mask_prob) == (1.0, 50.0, 0.15)
+    model = ElectraPretrainer(TINY)
+    assert (model.gen_weight, model.disc_weight, model.mask_prob) == (1.0, 50.0, 0.15)
+    settings = ["train.gen_weight=3.0", "train.disc_weight=7.0", "train.mask_prob=0.25", "train.fused_vocab=false"]
+    cfg = load_config(ROOT / "configs" / "tiny.json", settings)
+    model = pretrainer(cfg)
+    assert (model.gen_weight, model.disc_weight, model.mask_prob) == (3.0, 7.0, 0.25)
+    ids, attention, token_types = make_batch(4, 32, cfg.model.vocab_size, seed=1)
+    out = model(ids, attention, token_types)
+    assert out.loss.item() == pytest.approx(3.0 * out.gen_loss.item() + 7.0 * out.disc_loss.item(), rel=1e-6)
+    assert out.gen_loss.item() != pytest.approx(out.disc_loss.item())  # so a swap shows

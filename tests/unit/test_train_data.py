@@ -11,8 +11,8 @@ import torch
 from helpers import write_shard_set
 
 from koelectra_dist.config import config_from_dict
-from koelectra_dist.errors import DataError
-from koelectra_dist.pretrain.data import Prefetcher, ShardStream, collate, open_shards
+from koelectra_dist.errors import DataError, user_error_in
+from koelectra_dist.pretrain.data import Prefetcher, ShardStream, collate, open_shards, read_shard
 from koelectra_dist.tokens import PAD_ID
 
 ROWS = [7, 5, 9]  # 21 examples in shards of different sizes
@@ -92,6 +92,22 @@ def test_prefetcher_measures_wait_and_passes_errors():
     loader.close()
 
 
+def test_prefetcher_adds_up_the_time_training_waited():
+    """The "data wait" metric: two batches each 0.2 s late add up to at least 0.4 s of waiting."""
+    import time
+
+    def late():
+        for _ in range(2):
+            time.sleep(0.2)
+            yield {"x": torch.zeros(1)}
+
+    loader = Prefetcher(late(), depth=4)
+    loader.next()
+    loader.next()
+    assert 0.35 <= loader.wait_seconds < 30.0
+    loader.close()
+
+
 def run_config(out: str, **model) -> object:
     return config_from_dict(
         {
@@ -132,3 +148,43 @@ def test_a_batch_of_full_rows_has_no_attention_mask():
     assert batch["attention_mask"] is None and batch["input_ids"].shape == (3, 16)
     batch = collate([*full, (np.arange(5, 12, dtype=np.uint16), np.zeros(7, np.uint8), None)])
     assert batch["attention_mask"] is not None and batch["attention_mask"][3].sum() == 7
+
+
+def test_a_shard_damaged_inside_its_size_is_refused_before_training_by_default(tmp_path):
+    """One flipped byte keeps a shard's size and footer: the default sha256 check refuses it before
+    any worker starts. With train.verify_shards "size" the worker's reader refuses it instead, as a
+    DataError (a user error, never retried), not an IndexError in the model."""
+    out = str(tmp_path / "run")
+    write_shard_set(f"{out}/corpus", VOCAB, 16, ROWS)
+    part = tmp_path / "run" / "corpus" / "shards" / "part-00001.parquet"
+    original = part.read_bytes()
+    sweep = {"refused": 0, "decoded": 0}
+    damaged = None
+    for i in range(4, len(original) - 8, 3):  # every third byte of the shard, one bit flipped at a time
+        flipped = bytearray(original)
+        flipped[i] ^= 0x10
+        part.write_bytes(bytes(flipped))
+        try:
+            read_shard(str(part), VOCAB)  # decodes, or refuses as a DataError: never anything else
+            sweep["decoded"] += 1
+        except DataError as e:
+            sweep["refused"] += 1
+            if damaged is None and "outside the vocabulary" in str(e):
+                damaged = bytes(flipped)  # what reached the embedding as an IndexError before
+    assert damaged is not None and sweep["refused"] > 0
+    part.write_bytes(damaged)
+    assert run_config(out).train.verify_shards == "sha256"
+    with pytest.raises(DataError, match=r"part-00001.parquet: sha256 differs .*\n.*run the corpus stage again"):
+        open_shards(run_config(out))
+    shards = open_shards(run_config(out), hashes=False)  # what "size" checks: size, footer, row count
+    stream = ShardStream(
+        shards.uris, shards.rows, seed=0, rank=0, world_size=1, micro_batch=3, start=0, vocab_size=VOCAB
+    )
+    loader = Prefetcher(stream.batches())
+    with pytest.raises(DataError, match=r"part-00001.parquet: the shard is damaged \(token ids .* outside") as e:
+        for _ in range(2 * sum(ROWS)):
+            loader.next()
+    loader.close()
+    failed = RuntimeError("a training worker failed")  # how the driver sees it: a user error, not retried
+    failed.__cause__ = e.value
+    assert isinstance(user_error_in(failed), DataError)

@@ -2,16 +2,21 @@
 probes in Ray tasks on the other CPU, a tiny task written here (no shared data needed). Every
 scheduled checkpoint gets exactly one record, the console and TensorBoard show them, keep_last
 never prunes a checkpoint a probe needs, `export.checkpoint: best` exports the step the records
-name, and a restarted run neither repeats nor loses a probe."""
+name, and a restarted run that also loses a training worker neither repeats nor loses a probe."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from helpers import tiny_config, write_shard_set
+from test_train import train_worker_pids
 
 from koelectra_dist import storage
 from koelectra_dist.pipeline import run_stages
@@ -92,8 +97,20 @@ def test_probes_record_every_checkpoint_once_across_a_restart_and_export_picks_t
     kept = path.read_text().splitlines()[0]
     path.write_text(kept + "\n")
 
+    # The restarted run loses a training worker mid-run too (the driver retries it, probes go on).
     cfg = probe_config(out, corpus)
-    reports = run_stages(cfg)
+    reports: dict = {}
+    runner = threading.Thread(target=lambda: reports.update(run_stages(cfg)))
+    runner.start()
+    marker = Path(checkpoint.step_uri(root, 6)) / checkpoint.COMMITTED
+    deadline = time.time() + 300
+    while not marker.exists() and runner.is_alive() and time.time() < deadline:
+        time.sleep(0.02)
+    workers = train_worker_pids()
+    assert marker.exists() and workers, "the run never reached its step-6 checkpoint with a live worker"
+    os.kill(min(workers), signal.SIGKILL)
+    runner.join()
+    assert "export" in reports, "the run did not finish"
     recs = records.read(folder)
     assert [r["step"] for r in recs] == [2, 4, 6, 8]  # step 4's probe was not lost...
     assert len(path.read_text().splitlines()) == 4  # ...and step 2's not repeated

@@ -7,7 +7,9 @@ URIs:
   from the environment or the instance profile;
 - `pkg://package/relative/path`: read-only data inside an installed package (the demo corpus);
 - `hf://ORG/NAME[/path]`: read-only, a model repository on the Hugging Face Hub, fetched once with
-  `huggingface_hub` into its cache (needs network, or the repository already in the cache).
+  `huggingface_hub` into its cache (needs network, or the repository already in the cache;
+  HF_HUB_CACHE and HF_HUB_OFFLINE are honoured). A pair's name (`ORG/NAME` for
+  `ORG/NAME-discriminator` + `ORG/NAME-generator`) reads the discriminator; see `hub_model`.
 
 Writers put a marker file last (`write_json(..., marker)`): readers trust a folder only once its
 marker exists, so a half-written output is never mistaken for a whole one.
@@ -16,6 +18,7 @@ marker exists, so a half-written output is never mistaken for a whole one.
 from __future__ import annotations
 
 import errno
+import functools
 import importlib.util
 import json
 import os
@@ -64,13 +67,91 @@ def hf_repo(uri: str) -> tuple[str, str]:
     return "/".join(parts[:2]), "/".join(parts[2:])
 
 
+TOWER_SUFFIXES = ("-discriminator", "-generator")
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    # the environment read at each call too: huggingface_hub reads it once, at import
+    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in (
+        "1",
+        "ON",
+        "YES",
+        "TRUE",
+    )
+
+
+def _hub_cache() -> str:
+    from huggingface_hub import constants
+
+    return os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
+
+
+def _hub_has(repo: str) -> bool | None:
+    """Whether the Hub model repository `repo` exists: True when its config.json is in the local
+    cache, else what the Hub says; None when offline or the Hub cannot be reached."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo, "config.json", cache_dir=_hub_cache()), str):
+        return True
+    return None if _hub_offline() else _hub_says(repo)
+
+
+@functools.lru_cache(maxsize=64)
+def _hub_says(repo: str) -> bool | None:
+    """The Hub's answer, once per process (every read of an hf:// URI resolves its name)."""
+    from huggingface_hub import HfApi
+
+    try:
+        return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None).repo_exists(repo)
+    except Exception as e:  # noqa: BLE001 - no network, DNS, proxy, timeouts...
+        _HUB_ERRORS[repo] = f"{type(e).__name__}: {e}"
+        return None
+
+
+_HUB_ERRORS: dict[str, str] = {}
+
+
+def hub_model(uri: str) -> tuple[str, str | None]:
+    """The repositories `hf://ORG/NAME` names, as (model, generator) hf:// URIs. A pair when
+    `ORG/NAME-discriminator` exists: (its discriminator, its generator or None); otherwise the
+    single repository `ORG/NAME` (an ELECTRA discriminator, or a BERT) and None. `ORG/NAME-discriminator`
+    names the same pair. Looks in the local Hugging Face cache first, then asks the Hub; StorageError
+    naming the id when neither knows it."""
+    repo, _ = hf_repo(uri)
+    base = repo
+    for suffix in TOWER_SUFFIXES:
+        base = base.removesuffix(suffix)
+    disc, gen = f"{base}-discriminator", f"{base}-generator"
+    seen = {}
+    for candidate in dict.fromkeys([disc, repo]):
+        seen[candidate] = _hub_has(candidate)
+        if seen[candidate]:
+            if candidate == disc:
+                return f"hf://{disc}", f"hf://{gen}" if _hub_has(gen) else None
+            return f"hf://{repo}", None
+    if any(found is None for found in seen.values()):
+        why = "HF_HUB_OFFLINE is set" if _hub_offline() else "; ".join(_HUB_ERRORS.get(r, "") for r in seen)
+        raise StorageError(
+            f"{uri}: neither {' nor '.join(seen)} is in the local Hugging Face cache ({_hub_cache()}), and the Hub "
+            f"cannot be asked ({why.strip('; ') or 'unreachable'}); download it where there is network "
+            f"(`hf download {repo}`, and the cache folder copied here, or HF_HUB_CACHE pointed at it) or name a "
+            "local folder"
+        )
+    raise StorageError(f"{uri}: the Hugging Face Hub has no model repository {' or '.join(seen)}; check the name")
+
+
 def _hub_snapshot(uri: str) -> str:
-    """The local folder of the Hub repository named by `uri` (downloaded on first use)."""
+    """The local folder of the Hub repository named by `uri` (downloaded on first use): a pair's
+    name reads its discriminator."""
     from huggingface_hub import snapshot_download
 
     repo, rest = hf_repo(uri)
+    if not repo.endswith(TOWER_SUFFIXES):
+        repo, _ = hf_repo(hub_model(f"hf://{repo}")[0])
     try:
-        folder = snapshot_download(repo)
+        folder = snapshot_download(repo, cache_dir=_hub_cache(), local_files_only=_hub_offline())
     except Exception as e:  # noqa: BLE001 - no network, unknown repository, gated model...
         raise StorageError(
             f"{uri}: could not fetch {repo} from the Hugging Face Hub ({type(e).__name__}: {e}); check the name "

@@ -3,11 +3,19 @@ session, the tiny config and a small shard set. Plain helpers live in helpers.py
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Workers must not fight over 2 cores with their own thread pools (set before torch is imported).
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# A Hugging Face Hub cache of the session's own (tests publish tiny models into it with
+# helpers.publish_to_hub_cache) and no Hub: set before Ray starts, so that its workers see them too.
+os.environ["HF_HUB_CACHE"] = HUB_CACHE = tempfile.mkdtemp(prefix="koelectra-test-hub-")
+os.environ["HF_HUB_OFFLINE"] = "1"
+atexit.register(shutil.rmtree, HUB_CACHE, ignore_errors=True)
 
 import pytest  # noqa: E402
 from helpers import tiny_config, write_shard_set  # noqa: E402

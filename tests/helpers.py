@@ -169,3 +169,23 @@ TINY_MODEL = ModelConfig(
 
 def no_dropout(model_cfg: ModelConfig) -> ModelConfig:
     return ModelConfig(**{**model_cfg.__dict__, "hidden_dropout": 0.0, "attention_dropout": 0.0})
+
+
+def publish_to_hub_cache(repo: str, folder: Path, revision: str = "0" * 40) -> None:
+    """Put the files of `folder` into the session's Hugging Face cache (HF_HUB_CACHE, set in
+    conftest.py) as huggingface_hub lays a downloaded repository out: blobs named by their sha256,
+    snapshots/<revision>/<file> linking to them, refs/main naming the revision."""
+    import os
+
+    root = Path(os.environ["HF_HUB_CACHE"]) / ("models--" + repo.replace("/", "--"))
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        blob = root / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = root / "snapshots" / revision / path.relative_to(folder)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / "main").write_text(revision)

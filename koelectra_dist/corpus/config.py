@@ -158,7 +158,8 @@ class CleaningConfig:
 @dataclass(frozen=True)
 class VocabConfig:
     vocab_uri: str | None = None
-    """Existing vocabulary folder or vocab.txt to use instead of training one."""
+    """Existing vocabulary folder or vocab.txt (local, s3:// or a Hub model hf://ORG/NAME) to use instead of
+    training one."""
     pretokenizer: Literal["mecab", "whitespace"] = "mecab"
     """How words are split before WordPiece training: 'mecab' morphemes (KoELECTRA v3) or none."""
     sample_lines: int | None = None

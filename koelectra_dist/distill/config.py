@@ -17,7 +17,7 @@ class DistillConfig:
     None: this run's exported discriminator (<export>/discriminator)."""
     generator_uri: str | None = None
     """For a discriminator teacher, the ELECTRA generator that corrupts the input; None: the
-    generator/ folder beside the teacher (hf://ORG/NAME-discriminator: hf://ORG/NAME-generator)."""
+    generator/ folder beside the teacher (a Hub pair's ORG/NAME-generator)."""
     layers: list[int] | None = None
     """The teacher layers (0-based) the student's layers start from, in order; their count is the
     student's depth (DistilKoBERT 12 -> 3: [0, 4, 8]). None: every 4th layer from 0."""

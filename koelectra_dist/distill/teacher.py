@@ -31,9 +31,11 @@ class Teacher:
     """The generator that corrupts the input (rtd only)."""
 
 
-def _sibling_generator(uri: str) -> str:
-    if uri.startswith("hf://") and uri.rstrip("/").endswith("-discriminator"):
-        return uri.rstrip("/").removesuffix("-discriminator") + "-generator"
+def _sibling_generator(uri: str) -> str | None:
+    """The generator of a discriminator's pair: ORG/NAME-generator on the Hub (None for a single
+    repository), generator/ beside a discriminator/ folder."""
+    if uri.startswith("hf://"):
+        return storage.hub_model(uri)[1]
     return storage.join(uri.rstrip("/").rsplit("/", 1)[0], "generator")
 
 
@@ -52,7 +54,13 @@ def resolve_teacher(cfg: Config) -> Teacher:
     if config.get("model_type") not in ("electra", "bert"):
         raise ConfigError(f"distill.teacher_uri={uri}: model_type {config.get('model_type')!r}; ELECTRA or BERT only")
     if DISCRIMINATOR in architectures:
-        return Teacher(uri, "rtd", config, d.generator_uri or _sibling_generator(uri))
+        generator = d.generator_uri or _sibling_generator(uri)
+        if generator is None:
+            raise ConfigError(
+                f"distill.teacher_uri={uri} is a discriminator alone on the Hub (no -generator repository beside "
+                "it); a discriminator teacher needs a generator to corrupt the input: set distill.generator_uri"
+            )
+        return Teacher(uri, "rtd", config, generator)
     if any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in architectures):
         return Teacher(uri, "mlm", config, None)
     raise ConfigError(

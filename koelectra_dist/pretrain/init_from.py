@@ -6,8 +6,8 @@ Three forms (`resolve` tells them apart, without loading weights):
   the model shape and objective; the run's model config must equal it;
 - an ELECTRA pair: a folder holding `discriminator/` and `generator/` transformers folders (KoELECTRA's
   published layout, and our own export root), or `hf://ORG/NAME` meaning the Hub repositories
-  `ORG/NAME-discriminator` and `ORG/NAME-generator`; a discriminator folder alone also counts (the
-  generator then starts fresh). The model config is taken from the pair, and the pair's two copies of
+  `ORG/NAME-discriminator` and `ORG/NAME-generator` when they exist, else the single repository
+  `ORG/NAME`; a discriminator alone also counts (the generator then starts fresh). The model config is taken from the pair, and the pair's two copies of
   the embeddings become one (the discriminator's; `pair_state` reports how far the generator's was).
 """
 
@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from koelectra_dist import storage
 from koelectra_dist.config import ModelConfig
-from koelectra_dist.errors import CheckpointError, ConfigError
+from koelectra_dist.errors import CheckpointError, ConfigError, StorageError
 from koelectra_dist.pretrain.model import ElectraPretrainer
 
 log = logging.getLogger(__name__)
@@ -118,14 +118,19 @@ class InitSource:
     """The generator's transformers folder; None: a discriminator alone (fresh generator)."""
 
 
-def hub_pair(uri: str) -> tuple[str, str]:
-    """`hf://ORG/NAME` -> (`ORG/NAME-discriminator`, `ORG/NAME-generator`): KoELECTRA's repository
-    names (`hf://ORG/NAME-discriminator` names the same pair). No network."""
-    repo, rest = storage.hf_repo(uri)
+def hub_source(uri: str) -> InitSource:
+    """`hf://ORG/NAME`: the pair `ORG/NAME-discriminator` + `ORG/NAME-generator` (KoELECTRA's
+    repository names; `hf://ORG/NAME-discriminator` names the same pair) when it exists, a
+    discriminator alone when the generator does not, else the single repository `ORG/NAME`
+    (beomi/KcELECTRA-base). Resolved from the local Hugging Face cache or the Hub at run time."""
+    _, rest = storage.hf_repo(uri)
     if rest:
-        raise ConfigError(f"train.init_from={uri}: name a pair as hf://ORG/NAME, without a path inside it")
-    base = repo.removesuffix("-discriminator").removesuffix("-generator")
-    return f"{base}-discriminator", f"{base}-generator"
+        raise ConfigError(f"train.init_from={uri}: name a model as hf://ORG/NAME, without a path inside it")
+    try:
+        model, generator = storage.hub_model(uri)
+    except StorageError as e:
+        raise CheckpointError(f"train.init_from={e}") from None
+    return InitSource(uri, "pair", model, generator)
 
 
 def _architectures(uri: str) -> list[str]:
@@ -135,8 +140,7 @@ def _architectures(uri: str) -> list[str]:
 def resolve(uri: str) -> InitSource:
     """The form of `train.init_from` (see the module docstring); CheckpointError naming the forms."""
     if uri.startswith("hf://"):
-        disc, gen = hub_pair(uri)
-        return InitSource(uri, "pair", f"hf://{disc}", f"hf://{gen}")
+        return hub_source(uri)
     if storage.exists(storage.join(uri, "config.json")):
         if storage.read_json(storage.join(uri, "config.json")).get("format") == PRETRAINING_FORMAT:
             return InitSource(uri, "pretraining")
@@ -148,7 +152,7 @@ def resolve(uri: str) -> InitSource:
     raise CheckpointError(
         f"train.init_from={uri}: neither an exported pretraining/ folder, nor a folder holding discriminator/ "
         "(and generator/) transformers folders, nor an ElectraForPreTraining folder; for a Hub pair use "
-        "hf://ORG/NAME (ORG/NAME-discriminator + ORG/NAME-generator)"
+        "hf://ORG/NAME (a pair ORG/NAME-discriminator + ORG/NAME-generator, or one repository)"
     )
 
 

@@ -5,17 +5,20 @@ student (initialised from the chosen layers, learning, resuming exactly, exporte
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_config, write_electra_pair, write_shard_set
+from helpers import publish_to_hub_cache, tiny_config, write_electra_pair, write_shard_set
 from transformers import AutoModel, AutoTokenizer, ElectraForMaskedLM, ElectraForPreTraining
 
 from koelectra_dist import storage
 from koelectra_dist.config import ModelConfig
 from koelectra_dist.distill import stage as distill
-from koelectra_dist.errors import CheckpointError
+from koelectra_dist.distill.teacher import resolve_teacher
+from koelectra_dist.errors import CheckpointError, ConfigError
+from koelectra_dist.finetune import stage as finetune
 from koelectra_dist.finetune.stage import check_model_folder
 from koelectra_dist.pretrain import checkpoint
 from koelectra_dist.pretrain import stage as pretrain
@@ -121,3 +124,65 @@ def test_distill_a_4_layer_teacher_into_a_2_layer_student(ray_local, published, 
     card = (Path(model_dir) / "README.md").read_text()
     assert f"{published}/pair/discriminator" in card and "[1, 3]" in card
     assert report["parameters"]["student"] < report["parameters"]["teacher"]
+
+
+def test_hub_ids_continue_distil_and_fine_tune(ray_local, published, tmp_path):
+    """hf:// ids in a local Hub cache laid out as huggingface_hub lays it out (offline): a
+    single-repository discriminator (beomi/KcELECTRA-base's kind) continues pre-training with a
+    fresh generator and is fine-tuned; a pair's name is distilled with its own generator."""
+    publish_to_hub_cache("org/published-single", published / "pair" / "discriminator")
+    publish_to_hub_cache("org/published-discriminator", published / "pair" / "discriminator")
+    publish_to_hub_cache("org/published-generator", published / "pair" / "generator")
+    shards = f"train.shards_uri={published}/corpus/shards"
+
+    cfg = tiny_config(
+        str(tmp_path / "run"),
+        shards,
+        "train.init_from=hf://org/published-single",
+        "train.steps=1",
+        "checkpoint.interval_steps=1",
+        "distributed.num_workers=1",
+    )
+    report = pretrain.run(cfg)
+    assert report["init_from"]["generator"] == "fresh (a discriminator alone)"
+    model = ElectraPretrainer(ModelConfig(**checkpoint.read_meta(report["checkpoint"]).config["model"])).eval()
+    load_weights(model, checkpoint.consolidated_state_dict(report["checkpoint"]), report["checkpoint"])
+    disc = ElectraForPreTraining.from_pretrained(published / "pair" / "discriminator").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.discriminator(**probe()).logits, disc(**probe()).logits, atol=1e-5, rtol=0)
+
+    cfg = tiny_config(
+        str(tmp_path / "distil"),
+        shards,
+        "distill.teacher_uri=hf://org/published",
+        "distill.layers=[1,3]",
+        "distill.steps=2",
+        "checkpoint.interval_steps=2",
+        "distributed.num_workers=1",
+    )
+    teacher = resolve_teacher(cfg)
+    assert (teacher.objective, teacher.generator_uri) == ("rtd", "hf://org/published-generator")
+    assert distill.run(cfg)["steps"] == 2
+    single = tiny_config(str(tmp_path / "x"), "distill.teacher_uri=hf://org/published-single")
+    with pytest.raises(ConfigError, match="discriminator alone on the Hub.*distill.generator_uri"):
+        resolve_teacher(single)
+
+    rows = ["id\tdocument\tlabel"] + [f"{i}\tw{i % 7 + 5} w{i % 3 + 20} w30\t{int(i % 7 < 3)}" for i in range(40)]
+    (tmp_path / "toy").mkdir()
+    for name in ("train.txt", "test.txt"):
+        (tmp_path / "toy" / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    spec = {"name": "toy", "train_file": "train.txt", "test_file": "test.txt", "text_columns": ["document"]}
+    spec |= {"label_column": "label", "labels": ["0", "1"], "metric": "accuracy", "eval_split": "test"}
+    cfg = tiny_config(
+        str(tmp_path / "ft"),
+        "finetune.model_uri=hf://org/published-single",
+        f"finetune.data_dir={tmp_path}",
+        'finetune.tasks=["toy"]',
+        f"finetune.task_specs=[{json.dumps(spec)}]",
+        "finetune.epochs=1",
+        "finetune.allow_same_files=true",
+        'run.stages=["finetune"]',
+    )
+    report = finetune.run(cfg)
+    assert 0 <= report["scores"]["toy"]["mean"] <= 100
+    assert storage.read_json(f"{report['output_uri']}/results.json")["model"] == "hf://org/published-single"

@@ -1,5 +1,5 @@
-"""train.init_from with an ELECTRA pair, without Ray: the forms resolve (hf:// ids to their two
-repository names, without network), the pair's config and weights become an ElectraPretrainer
+"""train.init_from with an ELECTRA pair, without Ray: the forms resolve (hf:// ids to a pair or a
+single repository, from a local Hub cache laid out as huggingface_hub lays it out), the pair's config and weights become an ElectraPretrainer
 that computes the pair's own logits, and the embeddings reconciliation is reported."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from helpers import write_electra_pair
+from helpers import free_port, publish_to_hub_cache, write_electra_pair
 from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
 from koelectra_dist import storage
@@ -30,33 +30,72 @@ def probe(vocab_size: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
 
 
-def test_hub_ids_resolve_to_the_two_repositories_without_network():
-    pair = ("monologg/koelectra-base-v3-discriminator", "monologg/koelectra-base-v3-generator")
-    assert init_from.hub_pair("hf://monologg/koelectra-base-v3") == pair
-    assert init_from.hub_pair("hf://monologg/koelectra-base-v3-discriminator") == pair
-    source = init_from.resolve("hf://monologg/koelectra-base-v3")
-    assert (source.kind, source.discriminator, source.generator) == ("pair", *(f"hf://{r}" for r in pair))
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """In the session's Hub cache (conftest.py; offline): a pair org/tiny-{discriminator,generator},
+    a single-repository discriminator org/single (beomi/KcELECTRA-base's kind) and a discriminator
+    without its generator, org/lone-discriminator."""
+    folder = tmp_path_factory.mktemp("pair")
+    write_electra_pair(folder, VOCAB)
+    publish_to_hub_cache("org/tiny-discriminator", folder / "discriminator")
+    publish_to_hub_cache("org/tiny-generator", folder / "generator")
+    publish_to_hub_cache("org/single", folder / "discriminator")
+    publish_to_hub_cache("org/lone-discriminator", folder / "discriminator")
+    return folder
+
+
+def test_hub_ids_resolve_to_a_pair_or_a_single_repository(hub):
+    pair = ("hf://org/tiny-discriminator", "hf://org/tiny-generator")
+    assert storage.hub_model("hf://org/tiny") == pair
+    assert storage.hub_model("hf://org/tiny-discriminator") == pair
+    assert storage.hub_model("hf://org/single") == ("hf://org/single", None)
+    assert storage.hub_model("hf://org/lone") == ("hf://org/lone-discriminator", None)
+    source = init_from.resolve("hf://org/tiny")
+    assert (source.kind, source.discriminator, source.generator) == ("pair", *pair)
+    source = init_from.resolve("hf://org/single")
+    assert (source.kind, source.discriminator, source.generator) == ("pair", "hf://org/single", None)
+    # a pair's name reads its discriminator: vocab.txt, config.json, the weights
+    assert storage.read_bytes("hf://org/tiny/vocab.txt") == VOCAB
+    assert storage.read_json("hf://org/single/config.json")["architectures"] == ["ElectraForPreTraining"]
     assert storage.hf_repo("hf://beomi/KcELECTRA-base/vocab.txt") == ("beomi/KcELECTRA-base", "vocab.txt")
     with pytest.raises(StorageError, match="hf://ORG/NAME"):
         storage.hf_repo("hf://just-a-name")
     with pytest.raises(ConfigError, match="without a path"):
-        init_from.hub_pair("hf://monologg/koelectra-base-v3/discriminator")
+        init_from.resolve("hf://org/tiny/discriminator")
 
 
-def test_hf_uris_read_from_the_hub_cache(tmp_path, monkeypatch):
-    """Offline, a repository already in huggingface_hub's cache is read through storage like a folder."""
-    import huggingface_hub.constants as hub
+def test_a_single_repository_continues_with_a_fresh_generator(hub):
+    source = init_from.resolve("hf://org/single")
+    model_cfg = init_from.pair_model_config(source, ModelConfig(generator_size=0.5))
+    assert (model_cfg.hidden_size, model_cfg.vocab_size, model_cfg.generator_hidden_size()) == (32, 100, 16)
+    model = ElectraPretrainer(model_cfg).eval()
+    report = init_from.init_weights(model, "hf://org/single")
+    assert report["generator"] == "fresh (a discriminator alone)"
+    disc = ElectraForPreTraining.from_pretrained(hub / "discriminator").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.discriminator(**probe(100)).logits, disc(**probe(100)).logits)
 
-    snapshot = tmp_path / "models--org--tiny-discriminator" / "snapshots" / ("a" * 40)
-    snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text(json.dumps({"architectures": ["ElectraForPreTraining"]}))
-    (tmp_path / "models--org--tiny-discriminator" / "refs").mkdir()
-    (tmp_path / "models--org--tiny-discriminator" / "refs" / "main").write_text("a" * 40)
-    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
-    assert storage.read_json("hf://org/tiny-discriminator/config.json")["architectures"] == ["ElectraForPreTraining"]
-    with pytest.raises(StorageError, match="could not fetch org/absent"):
-        storage.exists("hf://org/absent/config.json")
+
+def test_nothing_cached_and_no_hub_is_a_clear_error_naming_the_id(hub, monkeypatch):
+    # offline (the session's setting): the error says so and names the id
+    with pytest.raises(
+        CheckpointError,
+        match=r"train.init_from=hf://org/absent: neither org/absent-discriminator nor "
+        r"org/absent is in the local Hugging Face cache .*HF_HUB_OFFLINE is set",
+    ):
+        init_from.resolve("hf://org/absent")
+    with pytest.raises(StorageError, match="hf://org/absent: neither"):
+        storage.exists("hf://org/absent/vocab.txt")
+    # online but the Hub out of reach (a closed port): the connection error is named
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(StorageError, match=r"hf://org/gone: .*the Hub cannot be asked \(.*(Connect|connect)"):
+        storage.hub_model("hf://org/gone")
+    # what is cached still resolves without the Hub
+    assert storage.hub_model("hf://org/single") == ("hf://org/single", None)
 
 
 def test_local_forms_resolve(tmp_path):

@@ -42,3 +42,16 @@ def test_every_imported_package_is_a_declared_dependency():
     }
     assert not missing, f"imported but not in pyproject.toml's dependencies: {missing}"
     assert project["scripts"]["koelectra-dist"] == "koelectra_dist.cli:main"
+
+
+def test_cluster_files_pin_the_cuda_build_of_the_pinned_torch():
+    """The images and nodes install exactly the torch version the project pins, as a named CUDA build
+    from PyTorch's index (not whatever CUDA PyPI's default wheel of that version brings)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    version = next(d.split("==")[1] for d in project["dependencies"] if d.startswith("torch=="))
+    for name in ("cluster/Dockerfile", "cluster/aws-gpu.yaml"):
+        text = (ROOT / name).read_text(encoding="utf-8")
+        spec = re.search(r"TORCH_SPEC=torch==(\S+)\+(cu\d+)", text)
+        assert spec, f"{name} does not name torch's CUDA build (TORCH_SPEC=torch==VERSION+cuNNN)"
+        assert spec.group(1) == version, f"{name} pins torch {spec.group(1)}, pyproject.toml {version}"
+        assert f"TORCH_INDEX_URL=https://download.pytorch.org/whl/{spec.group(2)}" in text, name

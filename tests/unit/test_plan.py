@@ -135,7 +135,8 @@ def test_global_batch_that_gpus_cannot_divide():
 
 
 def test_memory_that_does_not_fit_names_a_stage_or_micro_batch_that_does():
-    cfg = load_config(BASE_V3, ["train.micro_batch_size=256", "train.global_batch_size=2048"])
+    overrides = ["train.micro_batch_size=256", "train.global_batch_size=2048", "distributed.zero_stage=1"]
+    cfg = load_config(BASE_V3, overrides)
     plan = make_plan(cfg, Cluster(GPUS["a100-40"], 8), Mfu(0.25, "assumed"))
     zero1 = plan["memory"][1]
     assert not zero1["fits"] and zero1["total_gib"] > 0.9 * 39.4

@@ -11,6 +11,7 @@ inside a block.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -172,6 +173,7 @@ class Cleaner:
         if r.repeat_normalize > 0:
             subs.append(("repeats_normalized", _replacer(_SOYNLP_REPEATS, r"\1" * r.repeat_normalize), _any_run(4)))
         self._subs = subs
+        self._boilerplate, self._min_chars = r.drop_news_boilerplate, r.min_chars
 
     def clean(self, line: str) -> list[str]:
         """The cleaned line as a list: its sentences with split_sentences, else the line or nothing."""
@@ -186,29 +188,31 @@ class Cleaner:
             line, n = _CONTROL.subn("", line.replace("\t", " "))
             if n:
                 self.counts["control_chars_removed"] += 1
-        sentences = [line]
-        if r.split_sentences:
-            sentences = split_sentences(line)
-            if len(sentences) > 1:
-                self.counts["sentences_split"] += 1
+        if not r.split_sentences:
+            text = self._clean_sentence(line)
+            return [] if text is None else [text]
+        sentences = split_sentences(line)
+        if len(sentences) > 1:
+            self.counts["sentences_split"] += 1
         return [s for s in map(self._clean_sentence, sentences) if s is not None]
 
     def _clean_sentence(self, text: str) -> str | None:
-        if self.rules.drop_news_boilerplate and _BOILERPLATE.search(text):
-            self.counts["boilerplate_dropped"] += 1
+        counts = self.counts
+        if self._boilerplate and _BOILERPLATE.search(text):
+            counts["boilerplate_dropped"] += 1
             return None
         for name, fn, guard in self._subs:
             if guard(text):
                 changed = fn(text)
                 if changed != text:
-                    self.counts[name] += 1
+                    counts[name] += 1
                     text = changed
         text = " ".join(text.split())
         if not text:
-            self.counts["emptied"] += 1
+            counts["emptied"] += 1
             return None
-        if len(text) < self.rules.min_chars:
-            self.counts["too_short"] += 1
+        if len(text) < self._min_chars:
+            counts["too_short"] += 1
             return None
         return text
 
@@ -234,4 +238,4 @@ class Cleaner:
 
 
 def _replacer(pattern: re.Pattern[str], repl: str) -> Callable[[str], str]:
-    return lambda text: pattern.sub(repl, text)
+    return functools.partial(pattern.sub, repl)

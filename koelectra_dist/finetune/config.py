@@ -13,6 +13,7 @@ from koelectra_dist.finetune.tasks import (
     builtin_tasks,
     merge_spec,
     spec_problems,
+    split_file,
 )
 
 
@@ -50,9 +51,10 @@ class FinetuneConfig:
     max_eval_examples: int | None = None
     """Evaluate on at most the first N rows of each evaluation file; None: all."""
     eval_split: Literal["dev", "test"] = "dev"
-    """Split every task is scored on unless its task_specs entry says otherwise. "dev": the final
-    model on the dev file; "test": the test file, scored once at the end with the epoch that scored
-    best on dev (KoELECTRA reported test)."""
+    """Split every task is scored on unless its task_specs entry says otherwise; a task without a
+    file for it is scored on the split it has. "dev": the final model on the dev file; "test": the
+    test file, scored once at the end with the epoch that scored best on the dev file when there is
+    one, else the final epoch (KoELECTRA scored test, without selection)."""
     allow_same_files: bool = False
     """Let a task train and evaluate on the same file (a warning instead of an error)."""
     gpus_per_task: float = 1.0
@@ -86,10 +88,7 @@ def _resolve(cfg: FinetuneConfig, size: str = "base") -> tuple[dict[str, Finetun
                 f"finetune.tasks[{i}]: unknown task {name!r}; known: {', '.join(sorted(specs))} "
                 "(define a new one in finetune.task_specs)"
             )
-    specs = {
-        name: spec if spec.eval_split else dataclasses.replace(spec, eval_split=cfg.eval_split)
-        for name, spec in specs.items()
-    }
+    specs = {name: spec if spec.eval_split else _default_split(spec, cfg.eval_split) for name, spec in specs.items()}
     for name in dict.fromkeys(cfg.tasks):
         if name in specs:
             problems += spec_problems(specs[name], specs[name].eval_split)
@@ -106,6 +105,15 @@ def _resolve(cfg: FinetuneConfig, size: str = "base") -> tuple[dict[str, Finetun
     if cfg.gpus_per_task < 0 or cfg.cpus_per_task < 1:
         problems.append("finetune.gpus_per_task must be >= 0 and finetune.cpus_per_task >= 1")
     return specs, problems
+
+
+def _default_split(spec: FinetuneTaskConfig, preferred: str) -> FinetuneTaskConfig:
+    """finetune.eval_split, or the other split when the task has no file for it (Naver NER and
+    Question Pair publish no dev file, Hate Speech and KorQuAD no test file)."""
+    other = "test" if preferred == "dev" else "dev"
+    if split_file(spec, preferred) is None and split_file(spec, other) is not None:
+        return dataclasses.replace(spec, eval_split=other)
+    return dataclasses.replace(spec, eval_split=preferred)
 
 
 def config_problems(cfg: FinetuneConfig) -> list[str]:

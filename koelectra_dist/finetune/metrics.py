@@ -1,11 +1,13 @@
-"""Downstream metrics, exact and dependency-free: accuracy, macro F1, Pearson, Spearman, entity F1 and
-KorQuAD's exact match and character F1."""
+"""Downstream metrics with the libraries KoELECTRA's fine-tuning scored with: scikit-learn
+(accuracy, macro F1, Matthews correlation), scipy (Pearson, Spearman), seqeval (entity F1); and
+KorQuAD 1.0's official exact match and character F1, which no package has."""
 
 from __future__ import annotations
 
 import math
 import re
 import string
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -18,94 +20,73 @@ def _check(gold: Sequence, pred: Sequence) -> None:
 
 
 def accuracy(gold: Sequence[int], pred: Sequence[int]) -> float:
+    from sklearn.metrics import accuracy_score
+
     _check(gold, pred)
-    return sum(g == p for g, p in zip(gold, pred, strict=True)) / len(gold)
+    return float(accuracy_score(gold, pred))
 
 
 def macro_f1(gold: Sequence[int], pred: Sequence[int]) -> float:
-    """Unweighted mean of per-class F1 over the classes that occur in gold or predictions (as
-    scikit-learn's f1_score(average="macro")); a class with no true positives scores 0."""
+    """Unweighted mean of per-class F1 over the classes in gold or predictions (a class with no
+    true positives scores 0)."""
+    from sklearn.metrics import f1_score
+
     _check(gold, pred)
-    scores = []
-    for label in sorted(set(gold) | set(pred)):
-        tp = sum(g == label and p == label for g, p in zip(gold, pred, strict=True))
-        fp = sum(g != label and p == label for g, p in zip(gold, pred, strict=True))
-        fn = sum(g == label and p != label for g, p in zip(gold, pred, strict=True))
-        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return sum(scores) / len(scores)
+    return float(f1_score(gold, pred, average="macro", zero_division=0))
+
+
+def matthews(gold: Sequence[int], pred: Sequence[int]) -> float:
+    """Matthews correlation (CoLA's metric): 0 for constant predictions."""
+    from sklearn.metrics import matthews_corrcoef
+
+    _check(gold, pred)
+    return float(matthews_corrcoef(gold, pred))
+
+
+def _correlation(fn: Callable, x: Sequence[float], y: Sequence[float]) -> float:
+    _check(x, y)
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return math.nan  # undefined for a constant side (scipy warns and returns NaN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(fn(x, y)[0])
 
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    """Pearson correlation; NaN when either side is constant (undefined, as in scipy)."""
-    _check(x, y)
-    n = len(x)
-    mx, my = sum(x) / n, sum(y) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
-    sxx = sum((a - mx) ** 2 for a in x)
-    syy = sum((b - my) ** 2 for b in y)
-    if sxx == 0 or syy == 0:
-        return math.nan
-    return sxy / math.sqrt(sxx * syy)
+    """Pearson correlation; NaN when either side is constant."""
+    from scipy.stats import pearsonr
 
-
-def ranks(values: Sequence[float]) -> list[float]:
-    """1-based ranks, ties getting the average of the ranks they span."""
-    order = sorted(range(len(values)), key=values.__getitem__)
-    result = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for i in order[start : end + 1]:
-            result[i] = (start + end) / 2 + 1
-        start = end + 1
-    return result
+    return _correlation(pearsonr, x, y)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation: Pearson of the tie-averaged ranks."""
-    _check(x, y)
-    return pearson(ranks(x), ranks(y))
+    """Spearman's rank correlation (ties get average ranks); NaN when either side is constant."""
+    from scipy.stats import spearmanr
+
+    return _correlation(spearmanr, x, y)
 
 
-def _tag_parts(tag: str) -> tuple[str, str]:
-    """(position, type) of a BIO tag in either spelling: "B-PER" or Naver NER's "PER-B"; ("O", "")."""
-    if tag == "O":
-        return "O", ""
-    head, _, tail = tag.partition("-")
-    if head in ("B", "I"):
-        return head, tail
+def _seqeval_tag(tag: str) -> str:
+    """A BIO tag in seqeval's spelling: Naver NER's "PER-B" becomes "B-PER"; "B-PER" and "O" stay."""
+    if tag == "O" or tag[:2] in ("B-", "I-"):
+        return tag
     kind, _, position = tag.rpartition("-")
-    return (position, kind) if position in ("B", "I") else ("B", tag)
-
-
-def entities(tags: Sequence[str]) -> set[tuple[str, int, int]]:
-    """(type, first, last) spans of a BIO sequence, read like conlleval and seqeval's default mode:
-    an I- tag that does not continue an entity of its type starts one."""
-    spans: set[tuple[str, int, int]] = set()
-    start, current = 0, ""
-    for i, tag in enumerate([*tags, "O"]):
-        position, kind = _tag_parts(tag)
-        if current and (position != "I" or kind != current):
-            spans.add((current, start, i - 1))
-            current = ""
-        if position != "O" and not current:
-            start, current = i, kind
-    return spans
+    return f"{position}-{kind}" if position in ("B", "I") and kind else f"B-{tag}"
 
 
 def entity_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> float:
-    """Micro-averaged F1 of exactly matching entities (type and span) over all sentences, as
-    seqeval's f1_score; 0 when neither side has an entity."""
+    """seqeval's f1_score (micro F1 of exactly matching entities, conlleval's reading: an I- tag that
+    does not continue an entity of its type starts one); 0 when neither side has an entity."""
+    from seqeval.metrics import f1_score
+
     _check(gold, pred)
-    tp = n_gold = n_pred = 0
     for number, (g, p) in enumerate(zip(gold, pred, strict=True)):
         if len(g) != len(p):
             raise DataError(f"sentence {number}: {len(g)} gold tags but {len(p)} predicted")
-        g_spans, p_spans = entities(g), entities(p)
-        tp, n_gold, n_pred = tp + len(g_spans & p_spans), n_gold + len(g_spans), n_pred + len(p_spans)
-    return 2 * tp / (n_gold + n_pred) if n_gold + n_pred else 0.0
+    convert = [[_seqeval_tag(t) for t in tags] for tags in gold], [[_seqeval_tag(t) for t in tags] for tags in pred]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # seqeval warns when a side has no entity
+        return float(f1_score(*convert, zero_division=0))
 
 
 _KORQUAD_SYMBOLS = re.compile("['\"《》<>〈〉()‘’]")
@@ -144,6 +125,7 @@ def exact_match(gold: Sequence[Sequence[str]], pred: Sequence[str]) -> float:
 METRICS: dict[str, Callable[[Sequence, Sequence], float]] = {
     "accuracy": accuracy,
     "macro_f1": macro_f1,
+    "matthews": matthews,
     "spearman": spearman,
     "pearson": pearson,
     "entity_f1": entity_f1,

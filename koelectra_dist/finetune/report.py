@@ -57,6 +57,8 @@ def markdown(tasks: dict[str, dict[str, Any]], model: str) -> str:
         split = f"{first.get('eval_split', 'dev')} (`{_file_name(first['eval_file'])}`)"
         if first.get("selection"):
             split += f", epoch chosen on `{_file_name(first['selection']['on'])}`"
+        elif first.get("eval_split") == "test":
+            split += ", final epoch (no dev file)"
         lines.append(
             f"| {name} | {entry['metric']} | {_score_cell(entry)} | {split} | {seeds} | "
             f"{first['train_examples']:,} / {first['eval_examples']:,} | "

@@ -70,14 +70,18 @@ def same_file(a: str, b: str) -> str | None:
 
 def task_files(ft: FinetuneConfig, spec: FinetuneTaskConfig) -> dict[str, str]:
     """The files a task reads, by role: train, the scored split, and dev for model selection when
-    test is scored; ConfigError when training and evaluation would read the same file (a warning
+    test is scored and the dev file exists; ConfigError when training and evaluation would read the same file (a warning
     with finetune.allow_same_files)."""
     files = {
         "train": split_uri(ft.data_dir, spec, "train"),
         spec.eval_split: split_uri(ft.data_dir, spec, spec.eval_split),
     }
     if spec.eval_split == "test" and spec.dev_file:
-        files["dev"] = split_uri(ft.data_dir, spec, "dev")
+        dev = split_uri(ft.data_dir, spec, "dev")
+        if storage.exists(dev):  # it chooses the epoch; without it the final epoch is scored
+            files["dev"] = dev
+        else:
+            log.warning("task %r: no dev file %s; the test score is the final epoch's", spec.name, dev)
     for split in ("dev", "test"):
         same = same_file(files["train"], files[split]) if split in files else None
         if same:
@@ -126,7 +130,8 @@ def _run_one(
             save_dir=saved,
         )
         storage.upload_dir(saved, save_uri)
-    return {**result, "eval_split": spec.eval_split, "model_uri": save_uri}
+    scored_epoch = "best on dev" if selecting else "final"
+    return {**result, "eval_split": spec.eval_split, "scored_epoch": scored_epoch, "model_uri": save_uri}
 
 
 def run(cfg: Config) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-CLASSIFICATION_METRICS = ("accuracy", "macro_f1")
+CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "matthews")
 REGRESSION_METRICS = ("spearman", "pearson")
 TAGGING_METRICS = ("entity_f1",)
 SPAN_METRICS = ("korquad_f1",)
@@ -19,11 +19,16 @@ SPAN_METRICS = ("korquad_f1",)
 NAVER_NER_TYPES = ("PER", "FLD", "AFW", "ORG", "LOC", "CVL", "DAT", "TIM", "NUM", "EVT", "ANM", "PLT", "MAT", "TRM")
 
 
+UNSET = "(unset)"
+"""A task_specs entry's dev_file/test_file when not given (null means the task has no such file)."""
+FILE_FIELDS = ("dev_file", "test_file")
+
+
 @dataclass(frozen=True)
 class FinetuneTaskConfig:
     name: str = ""
     """Task name, as listed in `finetune.tasks`. For a built-in task (nsmc, korsts, kornli, paws,
-    question_pair, hate_speech, naver_ner, korquad) only the fields given here change; a new name needs train_file, the
+    question_pair, question_pair_koelectra, hate_speech, naver_ner, korquad) only the fields given here change; a new name needs train_file, the
     evaluated split's file, text_columns, label_column, metric (and labels for classification), and
     starts from the recipe 10 epochs / batch 32 / lr 5e-5."""
     folder: str | None = None
@@ -31,13 +36,18 @@ class FinetuneTaskConfig:
     train_file: str | None = None
     """Training file name inside the folder, or a full path / URI of its own (then data_dir and
     folder do not apply), so training and evaluation files may live in different places."""
-    dev_file: str | None = None
-    """Development file name inside the folder (or a full path / URI, like train_file)."""
-    test_file: str | None = None
-    """Test file name inside the folder (or a full path / URI); None: the task has no test split here."""
+    dev_file: str | None = UNSET
+    """Development file name inside the folder (or a full path / URI, like train_file); null: the
+    task has none; unset: the built-in task's. With eval_split "test" it is used to choose the
+    epoch when it exists, and the final epoch is scored when it does not."""
+    test_file: str | None = UNSET
+    """Test file name inside the folder (or a full path / URI); null: the task has none; unset: the
+    built-in task's."""
     eval_split: Literal["dev", "test"] | None = None
-    """The split this task is scored on; None: finetune.eval_split. "test" scores the test file
-    once, at the end, with the epoch that scored best on dev (the last epoch without a dev file)."""
+    """The split this task is scored on; None: finetune.eval_split, or the split the task has when
+    it has no file for that one. "test" scores the test file once, at the end, with the epoch that
+    scored best on the dev file, or the final epoch when there is no dev file (as KoELECTRA, which
+    scored test without selection, and the results say which)."""
     delimiter: str | None = None
     """Field separator; None: detected from the header line (a tab: tab-separated, split without
     quoting like KoELECTRA's readers; else a comma: CSV with quoting). A given delimiter splits
@@ -52,8 +62,9 @@ class FinetuneTaskConfig:
     labels: list[str] | None = None
     """Label values (or tags, "O" among them) as written in the file, for classification and tagging;
     None (or empty) makes the task a regression with one output."""
-    metric: Literal["accuracy", "macro_f1", "spearman", "pearson", "entity_f1", "korquad_f1"] | None = None
-    """Reported metric (x100): accuracy or macro_f1 for classification, spearman or pearson for regression,
+    metric: Literal["accuracy", "macro_f1", "matthews", "spearman", "pearson", "entity_f1", "korquad_f1"] | None = None
+    """Reported metric (x100): accuracy, macro_f1 or matthews (Matthews correlation, CoLA's) for
+    classification, spearman or pearson for regression,
     entity_f1 (seqeval's micro F1 over exactly matching BIO entities) for word tagging, which makes the
     task a token classification; korquad_f1 (character F1, exact match beside it) for span extraction
     from SQuAD-format JSON files, which need no columns."""
@@ -68,7 +79,9 @@ class FinetuneTaskConfig:
 
 
 # A new task starts from KoELECTRA's most common recipe; a built-in one states where it differs.
-NEW_TASK_DEFAULTS = FinetuneTaskConfig(epochs=10, batch_size=32, learning_rate=5e-5, max_length=128)
+NEW_TASK_DEFAULTS = FinetuneTaskConfig(
+    dev_file=None, test_file=None, epochs=10, batch_size=32, learning_rate=5e-5, max_length=128
+)
 
 
 def _recipe(**fields: object) -> FinetuneTaskConfig:
@@ -78,7 +91,7 @@ def _recipe(**fields: object) -> FinetuneTaskConfig:
 BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
     t.name: t
     for t in [
-        _recipe(
+        _recipe(  # e9t/nsmc publishes train and test only: ratings_dev.txt is used when present
             name="nsmc",
             train_file="ratings_train.txt",
             dev_file="ratings_dev.txt",
@@ -126,6 +139,17 @@ BUILTIN_TASKS: dict[str, FinetuneTaskConfig] = {
             folder="question-pair",
             train_file="kor_pair_train.csv",
             test_file="kor_pair_test.csv",  # the original has no dev split
+            text_columns=["question1", "question2"],
+            label_column="is_duplicate",
+            labels=["0", "1"],
+            metric="accuracy",
+        ),
+        _recipe(  # KoELECTRA's own re-split of songys' pairs (its finetune/data/question-pair)
+            name="question_pair_koelectra",
+            folder="question-pair",
+            train_file="train.tsv",
+            dev_file="dev.tsv",
+            test_file="test.tsv",
             text_columns=["question1", "question2"],
             label_column="is_duplicate",
             labels=["0", "1"],
@@ -210,7 +234,16 @@ def split_file(spec: FinetuneTaskConfig, split: str) -> str | None:
 
 
 def merge_spec(base: FinetuneTaskConfig, changes: dict) -> FinetuneTaskConfig:
-    return dataclasses.replace(base, **{k: v for k, v in changes.items() if v is not None})
+    """`base` with the given changes: None leaves a field as it is, except dev_file/test_file,
+    where null (or "") means the task has no such file and UNSET leaves it."""
+    kept = {}
+    for key, value in changes.items():
+        if key in FILE_FIELDS:
+            if value != UNSET:
+                kept[key] = value or None
+        elif value is not None:
+            kept[key] = value
+    return dataclasses.replace(base, **kept)
 
 
 def spec_problems(spec: FinetuneTaskConfig, eval_split: str) -> list[str]:

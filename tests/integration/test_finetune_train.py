@@ -9,6 +9,7 @@ import random
 
 import pytest
 import torch
+from helpers import require_shared_data
 
 from koelectra_dist import storage
 from koelectra_dist.config import config_from_dict
@@ -287,3 +288,29 @@ def test_launch_finetune_on_ray_with_s3(tmp_path, hf_folder, ray_local, s3_bucke
     table = storage.read_bytes(f"{s3_bucket}/run/finetune/results.md").decode("utf-8")
     assert "| korsts | spearman |" in table and "| 42, 43 | 100 / 100 | 1 / 32 / 5e-05 |" in table
     assert "| naver_ner | entity_f1 |" in table and "| korquad | korquad_f1 |" in table
+
+
+@pytest.mark.slow
+def test_nsmc_on_e9t_files_as_published_scores_test(tmp_path, hf_folder, ray_local):
+    """e9t/nsmc publishes ratings_train.txt and ratings_test.txt, no dev file: the built-in task
+    with eval_split test runs on those two files and reports test accuracy of the final epoch."""
+    from launch import main
+
+    (tmp_path / "nsmc").mkdir()
+    for source, name in [("ratings_train.txt", "ratings_train.txt"), ("ratings_dev.txt", "ratings_test.txt")]:
+        lines = require_shared_data("nsmc", source).read_text(encoding="utf-8").splitlines()[:201]
+        (tmp_path / "nsmc" / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = {
+        "run": {"output_uri": str(tmp_path / "run"), "stages": ["finetune"]},
+        "finetune": {"model_uri": str(hf_folder), "tasks": ["nsmc"], "data_dir": str(tmp_path), "eval_split": "test"},
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert main(["--config", str(path), "--set", "finetune.epochs=1", "--set", "finetune.max_length=32"]) == 0
+    results = storage.read_json(str(tmp_path / "run" / "finetune" / "results.json"))
+    (run,) = results["tasks"]["nsmc"]["runs"]
+    assert run["eval_split"] == "test" and run["eval_file"].endswith("nsmc/ratings_test.txt")
+    assert run["eval_examples"] == 200 and run["scored_epoch"] == "final" and run["selection"] is None
+    assert 0 <= run["score"] <= 100 and run["metric"] == "accuracy"
+    table = (tmp_path / "run" / "finetune" / "results.md").read_text()
+    assert "| nsmc | accuracy |" in table and "test (`ratings_test.txt`), final epoch (no dev file)" in table

@@ -356,3 +356,20 @@ def test_a_bad_worker_count_or_range_is_refused_naming_the_key(num_workers, mess
     assert message in str(e.value)
     if isinstance(num_workers, list) and num_workers == [3, 3]:
         assert "counts that do: 1, 2, 4" in str(e.value)
+
+
+def test_koelectra_downstream_protocol_is_shipped():
+    from koelectra_dist.finetune.config import resolve_tasks
+
+    cfg = load_config(ROOT / "configs" / "koelectra_downstream.json")
+    specs = {s.name: s for s in resolve_tasks(cfg.finetune)}
+    tested = {"nsmc", "naver_ner", "paws", "kornli", "korsts", "question_pair_koelectra"}
+    assert set(specs) == tested | {"korquad", "hate_speech"}
+    assert {name for name, s in specs.items() if s.eval_split == "test"} == tested
+    assert all(specs[name].dev_file is None for name in tested)  # KoELECTRA: no dev selection
+    assert specs["korquad"].eval_split == specs["hate_speech"].eval_split == "dev"
+    assert cfg.finetune.model_uri == "hf://monologg/koelectra-base-v3" and cfg.run.stages == ["finetune"]
+    for name in ("base_v3", "small_v3"):
+        assert (
+            dataclasses.replace(cfg.finetune, model_uri=None) == load_config(ROOT / "configs" / f"{name}.json").finetune
+        )

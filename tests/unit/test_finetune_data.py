@@ -16,15 +16,15 @@ from koelectra_dist.errors import ConfigError, DataError
 from koelectra_dist.finetune.config import FinetuneConfig, config_problems, resolve_tasks
 from koelectra_dist.finetune.data import read_split
 from koelectra_dist.finetune.metrics import (
+    METRICS,
     accuracy,
-    entities,
     entity_f1,
     exact_match,
     korquad_f1,
     macro_f1,
+    matthews,
     normalize_answer,
     pearson,
-    ranks,
     spearman,
 )
 from koelectra_dist.finetune.report import markdown, summarize
@@ -174,14 +174,14 @@ def test_the_train_eval_guard_compares_resolved_files_and_content(tmp_path, dev_
 def test_per_task_split_and_files_in_other_folders(tmp_path):
     """A task scored on test selects its epoch on dev; its files may each be a full path."""
     elsewhere = FinetuneTaskConfig(name="korsts", eval_split="test", test_file="s3://other/sts/sts-test.tsv")
-    cfg = FinetuneConfig(tasks=["nsmc", "korsts"], task_specs=[elsewhere], data_dir="/data")
+    cfg = FinetuneConfig(tasks=["nsmc", "korsts"], task_specs=[elsewhere], data_dir=str(tmp_path))
     nsmc, korsts = resolve_tasks(cfg)
     assert (nsmc.eval_split, korsts.eval_split) == ("dev", "test")
-    assert task_files(cfg, korsts) == {
-        "train": "/data/korsts/sts-train.tsv",
-        "test": "s3://other/sts/sts-test.tsv",
-        "dev": "/data/korsts/sts-dev.tsv",
-    }
+    files = {"train": f"{tmp_path}/korsts/sts-train.tsv", "test": "s3://other/sts/sts-test.tsv"}
+    assert task_files(cfg, korsts) == files  # no dev file: the final epoch is scored
+    (tmp_path / "korsts").mkdir()
+    (tmp_path / "korsts" / "sts-dev.tsv").write_text("x\n")
+    assert task_files(cfg, korsts) == {**files, "dev": f"{tmp_path}/korsts/sts-dev.tsv"}  # it chooses the epoch
     with pytest.raises(DataError) as e:
         read_split(str(tmp_path), nsmc, "dev")
     for setting in ("finetune.data_dir", "folder=nsmc", "dev_file=ratings_dev.txt", "full path or URI"):
@@ -246,7 +246,35 @@ def test_spec_resolution_order_and_problems():
     assert "unknown task 'nope'" in problems
     assert "'half': dev_file" not in problems and "'half': has no dev_file" in problems
     assert "'half': text_columns is not set" in problems and "metric 'spearman' does not fit" in problems
-    assert "'question_pair': has no dev_file" in problems
+    assert "'question_pair':" not in problems  # no dev file: scored on the split it has
+
+
+def test_default_split_never_fails_check_for_a_built_in_and_null_means_no_file():
+    builtins = ["nsmc", "korsts", "kornli", "paws", "question_pair", "question_pair_koelectra", "hate_speech"]
+    builtins += ["naver_ner", "korquad"]
+    for split in ("dev", "test"):
+        assert config_problems(FinetuneConfig(tasks=builtins, eval_split=split)) == [], split
+    splits = {s.name: s.eval_split for s in resolve_tasks(FinetuneConfig(tasks=builtins))}
+    assert splits["naver_ner"] == splits["question_pair"] == "test" and splits["nsmc"] == "dev"
+    splits = {s.name: s.eval_split for s in resolve_tasks(FinetuneConfig(tasks=builtins, eval_split="test"))}
+    assert splits["hate_speech"] == splits["korquad"] == "dev" and splits["nsmc"] == "test"
+    # null: no such file (was ignored); "" the same; unset: the built-in's
+    (nsmc,) = resolve_tasks(FinetuneConfig(tasks=["nsmc"], task_specs=[FinetuneTaskConfig(name="nsmc", dev_file=None)]))
+    assert nsmc.dev_file is None and nsmc.eval_split == "test" and nsmc.test_file == "ratings_test.txt"
+    (nsmc,) = resolve_tasks(FinetuneConfig(tasks=["nsmc"], task_specs=[FinetuneTaskConfig(name="nsmc", dev_file="")]))
+    assert nsmc.dev_file is None
+    (nsmc,) = resolve_tasks(FinetuneConfig(tasks=["nsmc"], task_specs=[FinetuneTaskConfig(name="nsmc", epochs=1)]))
+    assert nsmc.dev_file == "ratings_dev.txt"
+    cfg = load_config("configs/tiny.json", ['finetune.task_specs=[{"name": "nsmc", "dev_file": null}]'])
+    assert cfg.finetune.task_specs[0].dev_file is None
+    # KoELECTRA's Question Pair split is one task name away
+    (qp,) = resolve_tasks(FinetuneConfig(tasks=["question_pair_koelectra"]))
+    assert (qp.folder, qp.train_file, qp.dev_file, qp.test_file) == (
+        "question-pair",
+        "train.tsv",
+        "dev.tsv",
+        "test.tsv",
+    )
 
 
 def test_max_length_comes_from_the_recipe_unless_overridden():
@@ -405,7 +433,9 @@ def test_metrics_exact():
     assert accuracy([0, 1, 1, 0], [0, 1, 0, 0]) == 0.75
     # Per class F1: class 0: tp2 fp1 fn0 -> 0.8; class 1: tp1 fp0 fn2 -> 0.5; class 2 only predicted -> 0.
     assert macro_f1([0, 0, 1, 1, 1], [0, 0, 0, 1, 2]) == pytest.approx((0.8 + 0.5 + 0) / 3)
-    assert ranks([10, 20, 20, 5]) == [2, 3.5, 3.5, 1]
+    # Matthews correlation (CoLA): (tp*tn - fp*fn) / sqrt(...) = (2*1 - 1*0) / sqrt(3*2*2*1); constant predictions: 0
+    assert matthews([1, 1, 0, 0], [1, 1, 1, 0]) == pytest.approx(2 / math.sqrt(12))
+    assert matthews([1, 0, 1], [1, 1, 1]) == 0.0
     assert spearman([1, 2, 3, 4], [10, 20, 30, 400]) == pytest.approx(1.0)
     assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     # With ties: ranks x = [1.5, 1.5, 3, 4], y = [1, 2, 3, 4]; Pearson of those = 0.9486832980505138 (scipy).
@@ -453,14 +483,12 @@ def test_korquad_metrics_follow_the_official_script():
 
 
 def test_entity_f1_reads_bio_spans_like_seqeval():
-    # Naver NER's "TYPE-B" and the usual "B-TYPE" spelling; an I- tag after O or another type starts an entity.
-    assert entities(["PER-B", "PER-I", "O", "LOC-B", "B-ORG", "I-ORG"]) == {("PER", 0, 1), ("LOC", 3, 3), ("ORG", 4, 5)}
-    assert entities(["O", "I-PER", "I-PER", "I-LOC", "B-LOC", "B-LOC"]) == {
-        ("PER", 1, 2),
-        ("LOC", 3, 3),
-        ("LOC", 4, 4),
-        ("LOC", 5, 5),
-    }
+    # Naver NER's "TYPE-B" spelling and the usual "B-TYPE" score alike; an I- tag after O or after
+    # another type starts an entity (conlleval's reading, seqeval's default mode).
+    naver = [["PER-B", "PER-I", "O", "LOC-B", "ORG-B", "ORG-I"]]
+    usual = [["B-PER", "I-PER", "O", "B-LOC", "B-ORG", "I-ORG"]]
+    assert entity_f1(naver, usual) == 1.0
+    assert entity_f1([["O", "I-PER", "I-PER", "I-LOC"]], [["O", "B-PER", "I-PER", "B-LOC"]]) == 1.0
     gold = [["PER-B", "PER-I", "O", "LOC-B"], ["ORG-B", "ORG-I", "O"]]
     pred = [["PER-B", "O", "O", "LOC-B"], ["ORG-B", "ORG-I", "ORG-I"]]
     assert entity_f1(gold, pred) == pytest.approx(2 * 1 / (3 + 3))  # only LOC matches span and type
@@ -486,3 +514,24 @@ def test_results_table():
     )
     assert "| korsts | spearman | undefined |" in table
     json.dumps(tasks, allow_nan=False)
+
+
+def test_a_cola_style_task_is_one_spec_away(tmp_path):
+    """Korean CoLA-style acceptability: a sentence, a 0/1 label, Matthews correlation."""
+    spec = FinetuneTaskConfig(
+        name="kocola",
+        train_file="train.tsv",
+        dev_file="dev.tsv",
+        text_columns=["sentence"],
+        label_column="label",
+        labels=["0", "1"],
+        metric="matthews",
+    )
+    cfg = FinetuneConfig(tasks=["kocola"], task_specs=[spec], data_dir=str(tmp_path))
+    assert config_problems(cfg) == []
+    (task,) = resolve_tasks(cfg)
+    (tmp_path / "kocola").mkdir()
+    (tmp_path / "kocola" / "dev.tsv").write_text("sentence\tlabel\n철수가 밥을 먹었다.\t1\n밥을 철수가 먹었다를.\t0\n")
+    data = read_split(str(tmp_path), task, "dev")
+    assert data.labels == [1, 0] and METRICS[task.metric](data.labels, [1, 1]) == 0.0
+    assert METRICS[task.metric](data.labels, [1, 0]) == 1.0

@@ -34,6 +34,16 @@ def test_hash_ranges_find_the_later_occurrences_of_one_corpus_wide_set(partition
     assert [s + int(i) for s, dups in zip(starts, per_chunk, strict=True) for i in dups] == one_set(lines)
 
 
+def test_a_duplicate_needs_all_128_bits_equal():
+    """Lines whose hashes share one 64-bit half are distinct lines: both halves are compared."""
+    hashes = np.zeros(4, dedup.HASH)
+    hashes["hi"] = [7, 7, 7, 9]
+    hashes["lo"] = [1, 2, 1, 1]  # the third repeats the first; the second and fourth share one half
+    (part,) = dedup.split_parts(hashes, 1)
+    (later,) = dedup.later_occurrences([part])
+    assert later.tolist() == [2]
+
+
 def test_hashes_are_128_bit_and_distinct():
     hashes = dedup.hash_lines([str(i).encode() for i in range(100_000)])
     assert hashes.dtype.itemsize == 16 and len(np.unique(hashes)) == 100_000

@@ -58,6 +58,11 @@ def test_the_student_starts_from_the_chosen_teacher_layers(tmp_path):
             assert torch.equal(value, source), name
     out = distiller(**batch())
     assert out.loss.requires_grad and set(out.metrics) >= {"soft_loss", "cos_loss", "student_loss", "real_tokens"}
+    d, m = cfg.distill, out.metrics  # each term times its own weight (defaults 5, 1, 2: a swap shows)
+    assert (d.soft_weight, d.cosine_weight, d.student_weight) == (5.0, 1.0, 2.0)
+    expected = d.soft_weight * m["soft_loss"] + d.cosine_weight * m["cos_loss"] + d.student_weight * m["student_loss"]
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert len({round(m[k].item(), 6) for k in ("soft_loss", "cos_loss", "student_loss")}) == 3
     # MFU counts the student's forward and backward and the frozen teacher's and generator's forward
     student, teacher_fwd, generator_fwd = (forward_flops_per_token(m, 20, 0.15) for m in (student, *distiller._frozen))
     assert teacher_fwd > student  # 4 layers against 2

@@ -92,6 +92,19 @@ def test_masking_respects_the_cap_and_rows_without_candidates():
     assert torch.equal(masked.input_ids[1], ids[1])
 
 
+def test_the_masking_rate_and_cap_are_electras_and_follow_the_config():
+    """ELECTRA's max_predictions_per_seq = int((mask_prob + 0.005) * max_seq_length), and a row of
+    n real tokens gets round(mask_prob * n) masks: with mask_prob 0.25 (Large), not 0.15."""
+    assert [max_predictions(0.15, 128), max_predictions(0.15, 512), max_predictions(0.25, 512)] == [19, 79, 130]
+    assert ElectraPretrainer(TINY, mask_prob=0.25).cap == max_predictions(0.25, TINY.max_length)
+    ids = torch.full((3, 100), 50)
+    ids[:, 0], ids[:, -1] = CLS_ID, SEP_ID
+    ids[2, 60:] = PAD_ID
+    attention = (ids != PAD_ID).long()
+    for prob, counts in [(0.15, [15, 15, 9]), (0.25, [25, 25, 15])]:
+        assert mask_tokens(ids, attention, prob, cap=100).valid.sum(-1).tolist() == counts
+
+
 def test_restoring_the_rng_restores_the_masks_and_samples():
     model = ElectraPretrainer(TINY).eval()
     batch = make_batch(4, 40, 97)

@@ -12,7 +12,7 @@ from helpers import write_shard_set
 
 from koelectra_dist.config import config_from_dict
 from koelectra_dist.errors import DataError, user_error_in
-from koelectra_dist.pretrain.data import Prefetcher, ShardStream, collate, open_shards, read_shard
+from koelectra_dist.pretrain.data import Prefetcher, ShardStream, collate, epoch_order, open_shards, read_shard
 from koelectra_dist.tokens import PAD_ID
 
 ROWS = [7, 5, 9]  # 21 examples in shards of different sizes
@@ -42,6 +42,19 @@ def test_each_example_once_per_epoch_and_epochs_reshuffle(shard_set):
     assert sorted(first) == sorted(second) == list(range(21))
     assert first != second and first != list(range(21))
     assert take(shard_set, 7, seed=2) != take(shard_set, 7, seed=1)
+
+
+def test_each_epoch_reshuffles_the_shard_order_and_the_rows_in_each_shard():
+    """Both levels of the shuffle depend on the epoch (a shard order fixed across epochs would
+    show every shard's examples in the same place of each epoch)."""
+    rows = [7, 5, 9, 4, 6]
+    orders = [epoch_order(rows, 1, e) for e in range(4)]
+    assert len({tuple(shards) for shards, _ in orders}) > 1
+    assert all(len({tuple(rows_[i]) for _, rows_ in orders}) > 1 for i in range(len(rows)))
+    again = epoch_order(rows, 1, 2)
+    assert list(again[0]) == list(orders[2][0]) and all(
+        list(a) == list(b) for a, b in zip(again[1], orders[2][1], strict=True)
+    )
 
 
 def test_ranks_split_the_stream_by_micro_batch(shard_set):

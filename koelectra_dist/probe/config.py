@@ -74,12 +74,18 @@ def problems(cfg: Any) -> list[str]:
         elif amount <= 0:
             found.append(f"probe.resources.{name}: must be > 0, got {amount}")
     if p.enabled():
-        from koelectra_dist.finetune.config import config_problems
+        from koelectra_dist.finetune.config import config_problems, resolve_tasks
 
-        found += [
-            problem.replace("finetune.tasks", "probe.tasks")
-            for problem in config_problems(finetune_section(cfg.finetune, p))
+        section = finetune_section(cfg.finetune, p)
+        problems = [problem.replace("finetune.tasks", "probe.tasks") for problem in config_problems(section)]
+        # a task without a dev file would be scored on test (finetune's fallback); probes never are
+        problems += [
+            f"probe.tasks: {spec.name!r} has no dev file to probe on (probes never score test); set its dev_file "
+            "in finetune.task_specs"
+            for spec in ([] if problems else resolve_tasks(section))
+            if spec.dev_file is None
         ]
+        found += problems
     best = cfg.export.best_task
     if cfg.export.checkpoint == "best":
         if not p.enabled():

@@ -97,6 +97,7 @@ def test_held_steps_reads_the_runs_records(tmp_path):
         (['probe.tasks=["nsmc"]', 'probe.when_busy="later"'], 'probe.when_busy: "later" is not one of'),
         (["export.checkpoint=best"], 'export.checkpoint: "best" picks the checkpoint with the best probe score'),
         (['probe.tasks=["nsmc"]', "export.checkpoint=best", "export.best_task=korsts"], "export.best_task: 'korsts'"),
+        (['probe.tasks=["naver_ner"]'], "probe.tasks: 'naver_ner' has no dev file to probe on"),
     ],
 )
 def test_bad_probe_settings_are_refused_naming_the_key(tmp_path, overrides, message):

@@ -19,6 +19,10 @@ speed; kept in `--work` so that later runs reuse it). `--synthetic` times full r
     python benchmarks/bench_step.py --device cuda    # Base v3 towers, seq 512, batch 32, bf16
     python benchmarks/bench_step.py --synthetic      # random full rows instead of shards
 
+In bf16 the baseline holds bf16 weights and computes in bf16, as DeepSpeed's bf16 does (the headline
+`ratio`); the same baseline with fp32 weights under autocast is timed too, its ratio only beside it
+(`ratio_vs_autocast`). fp16 runs the baseline under autocast.
+
 Prints one JSON line: ours_s, baseline_s (median seconds per step), ratio (baseline / ours), the
 share of real tokens, and on CUDA mfu (model FLOPs per real token, `train_flops_per_token`, over the
 device's bf16 peak from `koelectra_dist.pretrain.metrics.PEAK_FLOPS`).
@@ -197,16 +201,21 @@ def ours_step(cfg: Config) -> tuple[Callable[[dict[str, Any]], None], torch.nn.M
 
 
 def baseline_step(
-    cfg: Config, weights: dict[str, torch.Tensor], device: torch.device
+    cfg: Config, weights: dict[str, torch.Tensor], device: torch.device, autocast_bf16: bool = False
 ) -> Callable[[dict[str, Any]], None]:
+    """The baseline in the run's precision: bf16 weights and compute for bf16, as DeepSpeed's bf16
+    runs them (`autocast_bf16`: fp32 weights under autocast instead, the figure shown beside);
+    fp16 under autocast."""
     t = cfg.train
+    precision = cfg.distributed.precision
     model = Baseline(cfg.model, t.mask_prob, t.disc_weight).to(device).train()
     model.load_state_dict(weights)
+    if precision == "bf16" and not autocast_bf16:
+        model = model.to(torch.bfloat16)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, fused=device.type == "cuda")
-    precision = cfg.distributed.precision
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-        if precision != "fp32"
+        if precision == "fp16" or (precision == "bf16" and autocast_bf16)
         else contextlib.nullcontext()
     )
 
@@ -270,7 +279,9 @@ def main() -> None:
     random.seed(0)
     ours, module = ours_step(cfg)
     steps = {"ours": ours, "baseline": baseline_step(cfg, module.state_dict(), device)}
-    times: dict[str, list[float]] = {"ours": [], "baseline": []}
+    if cfg.distributed.precision == "bf16":
+        steps["baseline_autocast"] = baseline_step(cfg, module.state_dict(), device, autocast_bf16=True)
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for i, batch in enumerate(batches):
         # Interleaved, on the same batch: load from other processes hits both alike.
         for name, step in steps.items():
@@ -298,6 +309,9 @@ def main() -> None:
         "baseline_s": round(baseline_s, 4),
         "ratio": round(baseline_s / ours_s, 3),
     }
+    if times.get("baseline_autocast"):
+        # Beside the headline only: fp32 weights under autocast, a slower baseline than bf16 weights.
+        result["ratio_vs_autocast"] = round(statistics.median(times["baseline_autocast"]) / ours_s, 3)
     peak = peak_flops(device)
     if peak:
         tokens = statistics.mean(real[args.warmup :])

@@ -14,7 +14,7 @@ import logging
 import sys
 
 from koelectra_dist.config import STAGES, config_warnings, load_config, placeholder_problems, resolved_json
-from koelectra_dist.errors import KoelectraError, user_error_in
+from koelectra_dist.errors import KoelectraError, error_in
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -93,11 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         run_stages(cfg)
         return 0
     except Exception as e:
-        user = user_error_in(e)  # a worker's error arrives wrapped by Ray
-        if user is None:
+        found = error_in(e)  # a worker's error arrives wrapped by Ray
+        if found is None:
             raise
-        print(f"koelectra_dist {user.kind}: {user.message}", file=sys.stderr)
-        return 2
+        print(f"koelectra_dist {found.kind}: {found.message}", file=sys.stderr)
+        return 1 if found.transient else 2  # an outage that outlasted the retries is not the user's
 
 
 def _plan(argv: list[str]) -> int:

@@ -9,6 +9,8 @@ class KoelectraError(Exception):
     """Base class for errors caused by the user's input (config, data, storage, checkpoints)."""
 
     kind = "error"
+    transient = False
+    """True for a fault that is not the user's (the store did not answer): retried, not a user error."""
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -39,6 +41,13 @@ class StorageError(KoelectraError):
     kind = "storage error"
 
 
+class StorageUnavailable(StorageError):
+    """The store did not answer: unreachable, timed out, a server error (5xx) or throttling. Not the
+    user's fault: pre-training waits for the store and resumes instead of stopping."""
+
+    transient = True
+
+
 class CheckpointError(KoelectraError):
     """A checkpoint is missing, incomplete or does not match the run."""
 
@@ -51,7 +60,7 @@ class CheckpointError(KoelectraError):
 # `user_error_in` finds the original, and the user sees its message alone.
 
 
-def user_error_in(exc: BaseException) -> KoelectraError | None:
+def error_in(exc: BaseException) -> KoelectraError | None:
     """The KoelectraError inside `exc` (itself, a cause, a context or a worker failure), or None."""
     seen: set[int] = set()
     todo: list[BaseException] = [exc]
@@ -68,3 +77,9 @@ def user_error_in(exc: BaseException) -> KoelectraError | None:
         todo += list(getattr(e, "worker_failures", {}).values())
         todo += [x for x in getattr(e, "args", ()) if isinstance(x, BaseException)]
     return None
+
+
+def user_error_in(exc: BaseException) -> KoelectraError | None:
+    """The user's error inside `exc` (what `error_in` finds, unless it is transient), or None."""
+    found = error_in(exc)
+    return None if found is None or found.transient else found

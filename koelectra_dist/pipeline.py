@@ -48,6 +48,8 @@ def run_stages(cfg: Config) -> dict[str, dict]:
         raise ConfigError("the config still has placeholders:\n  - " + "\n  - ".join(problems))
     for warning in config_warnings(cfg):
         log.warning("config: %s", warning)
+    # Before any storage call (the probes below): the endpoint is the config's, not the environment's.
+    storage.use_storage_config(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)
     for stage in cfg.run.stages:  # a missing bucket or a read-only folder fails now, not after hours
         storage.check_writable(OUTPUTS[stage](cfg.paths))
     if "pretrain" in cfg.run.stages and cfg.distributed.deepspeed_config:

@@ -26,9 +26,9 @@ def connect(cfg: Config) -> None:
     """Initialise Ray once; storage settings travel to every worker through the runtime env."""
     import ray
 
+    env = use_storage_config(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)  # this process's too
     if ray.is_initialized():
         return
-    env = use_storage_config(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)
     # Quiet, deterministic workers; the tokenizers library must not fork-bomb its own threads.
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Ray Train copies every worker print into its logger, which log_to_driver then shows a

@@ -3,8 +3,9 @@
 URIs:
 - `path/to/x` or `file:///abs/x`: local files;
 - `s3://bucket/prefix`: any S3-compatible store; the endpoint comes from AWS_ENDPOINT_URL_S3 /
-  AWS_ENDPOINT_URL (set from `storage.s3_endpoint_url` by `use_storage_config`), credentials only
-  from the environment or the instance profile;
+  AWS_ENDPOINT_URL, which `use_storage_config` sets from `storage.s3_endpoint_url` before any
+  stage touches storage (and `worker_env` hands to Ray tasks), credentials only from the
+  environment or the instance profile;
 - `pkg://package/relative/path`: read-only data inside an installed package (the demo corpus);
 - `hf://ORG/NAME[/path]`: read-only, a model repository on the Hugging Face Hub, fetched once with
   `huggingface_hub` into its cache (needs network, or the repository already in the cache;
@@ -21,8 +22,11 @@ import errno
 import functools
 import importlib.util
 import json
+import logging
 import os
 import posixpath
+import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +34,17 @@ from typing import IO, Any
 
 import fsspec
 
-from koelectra_dist.errors import StorageError
+from koelectra_dist.errors import StorageError, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+S3_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+# Faults of the store, not of the request: the S3 error codes and HTTP statuses of a server error,
+# throttling or a timeout.
+_TRANSIENT = re.compile(
+    r"\b(InternalError|ServiceUnavailable|SlowDown|Throttling\w*|RequestLimitExceeded|TooManyRequests|"
+    r"RequestTimeout|ReadTimeout\w*|ConnectTimeout\w*|timed out)\b|\((50[0234]|429)\)"
+)
 
 
 def use_storage_config(s3_endpoint_url: str | None, s3_region: str | None = None) -> dict[str, str]:
@@ -43,6 +57,27 @@ def use_storage_config(s3_endpoint_url: str | None, s3_region: str | None = None
         env["AWS_DEFAULT_REGION"] = s3_region
     os.environ.update(env)
     return env
+
+
+def worker_env() -> dict[str, str]:
+    """This process's S3 settings, for Ray tasks: a Ray that was running before the config was read
+    did not pass them to its workers."""
+    return {k: os.environ[k] for k in S3_ENV if os.environ.get(k)}
+
+
+def when_available(call: Any, what: str, limit_s: float = 600.0) -> Any:
+    """`call()`, tried again while the store does not answer (StorageUnavailable), waiting 1, 2, 4
+    ... up to 30 s between tries, for at most `limit_s`."""
+    deadline, delay = time.monotonic() + limit_s, 1.0
+    while True:
+        try:
+            return call()
+        except StorageUnavailable as e:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: %s; trying again in %.0fs", what, e, delay)
+            time.sleep(delay)
+            delay = min(2 * delay, 30.0)
 
 
 def is_s3(uri: str) -> bool:
@@ -212,8 +247,14 @@ def _wrap(uri: str, exc: Exception) -> StorageError:
                 f"{uri}: access denied ({exc}); check that the credentials are valid and may read and write "
                 f"s3://{bucket}. {_S3_CREDENTIALS}"
             )
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS"
         if "EndpointConnectionError" in text or "Could not connect" in text or isinstance(exc, ConnectionError):
-            return StorageError(f"{uri}: the S3 endpoint cannot be reached ({exc}); check storage.s3_endpoint_url")
+            return StorageUnavailable(
+                f"{uri}: the S3 endpoint {endpoint} cannot be reached ({exc}); if it is not down, check "
+                "storage.s3_endpoint_url"
+            )
+        if isinstance(exc, TimeoutError) or _TRANSIENT.search(text):
+            return StorageUnavailable(f"{uri}: the S3 endpoint {endpoint} did not answer in time or failed ({text})")
     if isinstance(exc, FileNotFoundError):
         return StorageError(f"{uri}: not found")
     if isinstance(exc, PermissionError) or getattr(exc, "errno", None) == errno.EROFS:

@@ -62,9 +62,12 @@ def s3_bucket(s3_endpoint, request):
 @pytest.fixture(scope="session")
 def ray_local(s3_endpoint):
     """One local Ray instance (2 CPUs) shared by the tests that need it. It starts after the S3
-    endpoint so that its workers inherit the endpoint and credentials from the environment."""
+    endpoint so that its workers inherit the credentials from the environment, not the endpoint."""
     import ray
 
+    # The workers do not inherit the test endpoint: each stage must hand its tasks the config's
+    # storage settings itself (a Ray started before the config was read has no others).
+    saved = {k: os.environ.pop(k) for k in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL") if k in os.environ}
     if not ray.is_initialized():
         ray.init(
             address="local",  # a Ray of its own, never one already running on this machine
@@ -73,6 +76,7 @@ def ray_local(s3_endpoint):
             log_to_driver=False,
             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}},
         )
+    os.environ.update(saved)
     yield ray
     ray.shutdown()
 

@@ -3,9 +3,11 @@ text, and shard sets in the corpus stage's format written directly (for pre-trai
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import socket
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +191,58 @@ def publish_to_hub_cache(repo: str, folder: Path, revision: str = "0" * 40) -> N
         link.symlink_to(os.path.relpath(blob, link.parent))
     (root / "refs").mkdir(exist_ok=True)
     (root / "refs" / "main").write_text(revision)
+
+
+class SwitchableProxy:
+    """A TCP forwarder on 127.0.0.1 to an HTTP endpoint, that can be taken down (connections are cut
+    and refused, as when a store restarts) and brought back on the same port."""
+
+    def __init__(self, target: str):
+        host, _, port = target.removeprefix("http://").partition(":")
+        self.target = (host, int(port))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._listener: socket.socket | None = None
+        self._open: list[socket.socket] = []
+        self.up()
+
+    def up(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        for conn in self._open:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+        self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # taken down
+            try:
+                server = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            self._open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)

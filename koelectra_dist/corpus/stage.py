@@ -157,6 +157,14 @@ def _refuse_replacing(cfg: Config, vocab_uri: str, used_by: list[str]) -> DataEr
     )
 
 
+def _on_storage(cfg: Config) -> dict[str, Any]:
+    """Ray options for the tasks that read or write the corpus: the driver's S3 settings, which a
+    Ray started before the config was read does not give its workers."""
+    uris = [*cfg.corpus.inputs, cfg.paths.corpus]
+    env = storage.worker_env() if any(storage.is_s3(u) for u in uris) else {}
+    return {"runtime_env": {"env_vars": env}} if env else {}
+
+
 def _same_file(a: str, b: str) -> bool:
     return (storage.local_path(a) or a) == (storage.local_path(b) or b)
 
@@ -193,7 +201,9 @@ def survey(cfg: Config, files: list[InputFile], options: ReadOptions, sample_k: 
     parts = c.dedup_partitions or max(1, math.ceil(total / DEDUP_BYTES_PER_PARTITION))
     parts = parts if deduplicate else 0
     read = [
-        tasks.survey_chunk.options(num_returns=parts + 2).remote(chunk, options, parts, sample_k, c.seed)
+        tasks.survey_chunk.options(num_returns=parts + 2, **_on_storage(cfg)).remote(
+            chunk, options, parts, sample_k, c.seed
+        )
         for chunk in chunks
     ]
     found = []
@@ -300,7 +310,9 @@ def build_vocab(cfg: Config, s: Survey, options: ReadOptions, cpus: int) -> list
 
         def submit(job: Job):
             spec, dups = _task_args(s, job, options, c.lines_per_block, limit)
-            return tasks.pretokenize_chunks.remote(spec, c.cleaning, c.vocab.pretokenizer, *dups)
+            return tasks.pretokenize_chunks.options(**_on_storage(cfg)).remote(
+                spec, c.cleaning, c.vocab.pretokenizer, *dups
+            )
 
         jobs = plan_jobs(s, c.lines_per_block, limit, _blocks_per_job(s, c.lines_per_block, cpus))
         for _, ref in _in_order(submit, jobs, cpus):
@@ -309,7 +321,9 @@ def build_vocab(cfg: Config, s: Survey, options: ReadOptions, cpus: int) -> list
         keys = s.sample_keys
         threshold = int(keys[-1]) if keys is not None and len(keys) >= c.vocab.sample_lines else 2**64 - 1
         refs = [
-            tasks.sample_chunk.remote(chunk, options, threshold, c.seed, c.cleaning, c.vocab.pretokenizer, dups)
+            tasks.sample_chunk.options(**_on_storage(cfg)).remote(
+                chunk, options, threshold, c.seed, c.cleaning, c.vocab.pretokenizer, dups
+            )
             for chunk, dups in zip(s.chunks, s.dups, strict=True)
         ]
         for ref in refs:
@@ -342,6 +356,8 @@ class _ShardPlan:
     shards_uri: str
     validation_fraction: float = 0.0
     validation_max_rows: int = 0
+    task_options: dict[str, Any] = field(default_factory=dict)
+    """Ray options of the write tasks (the storage settings)."""
     pending: list[tuple[Any, int, int]] = field(default_factory=list)
     written: list[Any] = field(default_factory=list)
     held: list[tuple[Any, int, int]] = field(default_factory=list)
@@ -388,7 +404,8 @@ class _ShardPlan:
             if take < n:
                 pending.insert(0, (ref, lo + take, n - take))
             rows -= take
-        written.append(tasks.write_shard.remote(self.shards_uri, len(written), validation, bounds, *refs))
+        task = tasks.write_shard.options(**self.task_options)
+        written.append(task.remote(self.shards_uri, len(written), validation, bounds, *refs))
 
 
 def _cleaning_report(s: Survey, counts: Counter[str]) -> dict[str, Any]:
@@ -428,10 +445,12 @@ def pack_shards(
 
     def submit(job: Job):
         spec, dups = _task_args(s, job, options, c.lines_per_block, limit)
-        return tasks.pack_chunks.remote(spec, opts, dtype, *dups)
+        return tasks.pack_chunks.options(**_on_storage(cfg)).remote(spec, opts, dtype, *dups)
 
     counts: Counter[str] = Counter()
-    plan = _ShardPlan(c.examples_per_shard, cfg.paths.corpus_shards, c.validation_fraction, c.validation_max_rows)
+    plan = _ShardPlan(
+        c.examples_per_shard, cfg.paths.corpus_shards, c.validation_fraction, c.validation_max_rows, _on_storage(cfg)
+    )
     jobs = plan_jobs(s, c.lines_per_block, limit, _blocks_per_job(s, c.lines_per_block, cpus), counts)
     for _, (counts_ref, packed_ref) in _in_order(submit, jobs, cpus):
         job_counts = ray.get(counts_ref)
@@ -444,8 +463,7 @@ def pack_shards(
 def run(cfg: Config) -> dict[str, Any]:
     import ray
 
-    if not ray.is_initialized():
-        ray_runtime.connect(cfg)
+    ray_runtime.connect(cfg)  # also when Ray runs already: this process's storage settings
     c, m = cfg.corpus, cfg.model
     out, vocab_uri, shards_uri = cfg.paths.corpus, cfg.paths.vocab, cfg.paths.corpus_shards
     files = resolve_inputs(c.inputs)

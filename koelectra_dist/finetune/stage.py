@@ -150,7 +150,9 @@ def run(cfg: Config) -> dict[str, Any]:
         data[spec.name] = {split: read_split(ft.data_dir, spec, split, limits[split]) for split in files}
     ray_runtime.connect(cfg)
     gpus = ft.gpus_per_task if ray.cluster_resources().get("GPU", 0) > 0 else 0
-    remote = ray.remote(_run_one).options(num_cpus=ft.cpus_per_task, num_gpus=gpus, max_retries=0)
+    env = storage.worker_env()  # a Ray running before the config was read lacks the S3 settings
+    options = {"runtime_env": {"env_vars": env}} if env else {}
+    remote = ray.remote(_run_one).options(num_cpus=ft.cpus_per_task, num_gpus=gpus, max_retries=0, **options)
     out = cfg.paths.finetune
     refs = []
     for spec in specs:

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from koelectra_dist import storage
-from koelectra_dist.errors import CheckpointError, KoelectraError
+from koelectra_dist.errors import CheckpointError, KoelectraError, StorageUnavailable
 from koelectra_dist.pretrain.meta import CheckpointMeta
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,8 @@ def verify(uri: str, local_dir: str | None = None) -> list[str]:
                 have = file_digest(path) if os.path.exists(path) else None
             else:
                 have = _remote_digest(where) if storage.exists(where) else None
+        except StorageUnavailable:
+            raise  # the store is down, the file may be fine: never rejected for that
         except KoelectraError as e:
             problems.append(f"{name}: cannot be read ({e})")
             continue

@@ -170,7 +170,8 @@ def fit(cfg: Config, loop: Callable[[dict[str, Any]], None], resume: str | None)
             if attempt == _attempts(d.max_failures)[-1]:
                 raise
             log.warning("attempt %d failed (%s: %s); starting again", attempt, type(e).__name__, e)
-            resume = checkpoint.latest_verified(root)
+            # After a storage outage the next attempt starts once the store answers again.
+            resume = storage.when_available(lambda: checkpoint.latest_verified(root), f"pretrain: {root}")
 
 
 def final_checkpoint(cfg: Config) -> tuple[str, CheckpointMeta]:

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_CONFIG, write_shard_set
+from helpers import TINY_CONFIG, SwitchableProxy, write_shard_set
 from safetensors.torch import save_file
 
 import launch
 from koelectra_dist import storage
 from koelectra_dist.config import load_config
 from koelectra_dist.errors import CheckpointError, ConfigError, DataError
+from koelectra_dist.pipeline import run_stages
 from koelectra_dist.pretrain import checkpoint
 from koelectra_dist.pretrain import stage as train
 from koelectra_dist.pretrain.init_from import PRETRAINING_FORMAT
@@ -287,3 +288,55 @@ def test_a_damaged_shard_set_is_refused_before_any_worker_starts(tmp_path):
     part.write_bytes(bytes(flipped))
     with pytest.raises(DataError, match=r"part-00001.parquet: sha256 differs"):
         train.run(load_config(TINY_CONFIG, [f"run.output_uri={out}"]))
+
+
+@pytest.mark.slow
+def test_the_pipeline_runs_on_a_store_named_only_by_the_config(ray_local, s3_endpoint, monkeypatch):
+    """storage.s3_endpoint_url alone: the driver's environment names no endpoint (nor do the
+    workers', see conftest.py), so every probe, driver call and task must use the config's."""
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="endpoint-from-config")
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    out = "s3://endpoint-from-config/run"
+    settings = [f"run.output_uri={out}", f"storage.s3_endpoint_url={s3_endpoint}", "train.steps=2"]
+    reports = run_stages(load_config(TINY_CONFIG, [*settings, "checkpoint.interval_steps=2"]))
+    assert reports["corpus"]["total_rows"] > 0 and reports["pretrain"]["steps"] == 2
+    assert storage.exists(f"{out}/hf/discriminator/model.safetensors")
+
+
+@pytest.mark.slow
+def test_a_storage_outage_longer_than_an_attempt_is_waited_out(
+    reference, shards, s3_run_bucket, s3_endpoint, monkeypatch, caplog
+):
+    """The store goes away after the first checkpoint and comes back only after the attempt it
+    broke has failed: the driver waits for it, resumes, and ends with the uninterrupted weights."""
+    import boto3
+
+    ref_root = reference(1, "fp32")
+    proxy = SwitchableProxy(s3_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)  # the run points this process at the proxy
+    overrides = [*run_overrides(1, "fp32", proxy.url), "checkpoint.interval_steps=1", "distributed.max_failures=1"]
+    cfg = tiny_config(f"{s3_run_bucket}/outage", shards, *overrides)
+    root = cfg.paths.checkpoints
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(train.run(cfg)))
+    direct = boto3.client("s3", endpoint_url=s3_endpoint)  # past the proxy
+    committed = f"{root.split('/', 3)[3]}/step-00000001/COMMITTED"
+    with caplog.at_level(logging.WARNING):
+        runner.start()
+        deadline = time.time() + 300
+        while runner.is_alive() and time.time() < deadline:
+            if direct.list_objects_v2(Bucket="pretrain-runs", Prefix=committed).get("KeyCount"):
+                break
+            time.sleep(0.05)
+        proxy.down()
+        # Down until the attempt it broke has failed and the driver has found the store still down.
+        while runner.is_alive() and "trying again in" not in caplog.text and time.time() < deadline:
+            time.sleep(0.2)
+        proxy.up()
+        runner.join()
+    assert "attempt 1 failed" in caplog.text and "trying again in" in caplog.text
+    assert result["steps"] == STEPS
+    assert_same_weights(final_weights(root), final_weights(ref_root))

@@ -15,7 +15,14 @@ from koelectra_dist import storage
 from koelectra_dist.config import config_warnings, load_config
 from koelectra_dist.corpus.shards import read_manifest, shard_problems
 from koelectra_dist.corpus.vocab import load_vocab
-from koelectra_dist.errors import ConfigError, DataError
+from koelectra_dist.errors import (
+    ConfigError,
+    DataError,
+    StorageError,
+    StorageUnavailable,
+    error_in,
+    user_error_in,
+)
 from koelectra_dist.export.stage import check_target, relative_files, remove_file
 from koelectra_dist.finetune.data import read_split
 from koelectra_dist.finetune.tasks import BUILTIN_TASKS
@@ -96,6 +103,47 @@ def test_non_finite_scores_are_refused_with_file_and_line(tmp_path):
 )
 def test_storage_errors_name_the_likely_cause(uri, exc, message):
     assert message in str(storage._wrap(uri, exc))
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (FileNotFoundError("NoSuchBucket: The specified bucket does not exist"), False),
+        (PermissionError("Forbidden"), False),
+        (OSError(errno.EROFS, "Read-only file system"), False),
+        (FileNotFoundError("s3://b/500/x"), False),  # a number in a path is not a status
+        (ConnectionRefusedError(111, "Connection refused"), True),
+        (OSError('Could not connect to the endpoint URL: "http://minio:9000/b/x"'), True),
+        (TimeoutError("read timed out"), True),
+        (OSError("An error occurred (SlowDown) when calling the PutObject operation: Please reduce your rate"), True),
+        (OSError("An error occurred (503) when calling the HeadObject operation: Service Unavailable"), True),
+        (OSError("An error occurred (InternalError) when calling the GetObject operation"), True),
+    ],
+)
+def test_storage_faults_that_are_not_the_users_are_transient(exc, transient):
+    """The store's faults are retried by the pre-training driver; the user's stop the run at once."""
+    wrapped = storage._wrap("s3://b/x", exc)
+    assert isinstance(wrapped, StorageError) and wrapped.transient is transient
+    crossed = RuntimeError("worker group failed")
+    crossed.__cause__ = wrapped
+    assert (user_error_in(crossed) is None) is transient and error_in(crossed).transient is transient
+
+
+def test_waiting_for_the_store_gives_up_only_after_its_limit(monkeypatch):
+    waits, calls = [], iter([StorageUnavailable("down"), StorageUnavailable("down"), "answer"])
+
+    def call():
+        result = next(calls)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    monkeypatch.setattr(storage.time, "sleep", waits.append)
+    assert storage.when_available(call, "test") == "answer" and waits == [1.0, 2.0]
+    with pytest.raises(StorageUnavailable):
+        storage.when_available(lambda: (_ for _ in ()).throw(StorageUnavailable("down")), "test", limit_s=0)
+    with pytest.raises(StorageError, match="denied"):  # the user's: never waited for
+        storage.when_available(lambda: (_ for _ in ()).throw(StorageError("denied")), "test")
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])

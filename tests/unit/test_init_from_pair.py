@@ -14,6 +14,7 @@ from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
 from koelectra_dist import storage
 from koelectra_dist.config import ModelConfig
+from koelectra_dist.corpus.vocab import load_vocab
 from koelectra_dist.errors import CheckpointError, ConfigError, StorageError
 from koelectra_dist.pretrain import init_from
 from koelectra_dist.pretrain.model import ElectraPretrainer
@@ -56,6 +57,7 @@ def test_hub_ids_resolve_to_a_pair_or_a_single_repository(hub):
     assert (source.kind, source.discriminator, source.generator) == ("pair", "hf://org/single", None)
     # a pair's name reads its discriminator: vocab.txt, config.json, the weights
     assert storage.read_bytes("hf://org/tiny/vocab.txt") == VOCAB
+    assert load_vocab("hf://org/tiny", "corpus.vocab.vocab_uri") == VOCAB.decode().split()  # vocab_uri, merge_with
     assert storage.read_json("hf://org/single/config.json")["architectures"] == ["ElectraForPreTraining"]
     assert storage.hf_repo("hf://beomi/KcELECTRA-base/vocab.txt") == ("beomi/KcELECTRA-base", "vocab.txt")
     with pytest.raises(StorageError, match="hf://ORG/NAME"):

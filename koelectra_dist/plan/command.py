@@ -76,16 +76,21 @@ def mfu_of(args: argparse.Namespace, measured: dict[str, Any] | None) -> Mfu:
 
 
 def measured_checks(cfg: Config, gpu: str, measured: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    """gpu_check's peak memory (one GPU, ZeRO 1) beside this planner's figure for the same run,
+    """gpu_check's peak memory (one GPU, the config's ZeRO stage) beside this planner's figure for the same run,
     and a warning when it ran on another GPU type than the plan's."""
     m, t, d = cfg.model, cfg.train, cfg.distributed
     params = param_count(m)
-    rows = []
+    rows, stage = [], d.zero_stage
     for r in measured["peak_memory"]:
-        planned = model_states_bytes(params, 1, 1, "bf16") + bucket_bytes(1, d, "bf16")
+        planned = model_states_bytes(params, stage, 1, "bf16") + bucket_bytes(stage, d, "bf16")
         planned += activation_bytes(m, r["micro_batch"], m.max_length, t.mask_prob, "bf16")
         rows.append(
-            {"micro_batch": r["micro_batch"], "measured_gib": r["peak_gib"], "planned_gib": round(planned / GiB, 2)}
+            {
+                "micro_batch": r["micro_batch"],
+                "zero_stage": stage,
+                "measured_gib": r["peak_gib"],
+                "planned_gib": round(planned / GiB, 2),
+            }
         )
     warns = []
     if DEVICE_NAMES[gpu] not in measured["gpu"]:
@@ -165,7 +170,7 @@ def table(p: dict[str, Any]) -> str:
     ]
     for r in p.get("measured_memory", []):
         lines.append(
-            f"check: gpu_check peak at micro-batch {r['micro_batch']} (1 GPU, ZeRO 1): {r['measured_gib']} GiB "
+            f"check: gpu_check peak at micro-batch {r['micro_batch']} (1 GPU, ZeRO {r['zero_stage']}): {r['measured_gib']} GiB "
             f"measured, {r['planned_gib']} GiB planned"
         )
     if p["warnings"]:

@@ -157,3 +157,21 @@ def test_a_generator_our_towers_cannot_hold_is_refused(tmp_path):
     (tmp_path / "generator" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="intermediate_size=48"):
         init_from.pair_model_config(init_from.resolve(str(tmp_path)), ModelConfig())
+
+
+def test_distill_teachers_by_hub_id(hub, tmp_path):
+    from helpers import tiny_config
+
+    from koelectra_dist.distill.teacher import resolve_teacher
+
+    publish_to_hub_cache("org/mlm-single", hub / "generator")  # a single masked-LM repository (BERT's kind)
+    teacher = resolve_teacher(tiny_config(str(tmp_path), "distill.teacher_uri=hf://org/mlm-single"))
+    assert (teacher.objective, teacher.generator_uri) == ("mlm", None)
+    teacher = resolve_teacher(tiny_config(str(tmp_path), "distill.teacher_uri=hf://org/tiny"))
+    assert (teacher.objective, teacher.generator_uri) == ("rtd", "hf://org/tiny-generator")
+    with pytest.raises(ConfigError, match="discriminator alone on the Hub.*distill.generator_uri"):
+        resolve_teacher(tiny_config(str(tmp_path), "distill.teacher_uri=hf://org/single"))
+    given = tiny_config(
+        str(tmp_path), "distill.teacher_uri=hf://org/single", "distill.generator_uri=hf://org/tiny-generator"
+    )
+    assert resolve_teacher(given).generator_uri == "hf://org/tiny-generator"

@@ -165,6 +165,7 @@ def test_export_refuses_a_folder_it_did_not_write(tmp_path, where, request):
     storage.write_bytes(storage.join(out, "notes.txt"), b"mine")
     with pytest.raises(ConfigError, match="already holds notes.txt"):
         check_target(out, overwrite=False)
-    for name in ours:
+    storage.write_bytes(storage.join(out, "generator", "config.json", "mine.txt"), b"mine")  # a folder by that name
+    for name in [*ours, "generator/config.json"]:
         remove_file(storage.join(out, *name.split("/")))
-    assert relative_files(out) == ["notes.txt"]
+    assert relative_files(out) == ["generator/config.json/mine.txt", "notes.txt"]

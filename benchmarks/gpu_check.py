@@ -424,7 +424,7 @@ def real_stream(check: Check) -> dict[str, Any]:
     folder = tempfile.mkdtemp(prefix="gpu-check-shards-")
     uris, counts = write_shaped_shards(folder, 2, rows // 2 + 1, cfg.model.max_length, cfg.model.vocab_size)
     stream = ShardStream(uris, counts, seed=0, rank=0, world_size=1, micro_batch=a.micro_batch, start=0)
-    loader = Prefetcher(stream.batches())
+    loader = Prefetcher(stream.batches(), pin=a.device == "cuda")  # as the stage does
     reset_peak(a.device)
     engine = build(check, cfg)
     seen = {"micro_batches": 0, "masked": 0, "tokens": 0}
@@ -654,7 +654,7 @@ def zero_stages(check: Check) -> list[dict[str, Any]]:
             step_s = time_steps(engine, lambda batch=batch: batch, a.device, max(2, a.steps // 4), 2, micro=2)
             result = speed(check, name, cfg, step_s, 2 * a.micro_batch * cfg.model.max_length)
             result["grad_accum_dtype"] = (
-                ds_config(cfg, workers=1).get("data_types", {}).get("grad_accum_dtype", "bf16/fp32 as the precision")
+                ds_config(cfg, workers=1).get("data_types", {}).get("grad_accum_dtype", cfg.distributed.precision)
             )
             check.add_variant(result)
             found.append(result)

@@ -176,7 +176,7 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
         start=consumed,
         vocab_size=shards.manifest.vocab_size,
     )
-    loader = Prefetcher(stream.batches())
+    loader = Prefetcher(stream.batches(), pin=d.gpus_per_worker > 0)  # asynchronous copies to the GPU
     flops = model.flops_per_token(shards.manifest.max_length)
     metrics = MetricsLog(cfg, rank, world, root, resumed_step=step, flops_per_token=flops)
     accumulation = cfg.gradient_accumulation_steps(world)

@@ -1,5 +1,6 @@
-"""The shard stream: every example once per epoch, seeded reshuffles, exact positions, any world
-size at the same position, background loading, and refusal of mismatched shards."""
+"""The shard stream: every example once per epoch, seeded reshuffles, short rows gathered into their
+own micro-batches, exact positions, any world size at the same position, background loading, and
+refusal of mismatched shards."""
 
 from __future__ import annotations
 
@@ -30,9 +31,13 @@ def example_ids(batch: dict[str, torch.Tensor]) -> list[int]:
     return (batch["input_ids"][:, 1] - 5).tolist()
 
 
-def take(shard_set, n_batches: int, *, rank=0, world=1, micro=3, start=0, seed=1) -> list[list[int]]:
+def take(shard_set, n_batches: int, *, rank=0, world=1, micro=3, start=0, seed=1, group=5) -> list[list[int]]:
+    """Example ids of `n_batches` micro-batches; windows of `group` rows (5: windows do not divide
+    the 21-row epoch nor align with the micro-batches)."""
     _, uris = shard_set
-    stream = ShardStream(uris, ROWS, seed=seed, rank=rank, world_size=world, micro_batch=micro, start=start)
+    stream = ShardStream(
+        uris, ROWS, seed=seed, rank=rank, world_size=world, micro_batch=micro, start=start, group_rows=group
+    )
     return [example_ids(b) for b in itertools.islice(stream.batches(), n_batches)]
 
 
@@ -64,10 +69,49 @@ def test_ranks_split_the_stream_by_micro_batch(shard_set):
     assert single[0::2] == rank0 and single[1::2] == rank1
 
 
-def test_resuming_at_a_position_continues_exactly(shard_set):
-    full = take(shard_set, 12, rank=1, world=2, micro=2)
-    resumed = take(shard_set, 6, rank=1, world=2, micro=2, start=24)  # 6 global batches of 2x2 consumed
-    assert resumed == full[6:]
+@pytest.mark.parametrize("group", [1, 5, 512])
+def test_resuming_at_a_position_continues_exactly(shard_set, group):
+    full = take(shard_set, 12, rank=1, world=2, micro=2, group=group)
+    for consumed in (4, 8, 24):  # global batches of 2x2; mid-window and mid-epoch positions
+        resumed = take(shard_set, 12 - consumed // 4, rank=1, world=2, micro=2, start=consumed, group=group)
+        assert resumed == full[consumed // 4 :]
+
+
+def test_short_rows_gather_at_the_end_of_their_window(shard_set):
+    """Each window holds the same examples as without grouping, longest first, equal lengths in stream
+    order; windows restart at each epoch's start (the last one shorter)."""
+    lengths = dict(enumerate(row_lengths(shard_set)))
+    plain = [i for b in take(shard_set, 42, micro=1, group=1) for i in b]
+    grouped = [i for b in take(shard_set, 42, micro=1, group=5) for i in b]
+    bounds = [(e * 21 + lo, e * 21 + min(lo + 5, 21)) for e in (0, 1) for lo in range(0, 21, 5)]
+    for lo, hi in bounds:
+        window = grouped[lo:hi]
+        assert sorted(window) == sorted(plain[lo:hi])
+        expected = sorted(plain[lo:hi], key=lambda i: -lengths[i])  # sorted() is stable
+        assert window == expected
+
+
+def row_lengths(shard_set) -> list[int]:
+    """Token count of each example, by id."""
+    _, uris = shard_set
+    batch = next(ShardStream(uris, ROWS, seed=1, rank=0, world_size=1, micro_batch=21, start=0, group_rows=1).batches())
+    found = dict(zip(example_ids(batch), (batch["input_ids"] != PAD_ID).sum(1).tolist(), strict=True))
+    return [found[i] for i in range(21)]
+
+
+def test_grouping_leaves_few_micro_batches_masked(tmp_path):
+    """On shards shaped like KoELECTRA's (5% short rows), most micro-batches of 32 carry a mask
+    without grouping, few with it."""
+    from shaped_shards import write_shaped_shards
+
+    uris, rows = write_shaped_shards(str(tmp_path), 2, 1024, max_length=64, vocab_size=VOCAB)
+
+    def masked_share(group: int) -> float:
+        stream = ShardStream(uris, rows, seed=0, rank=0, world_size=1, micro_batch=32, start=0, group_rows=group)
+        batches = list(itertools.islice(stream.batches(), 64))
+        return sum(b["attention_mask"] is not None for b in batches) / len(batches)
+
+    assert masked_share(1) > 0.6 and masked_share(512) <= 0.15
 
 
 def test_world_size_change_keeps_the_global_batch(shard_set):
@@ -80,10 +124,13 @@ def test_world_size_change_keeps_the_global_batch(shard_set):
 
 def test_batches_are_padded_with_masks(shard_set):
     _, uris = shard_set
-    batch = next(ShardStream(uris, ROWS, seed=0, rank=0, world_size=1, micro_batch=4, start=0).batches())
-    assert batch["input_ids"].dtype == torch.int64 and batch["input_ids"].shape[1] % 8 == 0
-    assert torch.equal(batch["attention_mask"].bool(), batch["input_ids"] != PAD_ID)
-    assert batch["token_type_ids"].shape == batch["input_ids"].shape
+    stream = ShardStream(uris, ROWS, seed=0, rank=0, world_size=1, micro_batch=4, start=0)
+    masked = [b for b in itertools.islice(stream.batches(), 5) if b["attention_mask"] is not None]
+    assert masked  # the rows are 8-16 tokens long: the shorter ones share micro-batches
+    for batch in masked:
+        assert batch["input_ids"].dtype == torch.int64 and batch["input_ids"].shape[1] % 8 == 0
+        assert torch.equal(batch["attention_mask"].bool(), batch["input_ids"] != PAD_ID)
+        assert batch["token_type_ids"].shape == batch["input_ids"].shape
 
 
 def test_misaligned_start_is_refused(shard_set):
@@ -201,3 +248,13 @@ def test_a_shard_damaged_inside_its_size_is_refused_before_training_by_default(t
     failed = RuntimeError("a training worker failed")  # how the driver sees it: a user error, not retried
     failed.__cause__ = e.value
     assert isinstance(user_error_in(failed), DataError)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA; none here")
+def test_prefetcher_pins_batches_for_asynchronous_copies():
+    loader = Prefetcher(iter([{"x": torch.arange(4), "mask": None}]), pin=True)
+    batch = loader.next()
+    assert batch["x"].is_pinned() and batch["mask"] is None
+    assert torch.equal(batch["x"].to("cuda", non_blocking=True).cpu(), torch.arange(4))
+    loader.close()

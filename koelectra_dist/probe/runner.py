@@ -30,13 +30,28 @@ def probe_checkpoint(
     import torch
     import transformers
 
+    started = time.time()
+    torch.set_num_threads(threads)
+    transformers.logging.set_verbosity_error()  # the dropped pre-training head, on every run: expected
+    # DeepSpeed's consolidation, transformers' progress bars and the trainer's per-epoch lines would
+    # reach the driver's console from every probe: the driver prints one line per probe instead
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        tasks, meta = _probe(ckpt, vocab_uri, specs, data, seeds)
+    loss = (meta.metrics or {}).get("loss")
+    return {"tasks": tasks, "train_loss": loss, "seconds": round(time.time() - started, 1)}
+
+
+def _probe(
+    ckpt: str,
+    vocab_uri: str | None,
+    specs: list[FinetuneTaskConfig],
+    data: dict[str, dict[str, TaskData]],
+    seeds: list[int],
+) -> tuple[dict[str, Any], Any]:
     from koelectra_dist.export.stage import consolidate, training_config, write_tokenizer
     from koelectra_dist.finetune.trainer import finetune
     from koelectra_dist.pretrain import checkpoint
 
-    started = time.time()
-    torch.set_num_threads(threads)
-    transformers.logging.set_verbosity_error()  # the dropped pre-training head, on every run: expected
     meta = checkpoint.read_meta(ckpt)
     train_cfg = training_config(meta, ckpt)
     tasks: dict[str, Any] = {}
@@ -49,11 +64,9 @@ def probe_checkpoint(
         for spec in specs:
             scores = []
             for seed in seeds:
-                with contextlib.redirect_stdout(io.StringIO()):  # per-epoch lines: the probe prints one line
-                    result = finetune(model_dir, spec, data[spec.name]["train"], data[spec.name]["dev"], seed=seed)
+                result = finetune(model_dir, spec, data[spec.name]["train"], data[spec.name]["dev"], seed=seed)
                 scores.append(result["score"])
             mean = sum(scores) / len(scores)
             std = math.sqrt(sum((s - mean) ** 2 for s in scores) / (len(scores) - 1)) if len(scores) > 1 else 0.0
             tasks[spec.name] = {"metric": spec.metric, "mean": mean, "std": std, "scores": scores}
-    loss = (meta.metrics or {}).get("loss")
-    return {"tasks": tasks, "train_loss": loss, "seconds": round(time.time() - started, 1)}
+    return tasks, meta

@@ -223,7 +223,8 @@ class CorpusConfig:
     validation_fraction: float = 0.002
     """Share of the packed rows set aside as held-out validation shards (`validation-*.parquet`),
     never trained on, spread over the whole corpus: the held-out set that recipes are compared on.
-    0: none. Every 1/validation_fraction-th row in packing order, the same whatever the task count."""
+    0: none. Every 1/validation_fraction-th row in packing order, the same whatever the task count.
+    Pre-training reports its held-out losses on them (train.heldout_rows)."""
     validation_max_rows: int = 20_000
     """At most this many held-out rows."""
 

@@ -52,6 +52,10 @@ class TrainConfig:
     each file's sha256 ("sha256": reads every shard once, about 1 s per GB on one core, so that one
     flipped byte is caught), or only presence, size and row count ("size": a listing and each
     Parquet footer; damage inside a shard then stops the run when a worker reads it)."""
+    heldout_rows: int = 1024
+    """Rows of the corpus stage's validation shards on which the generator's and discriminator's
+    held-out losses are computed at every log step (no dropout, fixed masking: comparable across
+    recipes and worker counts); 0: none."""
     compile: bool = False
     """Compile each encoder layer of both towers with torch.compile (Inductor). A layer that fails
     to compile fails the run at its first step, naming the cause."""
@@ -177,6 +181,7 @@ def problems(cfg: Any) -> list[str]:
             ("train.weight_decay", t.weight_decay),
             ("train.gen_weight", t.gen_weight),
             ("train.disc_weight", t.disc_weight),
+            ("train.heldout_rows", t.heldout_rows),
         ],
     )
     positive(

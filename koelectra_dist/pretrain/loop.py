@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from koelectra_dist.errors import ConfigError
 from koelectra_dist.pretrain import checkpoint
 from koelectra_dist.pretrain.config import allowed_worker_counts
 from koelectra_dist.pretrain.data import Prefetcher, ShardStream, open_shards
+from koelectra_dist.pretrain.heldout import evaluate, load_heldout
 from koelectra_dist.pretrain.init_from import init_weights
 from koelectra_dist.pretrain.meta import CheckpointMeta
 from koelectra_dist.pretrain.metrics import MetricsLog
@@ -177,6 +179,7 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
         vocab_size=shards.manifest.vocab_size,
     )
     loader = Prefetcher(stream.batches(), pin=d.gpus_per_worker > 0)  # asynchronous copies to the GPU
+    heldout = load_heldout(cfg, shards)
     flops = model.flops_per_token(shards.manifest.max_length)
     metrics = MetricsLog(cfg, rank, world, root, resumed_step=step, flops_per_token=flops)
     accumulation = cfg.gradient_accumulation_steps(world)
@@ -200,6 +203,10 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
             train_step(engine, loader, metrics, accumulation, log_step, seeds)
             step += 1
             consumed += t.global_batch_size
+            if heldout is not None and (step % t.log_every == 0 or step == t.steps):
+                started = time.perf_counter()
+                values = evaluate(engine.module, heldout, engine.device)
+                metrics.add_heldout(values, time.perf_counter() - started)
             metrics.end_step(step, loader.wait_seconds, engine)
             scheduled = step % cfg.checkpoint.interval_steps == 0 or step == t.steps
             # the same decision on every rank: the notice is agreed on by Ray Train's barrier

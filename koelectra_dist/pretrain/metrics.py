@@ -39,7 +39,17 @@ PEAK_FLOPS = {
 }
 SUMMED = ("real_tokens", "masked_tokens")
 """Counts, summed over micro-batches and ranks; every other metric a model returns is averaged."""
-HEADLINE = ("gen_acc", "disc_precision", "disc_recall", "disc_auc", "soft_loss", "cos_loss", "student_loss")
+HEADLINE = (
+    "gen_acc",
+    "disc_precision",
+    "disc_recall",
+    "disc_auc",
+    "heldout_gen_loss",
+    "heldout_disc_loss",
+    "soft_loss",
+    "cos_loss",
+    "student_loss",
+)
 """Metrics printed on rank 0's line, when the model returns them."""
 
 
@@ -76,6 +86,8 @@ class MetricsLog:
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
         self._window = {"steps": 0, "seconds": 0.0, "wait": 0.0}
+        self._heldout: dict[str, float] = {}
+        self._heldout_s = 0.0
         self._report_every_s = ray_train_poll_s()
         self._reported_at = float("-inf")  # rank 0's clock decides for every rank (see end_step)
         self._tb_uri = storage.join(root, "tensorboard")
@@ -98,9 +110,14 @@ class MetricsLog:
             self._sums[k] = self._sums[k] + v if k in self._sums else v
             self._counts[k] = self._counts.get(k, 0) + 1  # disc_auc comes on log steps only
 
+    def add_heldout(self, values: dict[str, float], seconds: float) -> None:
+        """Held-out losses for this log step, and the seconds they took (not counted as training)."""
+        self._heldout, self._heldout_s = values, seconds
+
     def end_step(self, step: int, wait_seconds: float, engine: Any) -> None:
         self._window["steps"] += 1
-        self._window["seconds"] += time.perf_counter() - self._t0
+        self._window["seconds"] += time.perf_counter() - self._t0 - self._heldout_s
+        self._heldout_s = 0.0
         self._window["wait"] += wait_seconds - self._wait0
         if step % self.cfg.train.log_every and step != self.cfg.train.steps:
             return
@@ -129,7 +146,9 @@ class MetricsLog:
             step_time_s=seconds / self._window["steps"],
             data_wait_frac=self._window["wait"] / seconds,
             overflow_steps=int(getattr(engine, "skipped_steps", 0)),
+            **self._heldout,
         )
+        self._heldout = {}
         peak = peak_flops(engine.device)
         if peak:
             out["mfu"] = self.flops_per_token * tokens_per_s / (peak * self.world)

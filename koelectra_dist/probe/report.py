@@ -30,7 +30,7 @@ def png(recs: list[dict[str, Any]], title: str) -> bytes:
     import matplotlib.pyplot as plt
 
     done = sorted((r for r in recs if r.get("status") == DONE), key=lambda r: r["step"])
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     for name, points in curves(recs).items():
         metric = next(r["tasks"][name]["metric"] for r in done if name in r["tasks"])
         steps, means, stds = zip(*points, strict=True)
@@ -41,14 +41,17 @@ def png(recs: list[dict[str, Any]], title: str) -> bytes:
     ax.set_ylabel("probe score (x100)")
     losses = [(r["step"], r["train_loss"]) for r in done if isinstance(r.get("train_loss"), (int, float))]
     losses = [(s, v) for s, v in losses if math.isfinite(v)]
+    handles, labels = ax.get_legend_handles_labels()
     if losses:
         twin = ax.twinx()
         twin.plot(*zip(*losses, strict=True), color="gray", linestyle="--", marker=".", label="training loss")
         twin.set_ylabel("training loss")
-        twin.legend(loc="upper right")
-    ax.legend(loc="upper left")
+        more, more_labels = twin.get_legend_handles_labels()
+        handles, labels = handles + more, labels + more_labels
+    # one legend below the axes: inside, it would cover the points
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False)
+    fig.subplots_adjust(bottom=0.22)
     ax.set_title(title)
-    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)

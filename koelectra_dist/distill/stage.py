@@ -26,12 +26,13 @@ from koelectra_dist.distill.model import Distiller
 from koelectra_dist.distill.teacher import Teacher, make_student, resolve_teacher, student_layers, student_model_config
 from koelectra_dist.errors import ConfigError
 from koelectra_dist.export.hf_layout import TOKENIZER_FILES
-from koelectra_dist.pretrain import checkpoint
+from koelectra_dist.pretrain.checkpoint import restore, store
 from koelectra_dist.pretrain.data import open_shards
 from koelectra_dist.pretrain.dropout import use_cpu_fast_dropout
 from koelectra_dist.pretrain.init_from import check_vocabulary, load_tower, load_weights
+from koelectra_dist.pretrain.launcher import fit
 from koelectra_dist.pretrain.loop import run_worker
-from koelectra_dist.pretrain.stage import check_resume, final_checkpoint, fit
+from koelectra_dist.pretrain.resume import check_resume, final_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ Load it with `AutoModel.from_pretrained(...)` (or a task head, e.g. `AutoModelFo
 def export_student(cfg: Config, final: str, meta: Any) -> dict[str, Any]:
     """<distill>/model: the student of checkpoint `final` as a transformers folder."""
     distiller = build_distiller(cfg)
-    load_weights(distiller, checkpoint.consolidated_state_dict(final), final)
+    load_weights(distiller, restore.consolidated_state_dict(final), final)
     student, teacher_model = distiller.student.eval(), distiller._frozen[0]
     out = cfg.paths.distill_model
     with tempfile.TemporaryDirectory(prefix="koelectra-distill-") as scratch:
@@ -153,10 +154,10 @@ def run(cfg: Config) -> dict[str, Any]:
     shards = open_shards(cfg)
     check_teacher(cfg, shards.manifest.vocab_sha256)
     root = cfg.paths.checkpoints
-    latest = checkpoint.latest_verified(root)
+    latest = store.latest_verified(root)
     if latest:
-        check_resume(cfg, checkpoint.read_meta(latest), shards.manifest.vocab_sha256, latest)
-    if latest is None or checkpoint.read_meta(latest).step < cfg.train.steps:
+        check_resume(cfg, store.read_meta(latest), shards.manifest.vocab_sha256, latest)
+    if latest is None or store.read_meta(latest).step < cfg.train.steps:
         fit(cfg, distill_loop, latest)
     final, meta = final_checkpoint(cfg)
     exported = export_student(cfg, final, meta)

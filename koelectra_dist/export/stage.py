@@ -40,7 +40,7 @@ from koelectra_dist.export.hf_layout import (
     TOWERS,
     ExportInfo,
 )
-from koelectra_dist.pretrain import checkpoint
+from koelectra_dist.pretrain.checkpoint import restore, store
 from koelectra_dist.pretrain.init_from import PRETRAINING_FORMAT, load_weights
 from koelectra_dist.pretrain.meta import CheckpointMeta
 from koelectra_dist.pretrain.model import ElectraPretrainer
@@ -94,18 +94,18 @@ def resolve_checkpoint(cfg: Config) -> str:
     if cfg.export.checkpoint:
         named = cfg.export.checkpoint
         if named == BEST:
-            named = checkpoint.step_uri(cfg.paths.checkpoints, best_probed(cfg)["step"])
+            named = store.step_uri(cfg.paths.checkpoints, best_probed(cfg)["step"])
         if not storage.exists(named):
             raise CheckpointError(f"export.checkpoint {named}: no such checkpoint folder (pruned, or never written)")
-        checkpoint.read_meta(named)  # refuses a step that is not committed
-        problems = checkpoint.verify(named)
+        store.read_meta(named)  # refuses a step that is not committed
+        problems = store.verify(named)
         if problems:
             raise CheckpointError(
                 f"export.checkpoint {named} is damaged:\n  - " + "\n  - ".join(problems) + "\nexport another step"
             )
         return named
     root = cfg.paths.checkpoints
-    latest = checkpoint.latest_verified(root)
+    latest = store.latest_verified(root)
     if latest is None:
         raise CheckpointError(
             f"no committed checkpoint under {root}; run the pretrain stage first, or name one with "
@@ -235,7 +235,7 @@ def consolidate(
     vocab_dir = fetch_vocab(vocab_uri, os.path.join(scratch, "vocab"), meta.vocab_sha256, train_cfg.model.vocab_size)
     t = train_cfg.train
     model = ElectraPretrainer(train_cfg.model, t.mask_prob, t.gen_weight, t.disc_weight)
-    load_weights(model, checkpoint.consolidated_state_dict(ckpt), ckpt)
+    load_weights(model, restore.consolidated_state_dict(ckpt), ckpt)
     model.eval()
     return model, vocab_dir
 
@@ -281,7 +281,7 @@ def run(cfg: Config) -> dict[str, Any]:
     if foreign:
         log.warning("export: %s holds %d files no export wrote; left in place: %s", out, len(foreign), foreign[:5])
     ckpt = resolve_checkpoint(cfg)
-    meta = checkpoint.read_meta(ckpt)
+    meta = store.read_meta(ckpt)
     train_cfg = training_config(meta, ckpt)
     vocab_uri = cfg.export.vocab_uri or train_cfg.paths.vocab
     # nothing exported names this machine's folders: locations relative to the run's output root

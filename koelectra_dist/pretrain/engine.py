@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -16,6 +16,32 @@ from koelectra_dist import storage
 from koelectra_dist.config import Config
 from koelectra_dist.errors import ConfigError, StorageError
 from koelectra_dist.pretrain.optim import ElectraAdamW, electra_schedule, param_groups
+
+
+class Engine(Protocol):
+    """What the training machinery uses of a DeepSpeed engine (`deepspeed.DeepSpeedEngine`): the
+    loop's forward, backward and step, the wrapped module (held-out evaluation), the metrics'
+    learning rate and gradient norm, and the checkpoint modules' save and load."""
+
+    device: torch.device
+    module: torch.nn.Module
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def backward(self, loss: torch.Tensor) -> Any: ...
+
+    def step(self) -> None: ...
+
+    def get_lr(self) -> list[float]: ...
+
+    def get_global_grad_norm(self) -> float | torch.Tensor | None: ...
+
+    def save_checkpoint(self, save_dir: str, tag: str | None = None) -> Any: ...
+
+    def load_checkpoint(
+        self, load_dir: str, tag: str | None = None, *, load_optimizer_states: bool, load_lr_scheduler_states: bool
+    ) -> tuple[str | None, Any]: ...
+
 
 # Keys `ds_config` derives from the run's own fields: a user's deepspeed_config may not set them.
 OWNED_KEYS = (
@@ -165,7 +191,7 @@ def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer
 
 def build_engine(
     cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *, load_universal: bool = False
-) -> tuple[Any, torch.optim.Optimizer, Any]:
+) -> tuple[Engine, torch.optim.Optimizer, Any]:
     """`deepspeed.initialize` over an already-initialised torch process group (Ray Train's), with
     `make_optimizer`'s optimizer unless another is given; `load_universal` as in `ds_config`."""
     import deepspeed

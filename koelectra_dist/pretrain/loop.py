@@ -10,7 +10,6 @@ exactly what the uninterrupted run would have."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -22,14 +21,15 @@ import torch
 from koelectra_dist import storage
 from koelectra_dist.config import Config
 from koelectra_dist.errors import ConfigError
-from koelectra_dist.pretrain import checkpoint
+from koelectra_dist.pretrain.checkpoint import restore, store
+from koelectra_dist.pretrain.checkpoint.checkpointer import Checkpointer
 from koelectra_dist.pretrain.config import allowed_worker_counts
 from koelectra_dist.pretrain.data import Prefetcher, ShardStream, open_shards
+from koelectra_dist.pretrain.engine import Engine, build_engine
 from koelectra_dist.pretrain.heldout import evaluate, load_heldout
 from koelectra_dist.pretrain.init_from import init_weights
 from koelectra_dist.pretrain.meta import CheckpointMeta
 from koelectra_dist.pretrain.metrics import MetricsLog
-from koelectra_dist.probe import records as probe_records
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def micro_batch_indices(step: int, micro_batches: int, rank: int, world: int) ->
 
 
 def train_step(
-    engine: Any,
+    engine: Engine,
     loader: Prefetcher,
     metrics: MetricsLog,
     micro_batches: int,
@@ -102,16 +102,6 @@ def train_step(
         metrics.add_micro(out.loss.detach(), out.metrics)
 
 
-def preemption_announced(step: int, every: int) -> bool:
-    """Whether Ray Train reports a node of this worker group as being preempted (Ray's drain notice),
-    asked every `every` steps: the question is a barrier across the workers."""
-    if not every or step % every:
-        return False
-    import ray.train
-
-    return ray.train.get_preemption_info() is not None
-
-
 def train_loop(config: dict[str, Any]) -> None:
     """One Ray Train worker of the pretrain stage."""
     run_worker(config["cfg"], pretrainer, config["resume"])
@@ -126,10 +116,37 @@ def resume_point(root: str, hint: str | None) -> str | None:
 
     chosen: list[str | None] = [None]
     if dist.get_rank() == 0:
-        newest = checkpoint.latest_committed(root)
-        chosen[0] = hint if hint is not None and newest == hint else checkpoint.latest_verified(root)
+        newest = store.latest_committed(root)
+        chosen[0] = hint if hint is not None and newest == hint else store.latest_verified(root)
     dist.broadcast_object_list(chosen, src=0)
     return chosen[0]
+
+
+def start_engine(
+    cfg: Config, build_model: Callable[[Config], torch.nn.Module], resume: str | None, world: int
+) -> tuple[Engine, torch.nn.Module, CheckpointMeta | None]:
+    """The model and its DeepSpeed engine, with the state of the step every rank resumes from
+    (`resume_point`; None: a fresh start, whose meta is then None)."""
+    resume = resume_point(cfg.paths.checkpoints, resume)
+    meta = store.read_meta(resume) if resume else None
+    # Identical initial weights on every rank (ZeRO-3 keeps each rank's own slice of them).
+    _seed_all(cfg.train.seed)
+    model = build_model(cfg)
+    universal = meta is not None and restore.needs_universal(meta, world)
+    engine, _, _ = build_engine(cfg, model, load_universal=universal)
+    if resume:
+        meta = restore.load(engine, resume, world)
+    return engine, model, meta
+
+
+def check_world(cfg: Config, world: int) -> None:
+    """The driver offers Ray only worker counts that keep the global batch; never train with another."""
+    t, allowed = cfg.train, allowed_worker_counts(cfg.train, cfg.distributed)
+    if world not in allowed:
+        raise ConfigError(
+            f"{world} workers cannot keep train.global_batch_size={t.global_batch_size} with "
+            f"train.micro_batch_size={t.micro_batch_size}; allowed: {allowed}"
+        )
 
 
 def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], resume: str | None) -> None:
@@ -139,35 +156,17 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
     under `cfg.paths.checkpoints`."""
     import ray.train
 
-    from koelectra_dist.pretrain.engine import build_engine
-
     _quiet_ray_train_reports()
     storage.use_storage_config(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    t, d = cfg.train, cfg.distributed
-    if world not in allowed_worker_counts(t, d):
-        # the driver offers Ray only counts that keep the global batch; never train with another
-        raise ConfigError(
-            f"{world} workers cannot keep train.global_batch_size={t.global_batch_size} with "
-            f"train.micro_batch_size={t.micro_batch_size}; allowed: {allowed_worker_counts(t, d)}"
-        )
-    if d.gpus_per_worker == 0:
-        torch.set_num_threads(max(1, d.cpus_per_worker))
-    root = cfg.paths.checkpoints
-    resume = resume_point(root, resume)
-    meta = checkpoint.read_meta(resume) if resume else None
-    # Identical initial weights on every rank (ZeRO-3 keeps each rank's own slice of them).
-    _seed_all(t.seed)
-    model = build_model(cfg)
-    universal = meta is not None and checkpoint.needs_universal(meta, world)
-    engine, _, _ = build_engine(cfg, model, load_universal=universal)
-
+    t = cfg.train
+    check_world(cfg, world)
+    if cfg.distributed.gpus_per_worker == 0:
+        torch.set_num_threads(max(1, cfg.distributed.cpus_per_worker))
+    engine, model, meta = start_engine(cfg, build_model, resume, world)
+    step, consumed = (meta.step, meta.consumed_samples) if meta else (0, 0)
     shards = open_shards(cfg, hashes=False)  # the driver checked their sha256
-    step, consumed = 0, 0
-    if resume:
-        meta = checkpoint.load(engine, resume, world)
-        step, consumed = meta.step, meta.consumed_samples
     stream = ShardStream(
         shards.uris,
         shards.rows,
@@ -178,12 +177,12 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
         start=consumed,
         vocab_size=shards.manifest.vocab_size,
     )
-    loader = Prefetcher(stream.batches(), pin=d.gpus_per_worker > 0)  # asynchronous copies to the GPU
+    loader = Prefetcher(stream.batches(), pin=cfg.distributed.gpus_per_worker > 0)  # asynchronous copies to the GPU
     heldout = load_heldout(cfg, shards)
     flops = model.flops_per_token(shards.manifest.max_length)
-    metrics = MetricsLog(cfg, rank, world, root, resumed_step=step, flops_per_token=flops)
+    metrics = MetricsLog(cfg, rank, world, cfg.paths.checkpoints, resumed_step=step, flops_per_token=flops)
+    saver = Checkpointer(cfg, rank, world, shards.manifest.vocab_sha256, resumed_step=step, metrics=metrics)
     accumulation = cfg.gradient_accumulation_steps(world)
-    noticed_at: int | None = None  # the step at which a preemption notice was checkpointed
     if rank == 0:
         log.info(
             "training on %d workers (%d micro-batches of %d each per step) from step %d",
@@ -192,9 +191,6 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
             t.micro_batch_size,
             step,
         )
-    # keep_last never prunes a checkpoint a probe still needs (the driver's probes, probe.jsonl)
-    held = functools.partial(probe_records.held_steps, cfg) if cfg.probe.enabled() else None
-    saver = checkpoint.Checkpointer(root, cfg.checkpoint.keep_last, resumed_step=step, held=held)
     try:
         while step < t.steps:
             metrics.start_step(loader.wait_seconds, lr=engine.get_lr()[0])
@@ -208,34 +204,8 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
                 values = evaluate(engine.module, heldout, engine.device)
                 metrics.add_heldout(values, time.perf_counter() - started)
             metrics.end_step(step, loader.wait_seconds, engine)
-            scheduled = step % cfg.checkpoint.interval_steps == 0 or step == t.steps
-            # the same decision on every rank: the notice is agreed on by Ray Train's barrier
-            if (
-                noticed_at is None
-                and not scheduled
-                and preemption_announced(step, cfg.checkpoint.preemption_check_steps)
-            ):
-                noticed_at = step
-                if rank == 0:
-                    log.warning("a node of this run is being preempted: checkpointing step %d now", step)
-            if scheduled or noticed_at == step:
-                meta = CheckpointMeta(
-                    step=step,
-                    consumed_samples=consumed,
-                    world_size=world,
-                    zero_stage=d.zero_stage,
-                    precision=d.precision,
-                    vocab_sha256=shards.manifest.vocab_sha256,
-                    metrics=metrics.last,
-                    config=cfg.to_dict(),
-                )
-                metrics.checkpoint_saved(step, **saver.save(engine, step, meta))
-            # a background upload's failure fails the run here, at the step boundary
-            if committed := saver.poll():
-                metrics.checkpoint_committed(*committed)
-        # the final checkpoint is committed before the worker returns
-        if committed := saver.wait():
-            metrics.checkpoint_committed(*committed)
+            saver.step_done(engine, step, consumed)
+        saver.finish()  # the final checkpoint is committed before the worker returns
     finally:
         saver.close()
         loader.close()

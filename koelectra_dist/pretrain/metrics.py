@@ -9,12 +9,15 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from koelectra_dist import storage
 from koelectra_dist.config import Config
+
+if TYPE_CHECKING:
+    from koelectra_dist.pretrain.engine import Engine
 
 # Dense (no sparsity) bf16 tensor-core peak FLOP/s per GPU, from the vendor's datasheets, by a
 # fragment of torch.cuda.get_device_name(); the first fragment found in the name wins, so the
@@ -114,7 +117,7 @@ class MetricsLog:
         """Held-out losses for this log step, and the seconds they took (not counted as training)."""
         self._heldout, self._heldout_s = values, seconds
 
-    def end_step(self, step: int, wait_seconds: float, engine: Any) -> None:
+    def end_step(self, step: int, wait_seconds: float, engine: Engine) -> None:
         self._window["steps"] += 1
         self._window["seconds"] += time.perf_counter() - self._t0 - self._heldout_s
         self._heldout_s = 0.0

@@ -50,9 +50,9 @@ def _probe(
 ) -> tuple[dict[str, Any], Any]:
     from koelectra_dist.export.stage import consolidate, training_config, write_tokenizer
     from koelectra_dist.finetune.trainer import finetune
-    from koelectra_dist.pretrain import checkpoint
+    from koelectra_dist.pretrain.checkpoint import store
 
-    meta = checkpoint.read_meta(ckpt)
+    meta = store.read_meta(ckpt)
     train_cfg = training_config(meta, ckpt)
     tasks: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="koelectra-probe-") as scratch:

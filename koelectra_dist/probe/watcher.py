@@ -23,7 +23,7 @@ from koelectra_dist.errors import ConfigError
 from koelectra_dist.finetune.config import resolve_tasks
 from koelectra_dist.finetune.data import read_split
 from koelectra_dist.finetune.tasks import recipe_size
-from koelectra_dist.pretrain import checkpoint
+from koelectra_dist.pretrain.checkpoint import store
 from koelectra_dist.probe import records
 from koelectra_dist.probe.config import finetune_section
 from koelectra_dist.probe.schedule import DONE, FAILED, SKIPPED, Backlog, pending
@@ -162,7 +162,7 @@ class ProbeWatcher:
                 time.sleep(0.5)
                 self.tick()
             # retention ran at each commit while probes still held their checkpoints: apply it now
-            pruned = checkpoint.prune(self.root, self.cfg.checkpoint.keep_last, self._held)
+            pruned = store.prune(self.root, self.cfg.checkpoint.keep_last, self._held)
             if pruned:
                 log.info(
                     "probes: all read; checkpoint.keep_last=%d prunes steps %s", self.cfg.checkpoint.keep_last, pruned
@@ -203,7 +203,7 @@ class ProbeWatcher:
         import ray
 
         with self._lock:
-            committed = checkpoint.committed_steps(self.root)
+            committed = store.committed_steps(self.root)
             for step in pending(committed, [{"step": s} for s in self.seen], self.rule):
                 self.seen.add(step)
                 action = self.backlog.due(step)
@@ -228,7 +228,7 @@ class ProbeWatcher:
                 self._start(step)
 
     def _start(self, step: int) -> None:
-        uri = checkpoint.step_uri(self.root, step)
+        uri = store.step_uri(self.root, step)
         ref = self._remote.remote(
             uri, self.cfg.export.vocab_uri, self.specs, self._data_ref, self.seeds, self.cfg.probe.cpus
         )

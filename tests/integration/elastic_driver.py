@@ -1,5 +1,5 @@
 """Driver of an observed pre-training run (run as a script, on the cluster RAY_ADDRESS names): the
-product's driver (`stage.fit` with the newest verified checkpoint, then `final_checkpoint`) and
+product's driver (`launcher.fit` with the newest verified checkpoint, then `final_checkpoint`) and
 worker loop (`loop.run_worker`), on a model that records every micro-batch it trains.
 
     python elastic_driver.py OUT RECORD_DIR DELAY_S --set key=value ...
@@ -70,17 +70,18 @@ def recording_loop(record_dir: str, delay_s: float):
 def main() -> None:
     import logging
 
-    from koelectra_dist.pretrain import checkpoint
-    from koelectra_dist.pretrain import stage as train
+    from koelectra_dist.pretrain.checkpoint import store
+    from koelectra_dist.pretrain.launcher import fit
+    from koelectra_dist.pretrain.resume import final_checkpoint
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     out, record_dir, delay_s, *rest = sys.argv[1:]
     overrides = [rest[i + 1] for i in range(0, len(rest), 2) if rest[i] == "--set"]
     cfg = load_config(TINY_CONFIG, [f"run.output_uri={out}", *overrides])
     os.makedirs(record_dir, exist_ok=True)
-    latest = checkpoint.latest_verified(cfg.paths.checkpoints)
-    train.fit(cfg, recording_loop(record_dir, float(delay_s)), latest)
-    final, meta = train.final_checkpoint(cfg)
+    latest = store.latest_verified(cfg.paths.checkpoints)
+    fit(cfg, recording_loop(record_dir, float(delay_s)), latest)
+    final, meta = final_checkpoint(cfg)
     print(json.dumps({"checkpoint": final, "step": meta.step, "world_size": meta.world_size, "resumed_from": latest}))
 
 

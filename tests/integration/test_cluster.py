@@ -424,7 +424,7 @@ def test_job_submit_pretrains_on_local_multinode_cluster(local_cluster, tmp_path
     cmd += [arg for o in overrides for arg in ("--set", o)] + ["corpus", "pretrain"]
     job = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
-    from koelectra_dist.pretrain.checkpoint import committed_steps
+    from koelectra_dist.pretrain.checkpoint.store import committed_steps
 
     cfg = load_config(ROOT / "configs" / "tiny.json", overrides)
     root = cfg.paths.checkpoints
@@ -454,7 +454,7 @@ def test_job_submit_with_a_worker_range_resumes_after_the_job_is_stopped(local_c
         [*job, "--submission-id", "elastic-1", "--no-wait", *entry], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
-    from koelectra_dist.pretrain.checkpoint import committed_steps, read_meta, step_uri
+    from koelectra_dist.pretrain.checkpoint.store import committed_steps, read_meta, step_uri
 
     root = load_config(ROOT / "configs" / "tiny.json", overrides).paths.checkpoints
     deadline = time.time() + 400

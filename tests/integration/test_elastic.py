@@ -29,7 +29,7 @@ from helpers import ROOT
 sys.path.insert(0, str(ROOT / "scripts"))
 from autoscaling_cluster import AutoscalingCluster  # noqa: E402
 
-from koelectra_dist.pretrain import checkpoint  # noqa: E402
+from koelectra_dist.pretrain.checkpoint import store  # noqa: E402
 from koelectra_dist.pretrain.data import ShardStream, open_shards  # noqa: E402
 from koelectra_dist.pretrain.loop import micro_batch_seed  # noqa: E402
 
@@ -73,12 +73,12 @@ def read_records(records: Path) -> list[dict]:
 
 
 def committed_by(root: str, world: int) -> bool:
-    return any(checkpoint.read_meta(checkpoint.step_uri(root, s)).world_size == world for s in _steps(root))
+    return any(store.read_meta(store.step_uri(root, s)).world_size == world for s in _steps(root))
 
 
 def _steps(root: str) -> list[int]:
     try:
-        return checkpoint.committed_steps(root)
+        return store.committed_steps(root)
     except Exception:  # noqa: BLE001 - the folder may not exist yet
         return []
 

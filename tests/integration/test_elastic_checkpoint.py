@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers import free_port, tiny_config
 
-from koelectra_dist.pretrain import checkpoint
+from koelectra_dist.pretrain.checkpoint import restore, store, upload
 from koelectra_dist.pretrain.meta import CheckpointMeta
 
 STEP = 2
@@ -69,12 +69,12 @@ def _worker(rank: int, world: int, port: int, out: str, stage: int, precision: s
             metrics={},
             config=cfg.to_dict(),
         )
-        checkpoint.save(engine, root, STEP, meta, keep_last=1)
+        upload.save(engine, root, STEP, meta, keep_last=1)
     else:
-        uri = checkpoint.step_uri(root, STEP)
-        meta = checkpoint.read_meta(uri)
-        engine, _, _ = build_engine(cfg, model, load_universal=checkpoint.needs_universal(meta, world))
-        checkpoint.load(engine, uri, world)
+        uri = store.step_uri(root, STEP)
+        meta = store.read_meta(uri)
+        engine, _, _ = build_engine(cfg, model, load_universal=restore.needs_universal(meta, world))
+        restore.load(engine, uri, world)
         engine.save_checkpoint(os.path.join(out, f"resaved-{world}"), tag="state")
         if rank == 0:
             state = {"global_steps": engine.global_steps, "scheduler": engine.lr_scheduler.state_dict()}
@@ -93,7 +93,7 @@ def _spawn(world: int, *args) -> None:
 
 def _universal_tensors(state_dir: str, scratch: str) -> dict[str, torch.Tensor | int]:
     """Every parameter's full fp32 weight, Adam moments and step, by '<name>/<state>'."""
-    load_dir, tag = checkpoint.to_universal(state_dir, scratch)
+    load_dir, tag = restore.to_universal(state_dir, scratch)
     zero = os.path.join(load_dir, tag, "zero")
     found = {}
     for name in os.listdir(zero):
@@ -118,17 +118,17 @@ def test_a_checkpoint_of_2_workers_resumes_exactly_on_1_and_on_3(tmp_path, stage
 
     out = str(tmp_path)
     _spawn(2, out, stage, precision, "save")
-    uri = checkpoint.step_uri(_cfg(out, stage, precision).paths.checkpoints, STEP)
-    assert checkpoint.verify(uri) == [] and checkpoint.read_meta(uri).world_size == 2
+    uri = store.step_uri(_cfg(out, stage, precision).paths.checkpoints, STEP)
+    assert store.verify(uri) == [] and store.read_meta(uri).world_size == 2
     assert not any("rng" in f for f in os.listdir(uri)), "checkpoints hold no per-rank RNG state any more"
-    saved_dir = os.path.join(uri, checkpoint.DEEPSPEED_DIR, checkpoint.DEEPSPEED_TAG)
+    saved_dir = os.path.join(uri, store.DEEPSPEED_DIR, store.DEEPSPEED_TAG)
     saved = _universal_tensors(saved_dir, str(tmp_path / "u-saved"))
     states = {key.rsplit("/", 1)[1] for key in saved}
     assert {"fp32", "exp_avg", "exp_avg_sq"} <= states
     assert any(v.abs().sum() > 0 for k, v in saved.items() if k.endswith("/exp_avg")), "no optimizer step was taken"
     # the fp32 weights the engine trains with, as DeepSpeed's own zero_to_fp32 consolidates them
     # (another code path than the universal conversion)
-    weights = checkpoint.consolidated_state_dict(uri)
+    weights = restore.consolidated_state_dict(uri)
     for world in (1, 3):
         _spawn(world, out, stage, precision, "load")
         resaved = _universal_tensors(os.path.join(out, f"resaved-{world}", "state"), str(tmp_path / f"u-{world}"))
@@ -141,4 +141,4 @@ def test_a_checkpoint_of_2_workers_resumes_exactly_on_1_and_on_3(tmp_path, stage
         with open(os.path.join(out, f"resaved-{world}.json")) as f:
             state = json.load(f)
         assert state["global_steps"] == STEP and state["scheduler"]["last_epoch"] == STEP
-    assert checkpoint.verify(uri) == [], "loading through the universal form changed the sealed checkpoint"
+    assert store.verify(uri) == [], "loading through the universal form changed the sealed checkpoint"

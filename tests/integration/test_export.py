@@ -23,7 +23,7 @@ from koelectra_dist.corpus.shards import vocab_sha256
 from koelectra_dist.errors import CheckpointError, ConfigError, DataError
 from koelectra_dist.export.hf_layout import EXPORT_INFO, MODEL_FILES, TOKENIZER_FILES, TOWERS
 from koelectra_dist.export.stage import run
-from koelectra_dist.pretrain import checkpoint
+from koelectra_dist.pretrain.checkpoint import restore, store, upload
 from koelectra_dist.pretrain.init_from import load_pretraining
 from koelectra_dist.pretrain.meta import CheckpointMeta
 from koelectra_dist.tokens import CLS_ID, MASK, SEP_ID
@@ -74,7 +74,7 @@ def _train_rank(rank: int, world: int, port: int, runs: list[tuple[Config, dict,
             out = engine(ids, torch.ones_like(ids), torch.zeros_like(ids))
             engine.backward(out.loss)
             engine.step()
-        checkpoint.save(engine, cfg.paths.checkpoints, STEPS, meta, keep_last=2)
+        upload.save(engine, cfg.paths.checkpoints, STEPS, meta, keep_last=2)
         module = engine.module.eval()
         gathered = (
             deepspeed.zero.GatheredParameters(list(module.parameters()))
@@ -217,7 +217,7 @@ def test_export_matches_training_module(zero_stage, trained, vocab, tmp_path):
     vocab_dir, _ = vocab
     cfg, ref_path = trained[zero_stage]
     root = cfg.paths.checkpoints
-    assert checkpoint.committed_steps(root) == [STEPS]
+    assert store.committed_steps(root) == [STEPS]
     if zero_stage == 2:  # once through the user's command line
         overrides = [f"run.output_uri={cfg.run.output_uri}", "distributed.zero_stage=2"]
         overrides.append(f"export.vocab_uri={cfg.export.vocab_uri}")
@@ -236,7 +236,7 @@ def test_export_matches_training_module(zero_stage, trained, vocab, tmp_path):
                 run(cfg)
             cfg = dataclasses.replace(cfg, export=dataclasses.replace(cfg.export, overwrite=True))
         report = run(cfg)
-        assert report["step"] == STEPS and report["checkpoint"] == checkpoint.step_uri(root, STEPS)
+        assert report["step"] == STEPS and report["checkpoint"] == store.step_uri(root, STEPS)
     ref = torch.load(ref_path, weights_only=False) | {"zero_stage": zero_stage}
     hf = local_copy(cfg.paths.export, tmp_path)
     check_export(hf, ref, vocab_dir, cfg.model)
@@ -249,9 +249,9 @@ def test_export_refuses_uncommitted_step_and_other_vocab(trained, tmp_path):
     cfg, _ = trained[1]
     root = cfg.paths.checkpoints
     # a step folder without its commit marker (an upload cut short) is refused by name
-    broken = checkpoint.step_uri(root, STEPS + 1)
-    shutil.copytree(checkpoint.step_uri(root, STEPS), broken)
-    os.remove(os.path.join(broken, checkpoint.COMMITTED))
+    broken = store.step_uri(root, STEPS + 1)
+    shutil.copytree(store.step_uri(root, STEPS), broken)
+    os.remove(os.path.join(broken, store.COMMITTED))
     with pytest.raises(CheckpointError, match="COMMITTED"):
         run(
             export_config(
@@ -311,8 +311,8 @@ def test_pretraining_folder_continues_pretraining_exactly(trained, ray_local, tm
 
     continued = load_config(ROOT / "configs" / "tiny.json", overrides)
     report = train.run(continued)
-    weights = checkpoint.consolidated_state_dict(report["checkpoint"])
-    exported = checkpoint.consolidated_state_dict(checkpoint.step_uri(cfg.paths.checkpoints, STEPS))
+    weights = restore.consolidated_state_dict(report["checkpoint"])
+    exported = restore.consolidated_state_dict(store.step_uri(cfg.paths.checkpoints, STEPS))
     assert weights.keys() == exported.keys()
     for key, value in exported.items():
         assert torch.equal(weights[key], value), key

@@ -20,7 +20,7 @@ from test_train import train_worker_pids
 
 from koelectra_dist import storage
 from koelectra_dist.pipeline import run_stages
-from koelectra_dist.pretrain import checkpoint
+from koelectra_dist.pretrain.checkpoint import store
 from koelectra_dist.probe import records
 from koelectra_dist.probe.schedule import best
 
@@ -102,7 +102,7 @@ def test_probes_record_every_checkpoint_once_across_a_restart_and_export_picks_t
     reports: dict = {}
     runner = threading.Thread(target=lambda: reports.update(run_stages(cfg)))
     runner.start()
-    marker = Path(checkpoint.step_uri(root, 6)) / checkpoint.COMMITTED
+    marker = Path(store.step_uri(root, 6)) / store.COMMITTED
     deadline = time.time() + 300
     while not marker.exists() and runner.is_alive() and time.time() < deadline:
         time.sleep(0.02)
@@ -129,7 +129,7 @@ def test_probes_record_every_checkpoint_once_across_a_restart_and_export_picks_t
     assert sorted(set(scalars["probe/toy_accuracy"])) == [2, 4, 6, 8] and "probe/toy_accuracy_std" in scalars
     # once every probe has read its checkpoint, keep_last=1 keeps the final step and the best one
     top = best(recs, "toy")
-    assert set(checkpoint.committed_steps(root)) == {STEPS, top["step"]}
+    assert set(store.committed_steps(root)) == {STEPS, top["step"]}
     assert reports["export"]["step"] == top["step"]
     info = json.loads((Path(cfg.paths.export) / "export_info.json").read_text())
     assert info["step"] == top["step"] and info["selection"]["step"] == top["step"]

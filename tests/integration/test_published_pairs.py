@@ -20,8 +20,8 @@ from koelectra_dist.distill.teacher import resolve_teacher
 from koelectra_dist.errors import CheckpointError, ConfigError
 from koelectra_dist.finetune import stage as finetune
 from koelectra_dist.finetune.stage import check_model_folder
-from koelectra_dist.pretrain import checkpoint
 from koelectra_dist.pretrain import stage as pretrain
+from koelectra_dist.pretrain.checkpoint import restore, store
 from koelectra_dist.pretrain.init_from import load_weights
 from koelectra_dist.pretrain.model import ElectraPretrainer
 
@@ -55,10 +55,10 @@ def test_a_published_pair_continues_pretraining_from_its_own_logits(ray_local, p
     )
     report = pretrain.run(cfg)
     assert report["init_from"]["embeddings_max_abs_diff"] == 0
-    meta = checkpoint.read_meta(report["checkpoint"])
+    meta = store.read_meta(report["checkpoint"])
     assert meta.config["model"]["hidden_size"] == 32 and meta.config["model"]["num_hidden_layers"] == 4  # the pair's
     model = ElectraPretrainer(ModelConfig(**meta.config["model"])).eval()
-    load_weights(model, checkpoint.consolidated_state_dict(report["checkpoint"]), report["checkpoint"])
+    load_weights(model, restore.consolidated_state_dict(report["checkpoint"]), report["checkpoint"])
     disc = ElectraForPreTraining.from_pretrained(published / "pair" / "discriminator").eval()
     gen = ElectraForMaskedLM.from_pretrained(published / "pair" / "generator").eval()
     batch = probe()
@@ -98,7 +98,7 @@ def test_distill_a_4_layer_teacher_into_a_2_layer_student(ray_local, published, 
     )
     report = distill.run(cfg)
     assert report["steps"] == 4 and report["layers"] == [1, 3]
-    final = checkpoint.consolidated_state_dict(report["checkpoint"])
+    final = restore.consolidated_state_dict(report["checkpoint"])
 
     # the loss on a fixed batch went down from the student at step 0 (the teacher's layers 1 and 3)
     start = distill.build_distiller(distill.run_config(cfg))
@@ -107,10 +107,10 @@ def test_distill_a_4_layer_teacher_into_a_2_layer_student(ray_local, published, 
     assert fixed_loss(trained) < fixed_loss(start)
 
     # resuming from step 2 ends with exactly the weights of the uninterrupted run
-    storage.remove(checkpoint.step_uri(cfg.paths.distill_checkpoints, 4))
+    storage.remove(store.step_uri(cfg.paths.distill_checkpoints, 4))
     resumed = distill.run(cfg)
     assert resumed["resumed_from"].endswith("step-00000002")
-    again = checkpoint.consolidated_state_dict(resumed["checkpoint"])
+    again = restore.consolidated_state_dict(resumed["checkpoint"])
     assert again.keys() == final.keys()
     for key, value in final.items():
         assert torch.equal(again[key], value), key
@@ -145,8 +145,8 @@ def test_hub_ids_continue_distil_and_fine_tune(ray_local, published, tmp_path):
     )
     report = pretrain.run(cfg)
     assert report["init_from"]["generator"] == "fresh (a discriminator alone)"
-    model = ElectraPretrainer(ModelConfig(**checkpoint.read_meta(report["checkpoint"]).config["model"])).eval()
-    load_weights(model, checkpoint.consolidated_state_dict(report["checkpoint"]), report["checkpoint"])
+    model = ElectraPretrainer(ModelConfig(**store.read_meta(report["checkpoint"]).config["model"])).eval()
+    load_weights(model, restore.consolidated_state_dict(report["checkpoint"]), report["checkpoint"])
     disc = ElectraForPreTraining.from_pretrained(published / "pair" / "discriminator").eval()
     with torch.no_grad():
         torch.testing.assert_close(model.discriminator(**probe()).logits, disc(**probe()).logits, atol=1e-5, rtol=0)

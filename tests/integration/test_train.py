@@ -23,8 +23,8 @@ from koelectra_dist import storage
 from koelectra_dist.config import load_config
 from koelectra_dist.errors import CheckpointError, ConfigError, DataError
 from koelectra_dist.pipeline import run_stages
-from koelectra_dist.pretrain import checkpoint
 from koelectra_dist.pretrain import stage as train
+from koelectra_dist.pretrain.checkpoint import restore, store
 from koelectra_dist.pretrain.init_from import PRETRAINING_FORMAT
 from koelectra_dist.pretrain.preflight import check_resources
 
@@ -80,7 +80,7 @@ def reference(ray_local, s3_run_bucket, shards, s3_endpoint):
             report = train.run(cfg)
             assert report["steps"] == STEPS and report["resumed_from"] is None
             root = cfg.paths.checkpoints
-            assert checkpoint.committed_steps(root) == [INTERVAL, STEPS]
+            assert store.committed_steps(root) == [INTERVAL, STEPS]
             done[stage, precision] = root
         return done[stage, precision]
 
@@ -96,7 +96,7 @@ def run_overrides(stage: int, precision: str, endpoint: str) -> list[str]:
 
 
 def final_weights(root: str) -> dict[str, torch.Tensor]:
-    return checkpoint.consolidated_state_dict(checkpoint.step_uri(root, STEPS))
+    return restore.consolidated_state_dict(store.step_uri(root, STEPS))
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -116,20 +116,20 @@ def test_resumed_run_equals_uninterrupted_run(
     root = cfg.paths.checkpoints
     # The state of a run interrupted after step 3: its committed step-3 checkpoint...
     storage.upload_dir(
-        storage.download_dir(checkpoint.step_uri(ref_root, INTERVAL), str(tmp_path / "ck")),
-        checkpoint.step_uri(root, INTERVAL),
+        storage.download_dir(store.step_uri(ref_root, INTERVAL), str(tmp_path / "ck")),
+        store.step_uri(root, INTERVAL),
     )
     # ...and a later checkpoint whose upload was cut short (no COMMITTED): never resumed from.
-    storage.write_bytes(storage.join(checkpoint.step_uri(root, 5), "deepspeed", "state", "garbage.pt"), b"cut")
+    storage.write_bytes(storage.join(store.step_uri(root, 5), "deepspeed", "state", "garbage.pt"), b"cut")
     report = train.run(cfg)
-    assert report["resumed_from"] == checkpoint.step_uri(root, INTERVAL)
+    assert report["resumed_from"] == store.step_uri(root, INTERVAL)
     assert report["steps"] == STEPS
-    assert checkpoint.committed_steps(root) == [INTERVAL, STEPS]
-    assert not storage.exists(checkpoint.step_uri(root, 5))  # pruned once a newer step committed
+    assert store.committed_steps(root) == [INTERVAL, STEPS]
+    assert not storage.exists(store.step_uri(root, 5))  # pruned once a newer step committed
     # bf16 on CPU is deterministic too, so both precisions must match bit for bit.
     assert_same_weights(final_weights(root), final_weights(ref_root))
-    meta = checkpoint.read_meta(checkpoint.step_uri(root, STEPS))
-    ref_meta = checkpoint.read_meta(checkpoint.step_uri(ref_root, STEPS))
+    meta = store.read_meta(store.step_uri(root, STEPS))
+    ref_meta = store.read_meta(store.step_uri(ref_root, STEPS))
     assert meta.consumed_samples == STEPS * 8 and meta.world_size == 2
     assert meta.metrics["loss"] == ref_meta.metrics["loss"]
     assert tensorboard_files(root)
@@ -161,7 +161,7 @@ def test_killed_worker_is_restarted_and_run_ends_with_expected_weights(reference
     result: dict = {}
     runner = threading.Thread(target=lambda: result.update(train.run(cfg)))
     runner.start()
-    marker = Path(checkpoint.step_uri(root, 1)) / checkpoint.COMMITTED
+    marker = Path(store.step_uri(root, 1)) / store.COMMITTED
     deadline = time.time() + 300
     while not marker.exists() and runner.is_alive() and time.time() < deadline:
         time.sleep(0.02)
@@ -218,10 +218,10 @@ def test_a_damaged_latest_step_falls_back_and_the_run_ends_as_the_uninterrupted_
     cfg = tiny_config(f"{s3_run_bucket}/damaged", shards, *run_overrides(1, "fp32", s3_endpoint))
     root = cfg.paths.checkpoints
     for step in (INTERVAL, STEPS):  # a finished run...
-        copy = storage.download_dir(checkpoint.step_uri(ref_root, step), str(tmp_path / f"step{step}"))
-        storage.upload_dir(copy, checkpoint.step_uri(root, step))
+        copy = storage.download_dir(store.step_uri(ref_root, step), str(tmp_path / f"step{step}"))
+        storage.upload_dir(copy, store.step_uri(root, step))
     # ...whose final step lost one bit of its engine state
-    victim = storage.join(checkpoint.step_uri(root, STEPS), "deepspeed", "state", "mp_rank_00_model_states.pt")
+    victim = storage.join(store.step_uri(root, STEPS), "deepspeed", "state", "mp_rank_00_model_states.pt")
     data = bytearray(storage.read_bytes(victim))
     data[len(data) // 2] ^= 0x01
     storage.write_bytes(victim, bytes(data))
@@ -229,7 +229,7 @@ def test_a_damaged_latest_step_falls_back_and_the_run_ends_as_the_uninterrupted_
         report = train.run(cfg)
     assert "step-00000006 is damaged and will not be used" in caplog.text
     assert "mp_rank_00_model_states.pt: sha256 differs" in caplog.text
-    assert report["resumed_from"] == checkpoint.step_uri(root, INTERVAL) and report["steps"] == STEPS
+    assert report["resumed_from"] == store.step_uri(root, INTERVAL) and report["steps"] == STEPS
     assert_same_weights(final_weights(root), final_weights(ref_root))
 
 

@@ -127,12 +127,12 @@ def test_the_curve_is_a_png_of_every_task_and_the_report_finds_it(tmp_path):
 
 def test_prune_never_removes_a_held_step(tmp_path):
     from koelectra_dist import storage
-    from koelectra_dist.pretrain import checkpoint
+    from koelectra_dist.pretrain.checkpoint import store
 
     root = str(tmp_path / "ck")
     for s in (2, 4, 6, 8):
-        storage.write_json(storage.join(checkpoint.step_uri(root, s), checkpoint.COMMITTED), {"step": s})
+        storage.write_json(storage.join(store.step_uri(root, s), store.COMMITTED), {"step": s})
     seen = []
-    assert checkpoint.prune(root, keep_last=1, held=lambda committed: seen.append(committed) or {4}) == [2, 6]
+    assert store.prune(root, keep_last=1, held=lambda committed: seen.append(committed) or {4}) == [2, 6]
     assert seen == [[2, 4, 6, 8]]
-    assert checkpoint.committed_steps(root) == [4, 8]
+    assert store.committed_steps(root) == [4, 8]

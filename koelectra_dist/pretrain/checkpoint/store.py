@@ -4,8 +4,10 @@ which committed step to use, and retention. No engine and no collective here."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import posixpath
 import re
 import time
 from collections.abc import Callable
@@ -49,12 +51,37 @@ def latest_committed(root: str) -> str | None:
 
 
 def _require_committed(uri: str) -> None:
-    if not is_committed(uri):
+    """CheckpointError unless `uri` is a committed step folder, saying what it is instead: a file
+    (meta.json named in place of its folder), a step an earlier run rejected, an upload cut short."""
+    if is_committed(uri):
+        return
+    fs, path = storage.filesystem(uri)
+    if fs.isfile(path):
+        folder = posixpath.dirname(uri.rstrip("/")) if storage.is_s3(uri) else os.path.dirname(uri)
         raise CheckpointError(
-            f"{uri}: no {COMMITTED} marker, so this checkpoint is incomplete (its upload was cut "
-            "short) and cannot be used; use an earlier step (the latest committed one is chosen "
-            "automatically when no step is named)"
+            f"{uri} is a file, not a step folder; name its folder {folder} (a step-N folder holding "
+            f"{COMMITTED}, {META} and {DEEPSPEED_DIR}/)"
         )
+    rejected = storage.join(uri, REJECTED)
+    if storage.exists(rejected):
+        raise CheckpointError(
+            f"{uri} was rejected by an earlier run: its files do not match their seal ({rejected}: "
+            f"{'; '.join(_rejection_reasons(rejected))}); use another step (the newest one that verifies is "
+            "chosen when no step is named)"
+        )
+    raise CheckpointError(
+        f"{uri}: no {COMMITTED} marker, so this checkpoint is incomplete (its upload was cut "
+        "short) and cannot be used; use an earlier step (the latest committed one is chosen "
+        "automatically when no step is named)"
+    )
+
+
+def _rejection_reasons(rejected: str) -> list[str]:
+    try:
+        problems = storage.read_json(rejected).get("problems")
+    except (KoelectraError, AttributeError, UnicodeDecodeError):
+        problems = None
+    return [str(p) for p in problems[:3]] if isinstance(problems, list) and problems else ["see the file"]
 
 
 def read_meta(uri: str) -> CheckpointMeta:
@@ -62,16 +89,41 @@ def read_meta(uri: str) -> CheckpointMeta:
     return CheckpointMeta.from_json(storage.read_json(storage.join(uri, META)), uri)
 
 
+class DamagedSeal(CheckpointError):
+    """COMMITTED itself is damaged: the step is rejected like one with a damaged file."""
+
+
 def sealed_files(uri: str) -> dict[str, dict[str, Any]] | None:
-    """The file list COMMITTED sealed; None for a checkpoint written before files were sealed."""
-    marker = storage.read_json(storage.join(uri, COMMITTED))
-    return marker.get("files") if isinstance(marker, dict) else None
+    """The file list COMMITTED sealed; None for a checkpoint written before files were sealed
+    (its marker holds only step and time). DamagedSeal when the marker is not one this project
+    writes (not JSON, another step, a file list without sizes and hashes)."""
+    data = storage.read_bytes(storage.join(uri, COMMITTED))  # an outage stays a StorageError
+    try:
+        marker = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise DamagedSeal(f"{COMMITTED}: not valid JSON ({e}); the marker is damaged") from None
+    step = _STEP_RE.match(posixpath.basename(uri.rstrip("/")))
+    if not isinstance(marker, dict) or (step and marker.get("step") != int(step.group(1))):
+        raise DamagedSeal(f"{COMMITTED}: not this step's seal (damaged)")
+    files = marker.get("files")
+    if files is None and set(marker) <= {"step", "time"}:
+        return None
+    entries = files.values() if isinstance(files, dict) else [None]
+    if not all(
+        isinstance(e, dict) and isinstance(e.get("bytes"), int) and isinstance(e.get("sha256"), str) for e in entries
+    ):
+        raise DamagedSeal(f"{COMMITTED}: its file list is damaged")
+    return files
 
 
 def verify(uri: str, local_dir: str | None = None) -> list[str]:
-    """What is wrong with the committed step `uri`: each sealed file that is missing, of another
-    size, or of another sha256 (read from `local_dir`, a local copy, when given). Empty: intact."""
-    sealed = sealed_files(uri)
+    """What is wrong with the committed step `uri`: a damaged COMMITTED, or each sealed file that
+    is missing, of another size, or of another sha256 (read from `local_dir`, a local copy, when
+    given). Empty: intact."""
+    try:
+        sealed = sealed_files(uri)
+    except DamagedSeal as e:
+        return [str(e)]
     if sealed is None:
         log.warning("%s: written before checkpoints sealed their files; it cannot be verified", uri)
         return []

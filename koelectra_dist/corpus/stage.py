@@ -197,7 +197,7 @@ def survey(cfg: Config, files: list[InputFile], options: ReadOptions, sample_k: 
     c = cfg.corpus
     total = sum(f.size for f in files)
     chunks = plan_chunks(files, min(c.chunk_bytes, max(MIN_CHUNK_BYTES, -(-total // (TASKS_PER_CPU * cpus)))))
-    deduplicate = c.cleaning.enabled and c.cleaning.deduplicate
+    deduplicate = c.cleaning.enabled and c.cleaning.rules().deduplicate  # the preset's unless set
     parts = c.dedup_partitions or max(1, math.ceil(total / DEDUP_BYTES_PER_PARTITION))
     parts = parts if deduplicate else 0
     read = [

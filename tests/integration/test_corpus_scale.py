@@ -77,6 +77,8 @@ def slice_cfg(tmp: Path, out: str, vocab_size: int, flush_documents: bool, **cor
                 "lines_per_block": 300,
                 "examples_per_shard": 700,
                 "flush_documents": flush_documents,
+                # The pinned shards predate held-out rows: none set aside, the same packing.
+                "validation_fraction": 0,
                 **corpus,
             },
         }

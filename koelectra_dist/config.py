@@ -24,7 +24,7 @@ from koelectra_dist.corpus import config as corpus_config
 from koelectra_dist.corpus.config import CorpusConfig
 from koelectra_dist.distill import config as distill_config
 from koelectra_dist.distill.config import DistillConfig
-from koelectra_dist.errors import ConfigError
+from koelectra_dist.errors import ConfigError, bullets
 from koelectra_dist.export.config import BEST, ExportConfig
 from koelectra_dist.finetune import config as finetune_config
 from koelectra_dist.finetune.config import FinetuneConfig
@@ -342,7 +342,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     if cfg is not None:
         errors += _problems(cfg)
     if errors:
-        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(errors))
+        raise ConfigError("invalid configuration:" + bullets(errors))
     relative = [
         d for d in OUTPUT_FIELDS if _get(cfg, d) and "://" not in _get(cfg, d) and not os.path.isabs(_get(cfg, d))
     ]
@@ -367,7 +367,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError(f"config file {path}: the top level must be a JSON object")
     problems = apply_overrides(data, overrides or [])
     if problems:
-        raise ConfigError("invalid overrides:\n  - " + "\n  - ".join(problems))
+        raise ConfigError("invalid overrides:" + bullets(problems))
     return config_from_dict(data)
 
 

@@ -4,6 +4,8 @@ They carry only a message so that they pickle cleanly: Ray re-raises a worker's 
 driver, and the user should see this message there, not a bare traceback.
 """
 
+from collections.abc import Iterable
+
 
 class KoelectraError(Exception):
     """Base class for errors caused by the user's input (config, data, storage, checkpoints)."""
@@ -52,6 +54,11 @@ class CheckpointError(KoelectraError):
     """A checkpoint is missing, incomplete or does not match the run."""
 
     kind = "checkpoint error"
+
+
+def bullets(items: Iterable[object]) -> str:
+    """`items` as the bulleted lines of an error message ("\n  - a\n  - b")."""
+    return "".join(f"\n  - {item}" for item in items)
 
 
 # ---------------------------------------------------------------- crossing Ray

@@ -15,7 +15,7 @@ from typing import Any
 
 from koelectra_dist import ray_runtime, storage
 from koelectra_dist.config import STAGES, Config, config_warnings, placeholder_problems
-from koelectra_dist.errors import ConfigError
+from koelectra_dist.errors import ConfigError, bullets
 from koelectra_dist.layout import Layout
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def entry_point(stage: str) -> Callable[[Config], dict[str, Any]]:
 def run_stages(cfg: Config) -> dict[str, dict]:
     problems = placeholder_problems(cfg)
     if problems:
-        raise ConfigError("the config still has placeholders:\n  - " + "\n  - ".join(problems))
+        raise ConfigError("the config still has placeholders:" + bullets(problems))
     for warning in config_warnings(cfg):
         log.warning("config: %s", warning)
     # Before any storage call (the probes below): the endpoint is the config's, not the environment's.

@@ -1,6 +1,6 @@
 """The corpus stage: raw text -> vocab/ (WordPiece) and shards/ (packed Parquet + manifest.json).
 
-The driver plans and tracks Ray tasks (corpus/tasks.py); the tasks read, hash, clean, tokenize,
+The driver plans and tracks Ray tasks (corpus/ray_tasks.py); the tasks read, hash, clean, tokenize,
 pack and write. (1) Survey: each chunk of the input is read once, its lines hashed and split by
 hash range; one task per range finds the repeated lines (dedup.py). (2) The driver scans the
 chunks' per-document counts to number the blocks (blocks.py), and the vocabulary is trained on a
@@ -28,7 +28,7 @@ import numpy as np
 
 from koelectra_dist import ray_runtime, storage
 from koelectra_dist.config import Config
-from koelectra_dist.corpus import dedup, tasks
+from koelectra_dist.corpus import dedup, ray_tasks
 from koelectra_dist.corpus.blocks import CutState, PackOptions, advance, block_limit
 from koelectra_dist.corpus.clean import RULES
 from koelectra_dist.corpus.config import PRESETS
@@ -53,7 +53,7 @@ from koelectra_dist.corpus.vocab import (
     vocab_txt_uri,
     write_vocab_dir,
 )
-from koelectra_dist.errors import DataError, StorageError, user_error_in
+from koelectra_dist.errors import DataError, StorageError, bullets, user_error_in
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def _finished(shards_uri: str, vocab_uri: str, fp: str, manifest: ShardManifest 
         return False
     problems = shard_problems(shards_uri, manifest, hashes=True)
     if problems:
-        log.warning("corpus: %s is damaged, rebuilding it:\n  - %s", shards_uri, "\n  - ".join(problems))
+        log.warning("corpus: %s is damaged, rebuilding it:%s", shards_uri, bullets(problems))
     return not problems
 
 
@@ -201,18 +201,18 @@ def survey(cfg: Config, files: list[InputFile], options: ReadOptions, sample_k: 
     parts = c.dedup_partitions or max(1, math.ceil(total / DEDUP_BYTES_PER_PARTITION))
     parts = parts if deduplicate else 0
     read = [
-        tasks.survey_chunk.options(num_returns=parts + 2, **_on_storage(cfg)).remote(
+        ray_tasks.survey_chunk.options(num_returns=parts + 2, **_on_storage(cfg)).remote(
             chunk, options, parts, sample_k, c.seed
         )
         for chunk in chunks
     ]
     found = []
     for p in range(parts):
-        refs = tasks.find_duplicates.options(num_returns=len(chunks)).remote(*[r[2 + p] for r in read])
+        refs = ray_tasks.find_duplicates.options(num_returns=len(chunks)).remote(*[r[2 + p] for r in read])
         found.append(refs if len(chunks) > 1 else [refs])
     out = Survey(chunks, Counter(), [], [], [])
     for n, refs in enumerate(read):
-        segments, dups = tasks.chunk_segments.remote(refs[1], *[f[n] for f in found])
+        segments, dups = ray_tasks.chunk_segments.remote(refs[1], *[f[n] for f in found])
         out.segments.append(segments)
         out.dups.append(dups)
         info = ray.get(refs[0])
@@ -295,7 +295,7 @@ def _in_order(submit, jobs: Iterator[Job], cpus: int) -> Iterator[Any]:
 def _task_args(s: Survey, job: Job, options: ReadOptions, lines_per_block: int, limit: int) -> tuple[Any, list[Any]]:
     """A job as its task sees it, and its chunks' duplicate indices (refs, passed as arguments)."""
     chunks = [s.chunks[n] for n in job.chunks]
-    spec = tasks.BlockJob(job.start, job.blocks, chunks, options, lines_per_block, limit)
+    spec = ray_tasks.BlockJob(job.start, job.blocks, chunks, options, lines_per_block, limit)
     return spec, [s.dups[n] for n in job.chunks]
 
 
@@ -310,7 +310,7 @@ def build_vocab(cfg: Config, s: Survey, options: ReadOptions, cpus: int) -> list
 
         def submit(job: Job):
             spec, dups = _task_args(s, job, options, c.lines_per_block, limit)
-            return tasks.pretokenize_chunks.options(**_on_storage(cfg)).remote(
+            return ray_tasks.pretokenize_chunks.options(**_on_storage(cfg)).remote(
                 spec, c.cleaning, c.vocab.pretokenizer, *dups
             )
 
@@ -321,7 +321,7 @@ def build_vocab(cfg: Config, s: Survey, options: ReadOptions, cpus: int) -> list
         keys = s.sample_keys
         threshold = int(keys[-1]) if keys is not None and len(keys) >= c.vocab.sample_lines else 2**64 - 1
         refs = [
-            tasks.sample_chunk.options(**_on_storage(cfg)).remote(
+            ray_tasks.sample_chunk.options(**_on_storage(cfg)).remote(
                 chunk, options, threshold, c.seed, c.cleaning, c.vocab.pretokenizer, dups
             )
             for chunk, dups in zip(s.chunks, s.dups, strict=True)
@@ -379,7 +379,7 @@ class _ShardPlan:
         held = self._held_in(rows)
         self.seen += rows
         if held:  # a copy of those rows: the job's output is freed once its shards are written
-            self.held.append((tasks.take_rows.remote(ref, held), 0, len(held)))
+            self.held.append((ray_tasks.take_rows.remote(ref, held), 0, len(held)))
         lo = 0
         for end in [*held, rows]:
             if end > lo:
@@ -404,7 +404,7 @@ class _ShardPlan:
             if take < n:
                 pending.insert(0, (ref, lo + take, n - take))
             rows -= take
-        task = tasks.write_shard.options(**self.task_options)
+        task = ray_tasks.write_shard.options(**self.task_options)
         written.append(task.remote(self.shards_uri, len(written), validation, bounds, *refs))
 
 
@@ -445,7 +445,7 @@ def pack_shards(
 
     def submit(job: Job):
         spec, dups = _task_args(s, job, options, c.lines_per_block, limit)
-        return tasks.pack_chunks.options(**_on_storage(cfg)).remote(spec, opts, dtype, *dups)
+        return ray_tasks.pack_chunks.options(**_on_storage(cfg)).remote(spec, opts, dtype, *dups)
 
     counts: Counter[str] = Counter()
     plan = _ShardPlan(

@@ -30,7 +30,7 @@ from koelectra_dist import storage
 from koelectra_dist.config import Config, config_from_dict, portable, portable_config
 from koelectra_dist.corpus.shards import read_manifest, vocab_sha256
 from koelectra_dist.corpus.vocab import check_vocab_tokens, load_vocab, vocab_txt_uri
-from koelectra_dist.errors import CheckpointError, ConfigError, DataError
+from koelectra_dist.errors import CheckpointError, ConfigError, DataError, bullets
 from koelectra_dist.export.config import BEST
 from koelectra_dist.export.hf_layout import (
     EXPORT_FILES,
@@ -101,7 +101,7 @@ def resolve_checkpoint(cfg: Config) -> str:
         problems = store.verify(named)
         if problems:
             raise CheckpointError(
-                f"export.checkpoint {named} is damaged:\n  - " + "\n  - ".join(problems) + "\nexport another step"
+                f"export.checkpoint {named} is damaged:" + bullets(problems) + "\nexport another step"
             )
         return named
     root = cfg.paths.checkpoints

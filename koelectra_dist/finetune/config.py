@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from koelectra_dist.errors import ConfigError
-from koelectra_dist.finetune.tasks import (
+from koelectra_dist.errors import ConfigError, bullets
+from koelectra_dist.finetune.task_specs import (
     NEW_TASK_DEFAULTS,
     FinetuneTaskConfig,
     builtin_tasks,
@@ -126,7 +126,7 @@ def resolve_tasks(cfg: FinetuneConfig, size: str = "base") -> list[FinetuneTaskC
     recipes; ConfigError listing every problem."""
     specs, problems = _resolve(cfg, size)
     if problems:
-        raise ConfigError("invalid fine-tuning configuration:\n  - " + "\n  - ".join(problems))
+        raise ConfigError("invalid fine-tuning configuration:" + bullets(problems))
     return [specs[name] for name in dict.fromkeys(cfg.tasks)]
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from koelectra_dist import storage
 from koelectra_dist.errors import DataError
 from koelectra_dist.finetune.spans import Answer, parse_squad
-from koelectra_dist.finetune.tasks import FinetuneTaskConfig, is_regression, is_span, is_tagging, split_file
+from koelectra_dist.finetune.task_specs import FinetuneTaskConfig, is_regression, is_span, is_tagging, split_file
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from koelectra_dist.finetune.data import TaskData
 from koelectra_dist.finetune.metrics import METRICS, exact_match
 from koelectra_dist.finetune.spans import Windows, best_answers, encode_windows
-from koelectra_dist.finetune.tasks import FinetuneTaskConfig, is_regression, is_span, is_tagging
+from koelectra_dist.finetune.task_specs import FinetuneTaskConfig, is_regression, is_span, is_tagging
 
 IGNORED = -100  # the label of positions the loss skips: special tokens and non-initial sub-words
 

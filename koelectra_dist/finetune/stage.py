@@ -21,7 +21,7 @@ from koelectra_dist.errors import ConfigError, DataError
 from koelectra_dist.finetune.config import FinetuneConfig, resolve_tasks
 from koelectra_dist.finetune.data import TaskData, read_split, split_uri
 from koelectra_dist.finetune.report import markdown, summarize
-from koelectra_dist.finetune.tasks import SMALL_MAX_HIDDEN, FinetuneTaskConfig, recipe_size
+from koelectra_dist.finetune.task_specs import SMALL_MAX_HIDDEN, FinetuneTaskConfig, recipe_size
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import math
 import os
-import random
 import shutil
 import time
 from typing import Any
@@ -23,24 +22,17 @@ from koelectra_dist.export.hf_layout import TOKENIZER_FILES
 from koelectra_dist.finetune.data import TaskData
 from koelectra_dist.finetune.heads import Encoded, Head, head_for
 from koelectra_dist.finetune.spans import Windows
-from koelectra_dist.finetune.tasks import FinetuneTaskConfig
-from koelectra_dist.pretrain.metrics import format_eta
+from koelectra_dist.finetune.task_specs import FinetuneTaskConfig
+from koelectra_dist.training import format_eta, linear_decay, seed_everything
 
 log = logging.getLogger(__name__)
 
 EVAL_BATCH_SIZE = 128
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-
-
 def lr_at(step: int, total_steps: int, peak: float) -> float:
     """Linear decay from `peak` at step 0 to 0 at `total_steps`, no warm-up (KoELECTRA)."""
-    return peak * max(0.0, 1.0 - step / total_steps)
+    return peak * linear_decay(step, total_steps)
 
 
 def total_steps(n_examples: int, batch_size: int, epochs: float) -> int:

@@ -37,7 +37,7 @@ import torch
 from koelectra_dist import layout, storage
 from koelectra_dist.config import Config
 from koelectra_dist.corpus.shards import EXAMPLE_LENGTHS, ShardManifest, check_vocab, read_manifest, shard_problems
-from koelectra_dist.errors import DataError
+from koelectra_dist.errors import DataError, bullets
 from koelectra_dist.tokens import PAD_ID
 
 Row = tuple[np.ndarray, np.ndarray, np.ndarray | None]
@@ -145,8 +145,8 @@ def open_shards(cfg: Config, hashes: bool | None = None) -> ShardSet:
     problems = shard_problems(uri, manifest, hashes=cfg.train.verify_shards == "sha256" if hashes is None else hashes)
     if problems:
         raise DataError(
-            f"{uri}: the shards do not match their manifest:\n  - "
-            + "\n  - ".join(problems)
+            f"{uri}: the shards do not match their manifest:"
+            + bullets(problems)
             + "\nrun the corpus stage again with the same inputs and config (it rebuilds the shards with the "
             "vocabulary already there, so checkpoints stay usable), or restore the files"
         )

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from koelectra_dist import storage
 from koelectra_dist.config import ModelConfig
-from koelectra_dist.errors import CheckpointError, ConfigError, StorageError
+from koelectra_dist.errors import CheckpointError, ConfigError, StorageError, bullets
 from koelectra_dist.pretrain.model import ElectraPretrainer
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def pretraining_config(uri: str, expect: ModelConfig | None = None) -> tuple[Mod
         if expect is not None and getattr(model_cfg, f) != getattr(expect, f)
     ]
     if differ:
-        raise ConfigError("the model config differs from the one of train.init_from:\n  - " + "\n  - ".join(differ))
+        raise ConfigError("the model config differs from the one of train.init_from:" + bullets(differ))
     return model_cfg, saved
 
 
@@ -204,8 +204,7 @@ def pair_model_config(source: InitSource, configured: ModelConfig) -> ModelConfi
         ]
     if problems:
         raise CheckpointError(
-            f"train.init_from={source.uri}: the pair's shape does not fit ELECTRA as built here:\n  - "
-            + "\n  - ".join(problems)
+            f"train.init_from={source.uri}: the pair's shape does not fit ELECTRA as built here:" + bullets(problems)
         )
     return model
 

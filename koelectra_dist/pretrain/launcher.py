@@ -10,9 +10,10 @@ error reaches the caller as itself."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from koelectra_dist import storage
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
     from ray.train.torch import TorchTrainer
 
 log = logging.getLogger(__name__)
+
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+"""Ray Train's switch for its preemption watcher (an actor per worker group that polls node drains),
+read by its controller from the driver's environment when the controller starts."""
 
 WorkerLoop = Callable[[dict[str, Any]], None]
 """A Ray Train worker loop, taking {"cfg": Config, "resume": the step URI to resume from or None}."""
@@ -82,31 +87,46 @@ def run_trainer(trainer: TorchTrainer) -> None:
         raise
 
 
+@contextlib.contextmanager
+def _preemption_watcher(needed: bool) -> Iterator[None]:
+    """Ray Train's preemption watcher off for the trainers started inside unless `needed` (or set by
+    the user). Nothing drains a node of a Ray this process started, so there it would watch nothing;
+    and Ray Train creates it with the workers' actor handles as constructor arguments (kept in the
+    object store) and max_restarts=-1, which Ray reports as an error on every run
+    (ray-project/ray#53727). Without it no preemption is announced, which is the truth there."""
+    if needed or PREEMPTION_WATCHER_ENV in os.environ:
+        yield
+        return
+    os.environ[PREEMPTION_WATCHER_ENV] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop(PREEMPTION_WATCHER_ENV, None)
+
+
 def _attempts(max_failures: int) -> range:
     return range(1, 2**62 if max_failures < 0 else max_failures + 2)
 
 
-def fit(cfg: Config, loop: WorkerLoop, resume: str | None) -> None:
-    """Run `loop` on Ray Train worker groups as `cfg.distributed` says, until it returns; the first
-    group resumes from `resume` (the caller chose and verified it). Failures: module docstring."""
-    from koelectra_dist import ray_runtime
+def _fit_elastic(cfg: Config, loop: WorkerLoop, resume: str | None) -> None:
+    """One Ray Train run in elastic mode: Ray Train resizes and retries (elastic.py)."""
+    d = cfg.distributed
+    allowed = allowed_worker_counts(cfg.train, d)
+    log.info(
+        "elastic: %d to %d workers (counts that keep the global batch: %s), ZeRO %d, %s, resuming from %s",
+        allowed[0],
+        allowed[-1],
+        allowed,
+        d.zero_stage,
+        d.precision,
+        resume,
+    )
+    run_trainer(trainer(cfg, loop, resume))
 
+
+def _fit_fixed(cfg: Config, loop: WorkerLoop, resume: str | None) -> None:
+    """Attempts of `distributed.num_workers` workers, each from the newest verified checkpoint."""
     d, root = cfg.distributed, cfg.paths.checkpoints
-    ray_runtime.connect(cfg)
-    check_resources(cfg, ray_runtime.cluster_can_grow())
-    if is_elastic(d):
-        allowed = allowed_worker_counts(cfg.train, d)
-        log.info(
-            "elastic: %d to %d workers (counts that keep the global batch: %s), ZeRO %d, %s, resuming from %s",
-            allowed[0],
-            allowed[-1],
-            allowed,
-            d.zero_stage,
-            d.precision,
-            resume,
-        )
-        run_trainer(trainer(cfg, loop, resume))
-        return
     attempts = _attempts(d.max_failures)
     for attempt in attempts:
         log.info(
@@ -129,3 +149,18 @@ def fit(cfg: Config, loop: WorkerLoop, resume: str | None) -> None:
             log.warning("attempt %d failed (%s: %s); starting again", attempt, type(e).__name__, e)
             # After a storage outage the next attempt starts once the store answers again.
             resume = storage.when_available(lambda: store.latest_verified(root), f"pretrain: {root}")
+
+
+def fit(cfg: Config, loop: WorkerLoop, resume: str | None) -> None:
+    """Run `loop` on Ray Train worker groups as `cfg.distributed` says, until it returns; the first
+    group resumes from `resume` (the caller chose and verified it). Failures: module docstring."""
+    from koelectra_dist import ray_runtime
+
+    d = cfg.distributed
+    ray_runtime.connect(cfg)
+    check_resources(cfg, ray_runtime.cluster_can_grow())
+    with _preemption_watcher(needed=ray_runtime.cluster_can_grow()):
+        if is_elastic(d):
+            _fit_elastic(cfg, loop, resume)
+        else:
+            _fit_fixed(cfg, loop, resume)

@@ -30,16 +30,9 @@ from koelectra_dist.pretrain.heldout import evaluate, load_heldout
 from koelectra_dist.pretrain.init_from import init_weights
 from koelectra_dist.pretrain.meta import CheckpointMeta
 from koelectra_dist.pretrain.metrics import MetricsLog
+from koelectra_dist.training import seed_everything
 
 log = logging.getLogger(__name__)
-
-
-def _seed_all(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _quiet_ray_train_reports() -> None:
@@ -130,7 +123,7 @@ def start_engine(
     resume = resume_point(cfg.paths.checkpoints, resume)
     meta = store.read_meta(resume) if resume else None
     # Identical initial weights on every rank (ZeRO-3 keeps each rank's own slice of them).
-    _seed_all(cfg.train.seed)
+    seed_everything(cfg.train.seed)
     model = build_model(cfg)
     universal = meta is not None and restore.needs_universal(meta, world)
     engine, _, _ = build_engine(cfg, model, load_universal=universal)

@@ -15,6 +15,7 @@ import torch
 
 from koelectra_dist import storage
 from koelectra_dist.config import Config
+from koelectra_dist.training import format_eta
 
 if TYPE_CHECKING:
     from koelectra_dist.pretrain.engine import Engine
@@ -65,13 +66,6 @@ def peak_flops(device: torch.device) -> float | None:
 
 def peak_flops_of(name: str) -> float | None:
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
-
-
-def format_eta(seconds: float) -> str:
-    """A remaining time as h:mm:ss (or m:ss under an hour)."""
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def ray_train_poll_s() -> float:

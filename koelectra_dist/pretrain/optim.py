@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from koelectra_dist.config import Config
+from koelectra_dist.training import linear_decay
 
 # ELECTRA excludes these from weight decay (google-research/electra optimization.py).
 NO_DECAY_MARKERS = ("LayerNorm", "layer_norm", "bias")
@@ -16,7 +17,7 @@ NO_DECAY_MARKERS = ("LayerNorm", "layer_norm", "bias")
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     """ELECTRA's multiplier: linear warm-up times linear decay; they overlap, they do not chain."""
     warm = 1.0 if warmup_steps <= 0 else min(1.0, step / warmup_steps)
-    return warm * max(0.0, 1.0 - step / total_steps)
+    return warm * linear_decay(step, total_steps)
 
 
 def lr_at(step: int, cfg: Config) -> float:

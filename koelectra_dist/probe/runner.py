@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from koelectra_dist.finetune.data import TaskData
-from koelectra_dist.finetune.tasks import FinetuneTaskConfig
+from koelectra_dist.finetune.task_specs import FinetuneTaskConfig
 
 
 def probe_checkpoint(

@@ -22,7 +22,7 @@ from koelectra_dist.config import Config
 from koelectra_dist.errors import ConfigError
 from koelectra_dist.finetune.config import resolve_tasks
 from koelectra_dist.finetune.data import read_split
-from koelectra_dist.finetune.tasks import recipe_size
+from koelectra_dist.finetune.task_specs import recipe_size
 from koelectra_dist.pretrain.checkpoint import store
 from koelectra_dist.probe import records
 from koelectra_dist.probe.config import finetune_section

@@ -2,7 +2,8 @@
 console captured. Its discriminator must learn (AUC >= 0.7 and precision / recall above chance at
 the last step) and must not be collapsed: fine-tuned on a slice of NSMC it must clearly beat the
 majority class (>= 60%), reported beside the same shape from random weights. The console must
-carry each metric line once (Ray Train's print patch doubled them) and no Ray Data progress blocks.
+carry each metric line once (Ray Train's print patch doubled them), no Ray Data progress blocks and
+no error-level line.
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def test_console_has_each_metric_line_once(demo_run):
     assert int(steps[-1][2]) == 100
     assert "logging_progress" not in console and "Running Dataset" not in console
     print(f"\ndemo console: {len(console.splitlines())} lines, {len(steps)} metric lines")
+
+
+def test_console_has_no_error_lines(demo_run):
+    """Nothing at error level that is not an error: a newcomer reads one as a fault."""
+    _, console = demo_run
+    errors = re.findall(r"^(?:\[[^\]]* E \d+ \d+\] .*|.*\tERROR .*)$", console, re.M)
+    assert not errors, "\n".join(errors)
 
 
 def test_demo_discriminator_learns(demo_run):

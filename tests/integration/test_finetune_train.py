@@ -18,7 +18,7 @@ from koelectra_dist.finetune import stage
 from koelectra_dist.finetune.config import FinetuneConfig, resolve_tasks
 from koelectra_dist.finetune.data import read_split
 from koelectra_dist.finetune.heads import head_for, tag_names, word_tags
-from koelectra_dist.finetune.tasks import FinetuneTaskConfig
+from koelectra_dist.finetune.task_specs import FinetuneTaskConfig
 from koelectra_dist.finetune.trainer import finetune, load_model, lr_at, predict, total_steps
 
 FILLERS = "영화 배우 연기 스토리 정말 너무 이 그 음악 감독 장면 결말".split()

@@ -29,7 +29,7 @@ from koelectra_dist.finetune.metrics import (
 )
 from koelectra_dist.finetune.report import markdown, summarize
 from koelectra_dist.finetune.stage import task_files
-from koelectra_dist.finetune.tasks import BUILTIN_TASKS, FinetuneTaskConfig, recipe_size
+from koelectra_dist.finetune.task_specs import BUILTIN_TASKS, FinetuneTaskConfig, recipe_size
 
 # Small files in each task's original layout (header first), as the tests write them.
 SAMPLES = {

@@ -25,7 +25,7 @@ from koelectra_dist.errors import (
 )
 from koelectra_dist.export.stage import check_target, relative_files, remove_file
 from koelectra_dist.finetune.data import read_split
-from koelectra_dist.finetune.tasks import BUILTIN_TASKS
+from koelectra_dist.finetune.task_specs import BUILTIN_TASKS
 
 
 def test_generator_width_must_split_into_its_heads():

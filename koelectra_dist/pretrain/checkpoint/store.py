@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from koelectra_dist import storage
-from koelectra_dist.errors import CheckpointError, KoelectraError, StorageUnavailable
+from koelectra_dist.errors import CheckpointError, KoelectraError, StorageUnavailable, bullets
 from koelectra_dist.pretrain.meta import CheckpointMeta
 
 log = logging.getLogger(__name__)
@@ -181,9 +181,9 @@ def latest_verified(root: str) -> str | None:
             except CheckpointError as e:
                 problems = [str(e)]
         log.warning(
-            "checkpoint %s is damaged and will not be used:\n  - %s\nfalling back to the previous committed step",
+            "checkpoint %s is damaged and will not be used:%s\nfalling back to the previous committed step",
             uri,
-            "\n  - ".join(problems),
+            bullets(problems),
         )
         reject(uri, problems)
     if steps:

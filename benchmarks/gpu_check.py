@@ -23,7 +23,7 @@ would not fit what is left of `--budget-s`:
 - peak_memory: peak device memory at the largest micro-batch that fits (`--memory-batches`);
 - zero_stages: one accumulation-2 step series each at ZeRO 0 and ZeRO 2 (Base v3 ships ZeRO 2: its
   gradients accumulate in fp32);
-- checkpoint_save: one local checkpoint save through the stage's Checkpointer (the stall seconds);
+- checkpoint_save: one local checkpoint save through the stage's background Uploader (the stall seconds);
 - extras (`--variants`, when time is left): ElectraAdamW against FusedAdam, four examples per row.
 
 MFU = train_flops_per_token x real tokens per second / the device's dense bf16 peak
@@ -666,9 +666,9 @@ def zero_stages(check: Check) -> list[dict[str, Any]]:
 
 
 def checkpoint_save(check: Check) -> dict[str, Any]:
-    """One checkpoint of the shipped engine through the stage's Checkpointer into a local folder:
-    the seconds the step loop is stalled, and the seconds until the background commit."""
-    from koelectra_dist.pretrain.checkpoint import Checkpointer
+    """One checkpoint of the shipped engine through the stage's background Uploader into a local
+    folder: the seconds the step loop is stalled, and the seconds until the background commit."""
+    from koelectra_dist.pretrain.checkpoint.upload import Uploader
     from koelectra_dist.pretrain.meta import CheckpointMeta
 
     a = check.args
@@ -682,7 +682,7 @@ def checkpoint_save(check: Check) -> dict[str, Any]:
         step=1, consumed_samples=a.micro_batch, world_size=1, zero_stage=cfg.distributed.zero_stage,
         precision=cfg.distributed.precision, vocab_sha256="0" * 64, metrics={}, config=cfg.to_dict(),
     )  # fmt: skip
-    saver = Checkpointer(root, keep_last=1, resumed_step=0)
+    saver = Uploader(root, keep_last=1, resumed_step=0)
     try:
         saved = saver.save(engine, 1, meta)
         committed = saver.wait()

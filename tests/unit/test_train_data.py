@@ -154,16 +154,23 @@ def test_prefetcher_measures_wait_and_passes_errors():
 
 def test_prefetcher_adds_up_the_time_training_waited():
     """The "data wait" metric: two batches each 0.2 s late add up to at least 0.4 s of waiting."""
+    import threading
     import time
 
+    # Each batch is made only once training asks for it, so its 0.2 s are waited for however
+    # late the test's thread runs (a loaded machine cannot let the prefetcher get ahead).
+    asked = [threading.Event(), threading.Event()]
+
     def late():
-        for _ in range(2):
+        for event in asked:
+            event.wait()
             time.sleep(0.2)
             yield {"x": torch.zeros(1)}
 
     loader = Prefetcher(late(), depth=4)
-    loader.next()
-    loader.next()
+    for event in asked:
+        event.set()
+        loader.next()
     assert 0.35 <= loader.wait_seconds < 30.0
     loader.close()
 

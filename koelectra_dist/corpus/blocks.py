@@ -21,7 +21,7 @@ from koelectra_dist.corpus.config import CleaningConfig
 from koelectra_dist.corpus.examples import ExampleBuilder, PackedExamples, block_rng, pack_rows
 from koelectra_dist.corpus.read import decode_documents
 from koelectra_dist.corpus.vocab import Pretokenizer
-from koelectra_dist.tokens import UNK_ID
+from koelectra_dist.tokens import DEFAULT_IDS, SpecialIds
 
 # A document longer than this many blocks' worth of lines is cut (an example closes at the cut).
 MAX_BLOCK_FACTOR = 4
@@ -130,6 +130,8 @@ class PackOptions:
     flush_documents: bool
     seed: int
     several_examples_per_row: bool = False
+    special: SpecialIds = DEFAULT_IDS
+    """The tokenizer's [CLS]/[SEP] (framing each example) and [UNK] (counted)."""
 
 
 def pack_block(block: Block, counts: Counter[str], opts: PackOptions, out: PackedExamples) -> None:
@@ -143,7 +145,7 @@ def pack_block(block: Block, counts: Counter[str], opts: PackOptions, out: Packe
     rng = block_rng(opts.seed, index)
     # several per row: the block's examples are built apart, then packed into rows
     built = PackedExamples() if opts.several_examples_per_row else out
-    builder = ExampleBuilder(opts.max_length, rng, opts.single_segment_prob, opts.short_seq_prob, built)
+    builder = ExampleBuilder(opts.max_length, rng, opts.single_segment_prob, opts.short_seq_prob, built, opts.special)
     rows, tokens = out.rows, len(out.ids)
     position = 0
     for doc in documents:
@@ -163,7 +165,7 @@ def pack_block(block: Block, counts: Counter[str], opts: PackOptions, out: Packe
         examples=examples,
         rows=out.rows - rows,
         tokens=len(out.ids) - tokens,
-        unk_tokens=out.ids[tokens:].count(UNK_ID),
+        unk_tokens=out.ids[tokens:].count(opts.special.unk),
         single_segment_draws=builder.single_segment_draws,
         short_target_draws=builder.short_target_draws,
         truncated_tokens=builder.truncated_tokens,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from koelectra_dist.tokens import CLS_ID, SEP_ID
+from koelectra_dist.tokens import DEFAULT_IDS, SpecialIds
 
 
 @dataclass
@@ -57,8 +57,10 @@ class ExampleBuilder:
         single_segment_prob: float = 0.1,
         short_seq_prob: float = 0.05,
         out: PackedExamples | None = None,
+        special: SpecialIds = DEFAULT_IDS,
     ):
         self.max_length = max_length
+        self.special = special
         self.rng = rng
         self.single_segment_prob = single_segment_prob
         self.short_seq_prob = short_seq_prob
@@ -127,13 +129,13 @@ class ExampleBuilder:
 
     def _emit(self, first: list[int], second: list[int]) -> None:
         out = self.out
-        out.ids.append(CLS_ID)
+        out.ids.append(self.special.cls)
         out.ids += first
-        out.ids.append(SEP_ID)
+        out.ids.append(self.special.sep)
         out.token_types += [0] * (len(first) + 2)
         if second:
             out.ids += second
-            out.ids.append(SEP_ID)
+            out.ids.append(self.special.sep)
             out.token_types += [1] * (len(second) + 1)
         out.offsets.append(len(out.ids))
 

@@ -22,6 +22,7 @@ from koelectra_dist import storage
 from koelectra_dist.configbase import contract_fields, contract_json
 from koelectra_dist.corpus.vocab import vocab_txt_uri
 from koelectra_dist.errors import DataError, KoelectraError
+from koelectra_dist.tokens import DEFAULT_IDS, SpecialIds
 
 SCHEMA_VERSION = 1
 
@@ -70,7 +71,16 @@ class ShardManifest:
     fingerprint: str | None = None
     """Hash of the inputs (name, size, version of every file) and the config; a rerun with the same
     fingerprint skips."""
+    tokenizer: dict[str, Any] | None = None
+    """The Hugging Face tokenizer the shards were tokenized with (corpus.tokenizer_uri): `uri`,
+    `sha256` (of its files), `class`, `special_ids` ({pad, unk, cls, sep, mask}), `vocab_size`.
+    None: the project's own WordPiece vocabulary, special ids 0-4."""
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def special_ids(self) -> SpecialIds:
+        """The ids of [PAD] [UNK] [CLS] [SEP] [MASK] in the shards."""
+        return DEFAULT_IDS if self.tokenizer is None else SpecialIds.from_json(self.tokenizer["special_ids"])
 
     def to_json(self) -> dict[str, Any]:
         return contract_json(self)

@@ -23,6 +23,7 @@ from koelectra_dist.pretrain.model import (
     replaced_token_loss,
     tower_flops_per_token,
 )
+from koelectra_dist.tokens import DEFAULT_IDS, SpecialIds
 
 
 def forward_flops_per_token(model: nn.Module, seq_len: int, mask_prob: float) -> float:
@@ -53,6 +54,7 @@ class Distiller(nn.Module):
         teacher: Teacher,
         distill_cfg: Any,
         mask_prob: float,
+        special: SpecialIds = DEFAULT_IDS,
     ):
         super().__init__()
         self.student = student
@@ -61,6 +63,8 @@ class Distiller(nn.Module):
         self.objective = teacher.objective
         self.cfg = distill_cfg
         self.mask_prob = mask_prob
+        self.special = special
+        """The shards' special ids (what masking skips, the [MASK] id)."""
         self.cap = max(1, max_predictions(mask_prob, teacher.config["max_position_embeddings"]))
 
     def flops_per_token(self, seq_len: int) -> float:
@@ -88,7 +92,7 @@ class Distiller(nn.Module):
         the token counts, cheap enough for every micro-batch."""
         real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         towers_mask = attention_mask if example_ids is None else example_attention_mask(example_ids)
-        masked = mask_tokens(input_ids, real, self.mask_prob, self.cap)
+        masked = mask_tokens(input_ids, real, self.mask_prob, self.cap, self.special)
         frozen = self._frozen_on(input_ids.device)
         teacher = frozen[0]
         if self.objective == "rtd":

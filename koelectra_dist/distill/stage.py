@@ -27,7 +27,7 @@ from koelectra_dist.distill.teacher import Teacher, make_student, resolve_teache
 from koelectra_dist.errors import ConfigError
 from koelectra_dist.export.hf_layout import TOKENIZER_FILES
 from koelectra_dist.pretrain.checkpoint import restore, store
-from koelectra_dist.pretrain.data import open_shards
+from koelectra_dist.pretrain.data import open_shards, shard_special_ids
 from koelectra_dist.pretrain.dropout import use_cpu_fast_dropout
 from koelectra_dist.pretrain.init_from import check_vocabulary, load_tower, load_weights
 from koelectra_dist.pretrain.launcher import fit
@@ -73,7 +73,9 @@ def build_distiller(cfg: Config) -> Distiller:
     student = make_student(teacher_model, cfg.distill.layers)
     student.train()
     use_cpu_fast_dropout(student)
-    return Distiller(student, teacher_model, generator, teacher, cfg.distill, cfg.train.mask_prob)
+    return Distiller(
+        student, teacher_model, generator, teacher, cfg.distill, cfg.train.mask_prob, shard_special_ids(cfg)
+    )
 
 
 def distill_loop(config: dict[str, Any]) -> None:

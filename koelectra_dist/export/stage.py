@@ -41,6 +41,7 @@ from koelectra_dist.export.hf_layout import (
     ExportInfo,
 )
 from koelectra_dist.pretrain.checkpoint import restore, store
+from koelectra_dist.pretrain.data import shard_special_ids
 from koelectra_dist.pretrain.init_from import PRETRAINING_FORMAT, load_weights
 from koelectra_dist.pretrain.meta import CheckpointMeta
 from koelectra_dist.pretrain.model import ElectraPretrainer
@@ -234,7 +235,8 @@ def consolidate(
     # the vocabulary first: a wrong one fails before the (long) consolidation
     vocab_dir = fetch_vocab(vocab_uri, os.path.join(scratch, "vocab"), meta.vocab_sha256, train_cfg.model.vocab_size)
     t = train_cfg.train
-    model = ElectraPretrainer(train_cfg.model, t.mask_prob, t.gen_weight, t.disc_weight)
+    special = shard_special_ids(train_cfg)
+    model = ElectraPretrainer(train_cfg.model, t.mask_prob, t.gen_weight, t.disc_weight, special=special)
     load_weights(model, restore.consolidated_state_dict(ckpt), ckpt)
     model.eval()
     return model, vocab_dir

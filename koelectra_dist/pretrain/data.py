@@ -38,7 +38,7 @@ from koelectra_dist import layout, storage
 from koelectra_dist.config import Config
 from koelectra_dist.corpus.shards import EXAMPLE_LENGTHS, ShardManifest, check_vocab, read_manifest, shard_problems
 from koelectra_dist.errors import DataError, bullets
-from koelectra_dist.tokens import PAD_ID
+from koelectra_dist.tokens import DEFAULT_IDS, PAD_ID, SpecialIds
 
 Row = tuple[np.ndarray, np.ndarray, np.ndarray | None]
 """One row: token ids, token types, and its examples' lengths (None: the row is one example)."""
@@ -165,6 +165,15 @@ def open_shards(cfg: Config, hashes: bool | None = None) -> ShardSet:
     )
 
 
+def shard_special_ids(cfg: Config) -> SpecialIds:
+    """The special ids of the run's shards (their manifest's tokenizer); the project's own (0-4)
+    where no shards are there yet (a model built for a check or a benchmark)."""
+    try:
+        return read_manifest(cfg.paths.shards).special_ids
+    except DataError:
+        return DEFAULT_IDS
+
+
 def epoch_order(rows: list[int], seed: int, epoch: int) -> tuple[np.ndarray, list[np.ndarray]]:
     """Shard order and, per shard, its row order for one epoch; a pure function of its inputs."""
     shard_order = np.random.default_rng([seed, epoch]).permutation(len(rows))
@@ -172,15 +181,16 @@ def epoch_order(rows: list[int], seed: int, epoch: int) -> tuple[np.ndarray, lis
     return shard_order, row_orders
 
 
-def collate(rows: list[Row], pad_to_multiple: int = 8) -> dict[str, torch.Tensor | None]:
+def collate(rows: list[Row], pad_to_multiple: int = 8, pad_id: int = PAD_ID) -> dict[str, torch.Tensor | None]:
     """Pad a micro-batch to its longest row (rounded up so GPU kernels get aligned shapes).
     A batch of full rows has no padding and gets no attention mask (None): attention then runs
     without one, on the fused kernel. When a row holds several examples, the batch also has
     `position_ids` (from 0 in each example) and `example_ids` (the example's index in its row, -1
-    on padding), from which the model keeps attention inside each example."""
+    on padding), from which the model keeps attention inside each example. Padding is `pad_id`
+    (the shards' tokenizer's [PAD])."""
     longest = max(len(row[0]) for row in rows)
     width = -(-longest // pad_to_multiple) * pad_to_multiple
-    input_ids = np.full((len(rows), width), PAD_ID, dtype=np.int64)
+    input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     token_types = np.zeros((len(rows), width), dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
     several = any(lengths is not None and len(lengths) > 1 for _, _, lengths in rows)
@@ -221,6 +231,7 @@ class ShardStream:
         start: int,
         vocab_size: int | None = None,
         group_rows: int = GROUP_ROWS,
+        pad_id: int = PAD_ID,
     ):
         if start % (micro_batch * world_size):
             raise DataError(f"stream position {start} is not a multiple of micro batch x workers")
@@ -228,6 +239,7 @@ class ShardStream:
         self.rank, self.world_size, self.micro_batch, self.start = rank, world_size, micro_batch, start
         self.vocab_size = vocab_size
         self.group_rows = group_rows
+        self.pad_id = pad_id
         self.total = sum(rows)
         if self.total == 0:
             raise DataError("the shard set holds no examples; rebuild it with the corpus stage")
@@ -277,7 +289,7 @@ class ShardStream:
                 for j in np.flatnonzero(self._mine(positions) & (positions >= self.start)):
                     buffer.append(rows[order[j]])
                     if len(buffer) == self.micro_batch:
-                        yield collate(buffer)
+                        yield collate(buffer, pad_id=self.pad_id)
                         buffer = []
         finally:
             reader.shutdown(wait=False, cancel_futures=True)

@@ -44,7 +44,7 @@ def load_heldout(cfg: Config, shards: ShardSet) -> HeldOut | None:
         if len(rows) == wanted:
             break
     size = cfg.train.micro_batch_size
-    batches = [collate(rows[i : i + size]) for i in range(0, len(rows), size)]
+    batches = [collate(rows[i : i + size], pad_id=shards.manifest.special_ids.pad) for i in range(0, len(rows), size)]
     return HeldOut(batches=batches, seed=cfg.train.seed + HELDOUT_SEED_OFFSET)
 
 

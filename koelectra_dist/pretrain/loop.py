@@ -24,7 +24,7 @@ from koelectra_dist.errors import ConfigError
 from koelectra_dist.pretrain.checkpoint import restore, store
 from koelectra_dist.pretrain.checkpoint.checkpointer import Checkpointer
 from koelectra_dist.pretrain.config import allowed_worker_counts
-from koelectra_dist.pretrain.data import Prefetcher, ShardStream, open_shards
+from koelectra_dist.pretrain.data import Prefetcher, ShardStream, open_shards, shard_special_ids
 from koelectra_dist.pretrain.engine import Engine, build_engine
 from koelectra_dist.pretrain.heldout import evaluate, load_heldout
 from koelectra_dist.pretrain.init_from import init_weights
@@ -49,7 +49,12 @@ def pretrainer(cfg: Config) -> torch.nn.Module:
 
     t = cfg.train
     model = ElectraPretrainer(
-        cfg.model, mask_prob=t.mask_prob, gen_weight=t.gen_weight, disc_weight=t.disc_weight, fused_vocab=t.fused_vocab
+        cfg.model,
+        mask_prob=t.mask_prob,
+        gen_weight=t.gen_weight,
+        disc_weight=t.disc_weight,
+        fused_vocab=t.fused_vocab,
+        special=shard_special_ids(cfg),
     )
     if t.init_from:
         init_weights(model, t.init_from)
@@ -169,6 +174,7 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
         micro_batch=t.micro_batch_size,
         start=consumed,
         vocab_size=shards.manifest.vocab_size,
+        pad_id=shards.manifest.special_ids.pad,
     )
     loader = Prefetcher(stream.batches(), pin=cfg.distributed.gpus_per_worker > 0)  # asynchronous copies to the GPU
     heldout = load_heldout(cfg, shards)

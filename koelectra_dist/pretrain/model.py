@@ -23,15 +23,15 @@ from koelectra_dist.config import ModelConfig
 from koelectra_dist.errors import ConfigError, DataError
 from koelectra_dist.pretrain.dropout import use_cpu_fast_dropout
 from koelectra_dist.pretrain.vocab_pass import FusedVocabPass
-from koelectra_dist.tokens import CLS_ID, MASK_ID, PAD_ID, SEP_ID
+from koelectra_dist.tokens import DEFAULT_IDS, SpecialIds
 
 MASK_TOKEN_FRACTION = 0.85
 """Of the chosen positions, this fraction becomes [MASK]; the rest keep their token (none random)."""
-NEVER_MASKED = (CLS_ID, SEP_ID, MASK_ID, PAD_ID)
 
 
-def hf_configs(model_cfg: ModelConfig) -> tuple[ElectraConfig, ElectraConfig]:
-    """The `transformers` configs of the (generator, discriminator), attention through SDPA."""
+def hf_configs(model_cfg: ModelConfig, special: SpecialIds = DEFAULT_IDS) -> tuple[ElectraConfig, ElectraConfig]:
+    """The `transformers` configs of the (generator, discriminator), attention through SDPA;
+    `special`: the shards' tokenizer's ids (its [PAD] id goes into the configs)."""
     common = dict(
         vocab_size=model_cfg.vocab_size,
         embedding_size=model_cfg.embedding_size,
@@ -43,7 +43,7 @@ def hf_configs(model_cfg: ModelConfig) -> tuple[ElectraConfig, ElectraConfig]:
         type_vocab_size=2,
         initializer_range=0.02,
         layer_norm_eps=1e-12,
-        pad_token_id=PAD_ID,
+        pad_token_id=special.pad,
         tie_word_embeddings=True,
         attn_implementation="sdpa",
     )
@@ -89,13 +89,16 @@ class MaskedBatch:
     """[B, K] the original token at each slot's position."""
 
 
-def mask_tokens(input_ids: Tensor, attention_mask: Tensor, mask_prob: float, cap: int) -> MaskedBatch:
+def mask_tokens(
+    input_ids: Tensor, attention_mask: Tensor, mask_prob: float, cap: int, special: SpecialIds = DEFAULT_IDS
+) -> MaskedBatch:
     """Choose `min(cap, max(1, round(mask_prob * real tokens)))` distinct positions per row among
-    tokens that are not [CLS]/[SEP]/[MASK]/[PAD], uniformly, with the device's default RNG."""
+    tokens that are not [CLS]/[SEP]/[MASK]/[PAD] (`special`: the shards' tokenizer's ids),
+    uniformly, with the device's default RNG."""
     batch, length = input_ids.shape
     real = attention_mask.bool()
     candidates = real
-    for token_id in NEVER_MASKED:  # comparisons with Python ints: no host-to-device copy
+    for token_id in special.never_masked:  # comparisons with Python ints: no host-to-device copy
         candidates = candidates & (input_ids != token_id)
     # float64 so that the per-row count and the Python slot count K round the same way
     wanted = torch.round(real.sum(-1).double() * mask_prob).clamp(min=1, max=cap)
@@ -107,7 +110,7 @@ def mask_tokens(input_ids: Tensor, attention_mask: Tensor, mask_prob: float, cap
     valid = torch.arange(slots, device=input_ids.device) < count.unsqueeze(-1)
     targets = input_ids.gather(1, positions)
     to_mask = valid & (torch.rand(batch, slots, device=input_ids.device) < MASK_TOKEN_FRACTION)
-    masked = input_ids.scatter(1, positions, torch.where(to_mask, MASK_ID, targets))
+    masked = input_ids.scatter(1, positions, torch.where(to_mask, special.mask, targets))
     return MaskedBatch(input_ids=masked, positions=positions, valid=valid, targets=targets)
 
 
@@ -181,6 +184,7 @@ class ElectraPretrainer(nn.Module):
         gen_weight: float = 1.0,
         disc_weight: float = 50.0,
         fused_vocab: bool = False,
+        special: SpecialIds = DEFAULT_IDS,
     ):
         super().__init__()
         if not 0 < mask_prob < 1:
@@ -188,12 +192,14 @@ class ElectraPretrainer(nn.Module):
         self.model_cfg = model_cfg
         self.max_length = model_cfg.max_length
         self.mask_prob = mask_prob
+        self.special = special
+        """The shards' tokenizer's special ids (masking skips them, [MASK] replaces)."""
         self.gen_weight = gen_weight
         self.disc_weight = disc_weight
         self.cap = max(1, max_predictions(mask_prob, model_cfg.max_length))
         # the generator's cross-entropy, sample and accuracy in one compiled pass (vocab_pass.py)
         self.fused_vocab = FusedVocabPass() if fused_vocab else None
-        gen_cfg, disc_cfg = hf_configs(model_cfg)
+        gen_cfg, disc_cfg = hf_configs(model_cfg, special)
         # post_init in each applies ELECTRA's init (normal 0.02, zero bias, LayerNorm 1) and ties
         # the generator's output layer to its word embeddings.
         self.generator = ElectraForMaskedLM(gen_cfg)
@@ -258,7 +264,7 @@ class ElectraPretrainer(nn.Module):
         real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         # the towers' mask: padding only, or block-diagonal over the row's examples
         towers_mask = attention_mask if example_ids is None else example_attention_mask(example_ids)
-        masked = mask_tokens(input_ids, real, self.mask_prob, self.cap)
+        masked = mask_tokens(input_ids, real, self.mask_prob, self.cap, self.special)
         gen_logits = self.generator_logits(masked, towers_mask, token_type_ids, position_ids)
         gen_correct = None
         if self.fused_vocab is None:

@@ -29,7 +29,7 @@ from koelectra_dist.export.hf_layout import TOKENIZER_FILES
 from koelectra_dist.pretrain.checkpoint import restore, store
 from koelectra_dist.pretrain.data import open_shards, shard_special_ids
 from koelectra_dist.pretrain.dropout import use_cpu_fast_dropout
-from koelectra_dist.pretrain.init_from import check_vocabulary, load_tower, load_weights
+from koelectra_dist.pretrain.init_from import check_vocabulary, fresh_generator, load_tower, load_weights
 from koelectra_dist.pretrain.launcher import fit
 from koelectra_dist.pretrain.loop import run_worker
 from koelectra_dist.pretrain.resume import check_resume, final_checkpoint
@@ -64,12 +64,17 @@ def _teacher_class(teacher: Teacher) -> Any:
 
 def build_distiller(cfg: Config) -> Distiller:
     """The student (from the teacher's layers, step 0 of the run) with its frozen teacher and
-    generator; `cfg` is a `run_config`."""
+    generator (a fresh one, seeded by the caller, for a discriminator alone); `cfg` is a `run_config`."""
     from transformers import ElectraForMaskedLM
 
     teacher = resolve_teacher(cfg)
     teacher_model = load_tower(_teacher_class(teacher), teacher.uri)
-    generator = load_tower(ElectraForMaskedLM, teacher.generator_uri) if teacher.objective == "rtd" else None
+    generator = None
+    if teacher.objective == "rtd":
+        if teacher.generator_uri:
+            generator = load_tower(ElectraForMaskedLM, teacher.generator_uri)
+        else:
+            generator = fresh_generator(teacher.uri, cfg.model)
     student = make_student(teacher_model, cfg.distill.layers)
     student.train()
     use_cpu_fast_dropout(student)
@@ -85,7 +90,7 @@ def distill_loop(config: dict[str, Any]) -> None:
 
 def check_teacher(cfg: Config, shards_sha256: str) -> None:
     """Refuse, before any worker starts, a teacher (or generator) of another vocabulary than the
-    shards', or one whose weights do not load."""
+    shards', or one whose weights do not load; warn when a discriminator alone gets a fresh generator."""
     d = cfg.distill
     check_vocabulary("distill.teacher_uri", d.teacher_uri, vocab_sha256(d.teacher_uri), shards_sha256, d.teacher_uri)
     if d.generator_uri:
@@ -94,12 +99,22 @@ def check_teacher(cfg: Config, shards_sha256: str) -> None:
                 f"distill.generator_uri={d.generator_uri}: no generator there; a discriminator teacher needs the "
                 "ELECTRA generator of its pair to corrupt the input: set distill.generator_uri"
             )
-    build_distiller(cfg)
+    if build_distiller(cfg).objective == "rtd" and not d.generator_uri:
+        log.warning(
+            "distill.teacher_uri=%s: a discriminator alone (no generator beside it); the input is corrupted by a "
+            "fresh generator (model.generator_size %s); set distill.generator_uri to use a trained one",
+            d.teacher_uri,
+            cfg.model.generator_size,
+        )
 
 
 def model_card(cfg: Config, teacher_model: Any, student: Any, meta: Any, weights_bytes: int) -> str:
     """README.md of the student folder: teacher, layers, sizes, objective, training."""
     d, m = cfg.distill, cfg.model
+    own = "masked LM"
+    if hasattr(teacher_model, "discriminator_predictions"):  # an ELECTRA discriminator
+        generator = d.generator_uri or f"a fresh one (model.generator_size {m.generator_size})"
+        own = f"replaced-token detection on generator-corrupted input, generator {generator}"
     teacher_params, student_params = teacher_model.num_parameters(), student.num_parameters()
     return f"""---
 language: ko
@@ -119,7 +134,7 @@ Distilled with koelectra_dist's `distill` stage (DistilBERT's objective) from th
 
 Objective: {d.soft_weight} x soft targets (temperature {d.temperature}) + {d.cosine_weight} x cosine
 of the last hidden states + {d.student_weight} x the student's own loss
-({"replaced-token detection on generator-corrupted input, generator " + str(d.generator_uri) if d.generator_uri else "masked LM"}).
+({own}).
 Trained {meta.step} steps of {cfg.train.global_batch_size} examples (up to {m.max_length} tokens) at peak
 learning rate {d.learning_rate}; vocabulary sha256 {meta.vocab_sha256[:12]}...
 

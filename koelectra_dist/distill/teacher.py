@@ -28,15 +28,17 @@ class Teacher:
     config: dict[str, Any]
     """Its transformers config.json."""
     generator_uri: str | None
-    """The generator that corrupts the input (rtd only)."""
+    """The generator that corrupts the input (rtd only); None: a discriminator alone, corrupted by a
+    fresh generator of model.generator_size (`init_from.fresh_generator`)."""
 
 
 def _sibling_generator(uri: str) -> str | None:
-    """The generator of a discriminator's pair: ORG/NAME-generator on the Hub (None for a single
-    repository), generator/ beside a discriminator/ folder."""
+    """The generator of a discriminator's pair: ORG/NAME-generator on the Hub, generator/ beside a
+    discriminator/ folder; None when there is none (a single repository, a folder alone)."""
     if uri.startswith("hf://"):
         return storage.hub_model(uri)[1]
-    return storage.join(uri.rstrip("/").rsplit("/", 1)[0], "generator")
+    sibling = storage.join(uri.rstrip("/").rsplit("/", 1)[0], "generator")
+    return sibling if storage.exists(storage.join(sibling, "config.json")) else None
 
 
 def resolve_teacher(cfg: Config) -> Teacher:
@@ -54,13 +56,7 @@ def resolve_teacher(cfg: Config) -> Teacher:
     if config.get("model_type") not in ("electra", "bert"):
         raise ConfigError(f"distill.teacher_uri={uri}: model_type {config.get('model_type')!r}; ELECTRA or BERT only")
     if DISCRIMINATOR in architectures:
-        generator = d.generator_uri or _sibling_generator(uri)
-        if generator is None:
-            raise ConfigError(
-                f"distill.teacher_uri={uri} is a discriminator alone on the Hub (no -generator repository beside "
-                "it); a discriminator teacher needs a generator to corrupt the input: set distill.generator_uri"
-            )
-        return Teacher(uri, "rtd", config, generator)
+        return Teacher(uri, "rtd", config, d.generator_uri or _sibling_generator(uri))
     if any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in architectures):
         return Teacher(uri, "mlm", config, None)
     raise ConfigError(
@@ -80,8 +76,10 @@ def student_layers(cfg: Config, teacher: Teacher) -> list[int]:
 
 def student_model_config(teacher: Teacher, layers: list[int], configured: ModelConfig) -> ModelConfig:
     """The student's shape as a model config (the teacher's with len(layers) layers): what the
-    shards, checkpoints and metrics of the shared machinery check against."""
+    shards, checkpoints and metrics of the shared machinery check against. Its generator_size is the
+    fresh generator's for a discriminator alone (so a resume with another one is refused), else unused."""
     c = teacher.config
+    fresh_generator = teacher.objective == "rtd" and teacher.generator_uri is None
     return ModelConfig(
         vocab_size=c["vocab_size"],
         embedding_size=c.get("embedding_size", c["hidden_size"]),
@@ -89,7 +87,7 @@ def student_model_config(teacher: Teacher, layers: list[int], configured: ModelC
         num_hidden_layers=len(layers),
         num_attention_heads=c["num_attention_heads"],
         intermediate_size=c["intermediate_size"],
-        generator_size=1.0,
+        generator_size=configured.generator_size if fresh_generator else 1.0,
         max_length=c["max_position_embeddings"],
         hidden_dropout=c.get("hidden_dropout_prob", configured.hidden_dropout),
         attention_dropout=c.get("attention_probs_dropout_prob", configured.attention_dropout),

@@ -253,6 +253,18 @@ def pair_state(model: ElectraPretrainer, source: InitSource) -> tuple[dict[str, 
     return state, report
 
 
+def fresh_generator(discriminator_uri: str, configured: ModelConfig) -> Any:
+    """The generator a discriminator alone gets, as `train.init_from` gives it one: an
+    ElectraForMaskedLM of `configured.generator_size` (the discriminator's depth), its embeddings
+    and tied output layer the discriminator's, the rest freshly initialised from torch's RNG (the
+    caller seeds it, so every worker and every resume builds the same one)."""
+    source = InitSource(discriminator_uri, "pair", discriminator_uri, None)
+    model = ElectraPretrainer(pair_model_config(source, configured))
+    state, _ = pair_state(model, source)
+    load_weights(model, state, discriminator_uri)
+    return model.generator
+
+
 def init_weights(model: ElectraPretrainer, uri: str) -> dict[str, Any]:
     """Put the weights `train.init_from` names into `model`; return what was reconciled."""
     source = resolve(uri)

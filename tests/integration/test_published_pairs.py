@@ -17,7 +17,7 @@ from koelectra_dist import storage
 from koelectra_dist.config import ModelConfig
 from koelectra_dist.distill import stage as distill
 from koelectra_dist.distill.teacher import resolve_teacher
-from koelectra_dist.errors import CheckpointError, ConfigError
+from koelectra_dist.errors import CheckpointError
 from koelectra_dist.finetune import stage as finetune
 from koelectra_dist.finetune.stage import check_model_folder
 from koelectra_dist.pretrain import stage as pretrain
@@ -129,7 +129,8 @@ def test_distill_a_4_layer_teacher_into_a_2_layer_student(ray_local, published, 
 def test_hub_ids_continue_distil_and_fine_tune(ray_local, published, tmp_path):
     """hf:// ids in a local Hub cache laid out as huggingface_hub lays it out (offline): a
     single-repository discriminator (beomi/KcELECTRA-base's kind) continues pre-training with a
-    fresh generator and is fine-tuned; a pair's name is distilled with its own generator."""
+    fresh generator, is distilled with a fresh generator and is fine-tuned; a pair's name resolves
+    to its own generator (tests/unit/test_init_from_pair.py builds a distiller from it)."""
     publish_to_hub_cache("org/published-single", published / "pair" / "discriminator")
     publish_to_hub_cache("org/published-discriminator", published / "pair" / "discriminator")
     publish_to_hub_cache("org/published-generator", published / "pair" / "generator")
@@ -151,21 +152,22 @@ def test_hub_ids_continue_distil_and_fine_tune(ray_local, published, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model.discriminator(**probe()).logits, disc(**probe()).logits, atol=1e-5, rtol=0)
 
+    pair = tiny_config(str(tmp_path / "x"), "distill.teacher_uri=hf://org/published")
+    teacher = resolve_teacher(pair)
+    assert (teacher.objective, teacher.generator_uri) == ("rtd", "hf://org/published-generator")
     cfg = tiny_config(
         str(tmp_path / "distil"),
         shards,
-        "distill.teacher_uri=hf://org/published",
+        "distill.teacher_uri=hf://org/published-single",
         "distill.layers=[1,3]",
         "distill.steps=2",
         "checkpoint.interval_steps=2",
         "distributed.num_workers=1",
     )
-    teacher = resolve_teacher(cfg)
-    assert (teacher.objective, teacher.generator_uri) == ("rtd", "hf://org/published-generator")
-    assert distill.run(cfg)["steps"] == 2
-    single = tiny_config(str(tmp_path / "x"), "distill.teacher_uri=hf://org/published-single")
-    with pytest.raises(ConfigError, match="discriminator alone on the Hub.*distill.generator_uri"):
-        resolve_teacher(single)
+    assert resolve_teacher(cfg).generator_uri is None  # a discriminator alone: a fresh generator
+    report = distill.run(cfg)
+    assert report["steps"] == 2
+    assert "generator a fresh one" in (Path(report["model"]) / "README.md").read_text()
 
     rows = ["id\tdocument\tlabel"] + [f"{i}\tw{i % 7 + 5} w{i % 3 + 20} w30\t{int(i % 7 < 3)}" for i in range(40)]
     (tmp_path / "toy").mkdir()

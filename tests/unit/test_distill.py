@@ -4,6 +4,7 @@ losses are DistilBERT's, bad teachers and layer choices are refused with the key
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -11,10 +12,11 @@ import torch.nn.functional as F
 from helpers import tiny_config, write_electra_pair
 from transformers import BertConfig, BertForMaskedLM, BertModel
 
+from koelectra_dist.corpus.shards import vocab_sha256
 from koelectra_dist.distill import loss
 from koelectra_dist.distill.config import default_layers
 from koelectra_dist.distill.model import forward_flops_per_token
-from koelectra_dist.distill.stage import build_distiller, run_config
+from koelectra_dist.distill.stage import build_distiller, check_teacher, run_config
 from koelectra_dist.distill.teacher import resolve_teacher
 from koelectra_dist.errors import ConfigError
 from koelectra_dist.tokens import SPECIAL_TOKENS
@@ -67,6 +69,25 @@ def test_the_student_starts_from_the_chosen_teacher_layers(tmp_path):
     student, teacher_fwd, generator_fwd = (forward_flops_per_token(m, 20, 0.15) for m in (student, *distiller._frozen))
     assert teacher_fwd > student  # 4 layers against 2
     assert distiller.flops_per_token(20) == pytest.approx(3 * student + teacher_fwd + generator_fwd)
+
+
+def test_a_local_discriminator_without_generator_beside_it_gets_a_fresh_one(tmp_path):
+    write_electra_pair(tmp_path, VOCAB)
+    shutil.rmtree(tmp_path / "generator")
+    cfg = run_config(tiny_config(str(tmp_path / "run"), f"distill.teacher_uri={tmp_path}/discriminator"))
+    assert cfg.distill.generator_uri is None
+    generator = build_distiller(cfg)._frozen[1]
+    assert generator.config.hidden_size == round(32 * cfg.model.generator_size)
+    # a generator named but absent is still refused
+    named = run_config(
+        tiny_config(
+            str(tmp_path / "run"),
+            f"distill.teacher_uri={tmp_path}/discriminator",
+            f"distill.generator_uri={tmp_path}/generator",
+        )
+    )
+    with pytest.raises(ConfigError, match="distill.generator_uri=.*no generator there"):
+        check_teacher(named, vocab_sha256(f"{tmp_path}/discriminator"))
 
 
 def test_an_mlm_teacher_is_distilled_at_masked_positions(tmp_path):

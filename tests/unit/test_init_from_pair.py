@@ -169,9 +169,48 @@ def test_distill_teachers_by_hub_id(hub, tmp_path):
     assert (teacher.objective, teacher.generator_uri) == ("mlm", None)
     teacher = resolve_teacher(tiny_config(str(tmp_path), "distill.teacher_uri=hf://org/tiny"))
     assert (teacher.objective, teacher.generator_uri) == ("rtd", "hf://org/tiny-generator")
-    with pytest.raises(ConfigError, match="discriminator alone on the Hub.*distill.generator_uri"):
-        resolve_teacher(tiny_config(str(tmp_path), "distill.teacher_uri=hf://org/single"))
+    from koelectra_dist.distill.stage import build_distiller, run_config
+
+    generator = build_distiller(run_config(tiny_config(str(tmp_path), "distill.teacher_uri=hf://org/tiny")))._frozen[1]
+    published = ElectraForMaskedLM.from_pretrained(hub / "generator")
+    torch.testing.assert_close(dict(generator.state_dict()), dict(published.state_dict()), rtol=0, atol=0)
     given = tiny_config(
         str(tmp_path), "distill.teacher_uri=hf://org/single", "distill.generator_uri=hf://org/tiny-generator"
     )
     assert resolve_teacher(given).generator_uri == "hf://org/tiny-generator"
+
+
+def test_a_single_repository_discriminator_teacher_gets_a_fresh_generator(hub, tmp_path, caplog):
+    """A discriminator alone on the Hub (KcELECTRA's kind) distils with a fresh generator of
+    model.generator_size, as train.init_from continues one, and says so."""
+    from helpers import tiny_config
+
+    from koelectra_dist.corpus.shards import vocab_sha256
+    from koelectra_dist.distill.stage import build_distiller, check_teacher, run_config
+
+    cfg = run_config(
+        tiny_config(
+            str(tmp_path), "distill.teacher_uri=hf://org/single", "distill.layers=[1]", "model.generator_size=0.25"
+        )
+    )
+    assert (cfg.distill.generator_uri, cfg.model.generator_size) == (None, 0.25)
+    with caplog.at_level("WARNING"):
+        check_teacher(cfg, vocab_sha256("hf://org/single"))
+    assert "hf://org/single: a discriminator alone" in caplog.text and "distill.generator_uri" in caplog.text
+    torch.manual_seed(3)  # the worker loop seeds before building: every worker gets the same generator
+    distiller = build_distiller(cfg)
+    teacher, generator = distiller._frozen
+    assert generator.config.hidden_size == 8 and generator.config.num_hidden_layers == 2  # 32 x 0.25, its depth
+    words = teacher.electra.embeddings.word_embeddings.weight
+    assert torch.equal(generator.electra.embeddings.word_embeddings.weight, words)  # the teacher's embeddings
+    assert torch.equal(generator.generator_lm_head.weight, words)
+    torch.manual_seed(3)
+    again = build_distiller(cfg)._frozen[1]
+    torch.testing.assert_close(dict(generator.state_dict()), dict(again.state_dict()), rtol=0, atol=0)
+    batch = probe(100)
+    out = distiller(**batch)
+    out.loss.backward()
+    assert (
+        out.metrics["student_loss"] > 0
+        and distiller.student.electra.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    )

@@ -48,6 +48,11 @@ class RunConfig:
     location lives below it (corpus/, checkpoints/, hf/, finetune/)."""
     stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))
     """Stages `launch.py` runs when none is named on the command line, in pipeline order."""
+    mlflow_tracking_uri: str | None = None
+    """Also log training and probe metrics to MLflow: a tracking server (http://host:5000)
+    or a local folder. Needs the optional extra: pip install 'koelectra_dist[mlflow]'."""
+    mlflow_experiment: str | None = None
+    """The MLflow experiment of the run; None: run.name."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +207,7 @@ def _problems(cfg: Config) -> list[str]:
     for i, stage in enumerate(cfg.run.stages):
         if stage not in STAGES:
             problems.append(f"run.stages[{i}]: unknown stage {stage!r} (stages: {', '.join(STAGES)})")
+    problems += _tracking_problems(cfg.run)
     for section in (corpus_config, pretrain_config, distill_config, finetune_config, probe_config):
         problems += section.problems(cfg)
     for dotted in OUTPUT_FIELDS:
@@ -214,10 +220,30 @@ def _problems(cfg: Config) -> list[str]:
     return problems
 
 
+def _tracking_problems(run: RunConfig) -> list[str]:
+    uri = run.mlflow_tracking_uri
+    if not uri:
+        return ["run.mlflow_experiment: set, but run.mlflow_tracking_uri is not"] if run.mlflow_experiment else []
+    if uri.startswith(("s3://", "hf://", "pkg://")):
+        return [
+            f"run.mlflow_tracking_uri: {uri} is not a tracking store; name a tracking server "
+            "(http://host:5000) or a local folder"
+        ]
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        return [
+            "run.mlflow_tracking_uri: set, but MLflow is not installed; pip install 'koelectra_dist[mlflow]' "
+            "(MLflow's client, mlflow-skinny), or unset it"
+        ]
+    return []
+
+
 # Fields naming locations. A relative local path in them is made absolute where the config is
 # loaded: Ray workers run in other working directories than the driver.
 LOCATION_FIELDS = (
     "run.output_uri",
+    "run.mlflow_tracking_uri",
     "corpus.inputs",
     "corpus.output_uri",
     "corpus.vocab.vocab_uri",

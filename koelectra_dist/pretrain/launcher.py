@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from koelectra_dist import storage
+from koelectra_dist import storage, tracking
 from koelectra_dist.config import Config
 from koelectra_dist.errors import KoelectraError, user_error_in
 from koelectra_dist.pretrain.checkpoint import store
@@ -159,6 +159,7 @@ def fit(cfg: Config, loop: WorkerLoop, resume: str | None) -> None:
     d = cfg.distributed
     ray_runtime.connect(cfg)
     check_resources(cfg, ray_runtime.cluster_can_grow())
+    tracking.start_run(cfg, cfg.paths.checkpoints)  # before the workers, which log to it
     with _preemption_watcher(needed=ray_runtime.cluster_can_grow()):
         if is_elastic(d):
             _fit_elastic(cfg, loop, resume)

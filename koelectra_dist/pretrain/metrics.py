@@ -1,7 +1,8 @@
 """Training metrics of the pre-training loop: accumulated on the device between log steps (no
 host sync per micro-batch), averaged over ranks at log steps, then printed by rank 0, reported
 to Ray Train by every rank (at most once per poll of its controller, and at the last step), and
-written by rank 0 as TensorBoard events beside the checkpoints."""
+written by rank 0 as TensorBoard events beside the checkpoints (and to MLflow when the run names
+a tracking URI)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from koelectra_dist import storage
+from koelectra_dist import storage, tracking
 from koelectra_dist.config import Config
 from koelectra_dist.training import format_eta
 
@@ -90,6 +91,7 @@ class MetricsLog:
         self._tb_uri = storage.join(root, "tensorboard")
         self._tb_local = None
         self._writer = None
+        self._tracker = tracking.Tracker.open(cfg, root) if rank == 0 else None
         if rank == 0:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -156,6 +158,8 @@ class MetricsLog:
             for k, v in out.items():
                 if k != "step":
                     self._writer.add_scalar(f"train/{k}", v, step)
+            if self._tracker:
+                self._tracker.log({f"train/{k}": v for k, v in out.items() if k != "step"}, step)
             print(self.format(out), flush=True)
         if report_due or step == self.cfg.train.steps:  # the last step's metrics are the run's result
             ray.train.report(out)

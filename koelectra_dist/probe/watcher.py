@@ -1,7 +1,8 @@
 """The driver's side of the probes: a thread beside the pre-training run that notices newly
 committed checkpoints, starts a probe (`runner.probe_checkpoint`, one Ray task per checkpoint with
 the probe's own resources) for each scheduled one, and records each result as it arrives: a line
-in probe.jsonl, a console line, TensorBoard scalars. Training never waits for it.
+in probe.jsonl, a console line, TensorBoard scalars (and MLflow metrics when the run names a
+tracking URI). Training never waits for it.
 
 Why Ray tasks of our own and not Ray Train's asynchronous validation (`ValidationConfig`,
 `report(..., validation=...)`): see docs/probe.md.
@@ -17,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from koelectra_dist import storage
+from koelectra_dist import storage, tracking
 from koelectra_dist.config import Config
 from koelectra_dist.errors import ConfigError
 from koelectra_dist.finetune.config import resolve_tasks
@@ -98,6 +99,7 @@ class ProbeWatcher:
         self._tb_uri = storage.join(self.root, "tensorboard", "probe")
         self._tb_local = storage.local_path(self._tb_uri) or tempfile.mkdtemp(prefix="koelectra-probe-tb-")
         self._writer = None
+        self._tracker: tracking.Tracker | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -115,6 +117,8 @@ class ProbeWatcher:
             num_cpus=p.cpus, num_gpus=gpus, resources=dict(p.resources) or None, max_retries=0
         )
         self._data_ref = ray.put(self.data)
+        tracking.start_run(self.cfg, self.root)
+        self._tracker = tracking.Tracker.open(self.cfg, self.root)
         log.info(
             "probes: %s on checkpoints at multiples of step %d and the last, %d rows x %g epochs x %d seed(s), "
             "%d CPU %g GPU %s each",
@@ -251,6 +255,9 @@ class ProbeWatcher:
         for name, t in record["tasks"].items():
             self._writer.add_scalar(f"probe/{name}_{t['metric']}", t["mean"], record["step"])
             self._writer.add_scalar(f"probe/{name}_{t['metric']}_std", t["std"], record["step"])
+        if self._tracker:
+            scores = {f"probe/{n}_{t['metric']}": t["mean"] for n, t in record["tasks"].items()}
+            self._tracker.log(scores, record["step"])
         self._writer.flush()
         if storage.local_path(self._tb_uri) is None:
             storage.upload_dir(self._tb_local, self._tb_uri)

@@ -2,7 +2,8 @@
 probes in Ray tasks on the other CPU, a tiny task written here (no shared data needed). Every
 scheduled checkpoint gets exactly one record, the console and TensorBoard show them, keep_last
 never prunes a checkpoint a probe needs, `export.checkpoint: best` exports the step the records
-name, and a restarted run that also loses a training worker neither repeats nor loses a probe."""
+name, a restarted run that also loses a training worker neither repeats nor loses a probe, and
+MLflow (a local folder as the tracking URI) holds one run with the training and probe metrics."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 from helpers import tiny_config, write_shard_set
 from test_train import train_worker_pids
 
-from koelectra_dist import storage
+from koelectra_dist import storage, tracking
 from koelectra_dist.pipeline import run_stages
 from koelectra_dist.pretrain.checkpoint import store
 from koelectra_dist.probe import records
@@ -70,6 +71,7 @@ def probe_config(out: str, corpus: tuple[str, dict], *overrides: str):
         "probe.seeds=2",
         f"finetune.task_specs={json.dumps([task])}",
         "export.checkpoint=best",
+        f"run.mlflow_tracking_uri={out}/mlruns",
         *overrides,
     )
 
@@ -134,3 +136,17 @@ def test_probes_record_every_checkpoint_once_across_a_restart_and_export_picks_t
     info = json.loads((Path(cfg.paths.export) / "export_info.json").read_text())
     assert info["step"] == top["step"] and info["selection"]["step"] == top["step"]
     assert [p["step"] for p in info["selection"]["curve"]] == [2, 4, 6, 8]
+
+    # MLflow: the restarted run went on logging to the first run's MLflow run
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking.tracking_uri(cfg.run.mlflow_tracking_uri))
+    run_id = storage.read_json(storage.join(root, tracking.RUN_FILE))["run_id"]
+    assert [r.info.run_id for r in client.search_runs([client.get_experiment_by_name(cfg.run.name).experiment_id])] == [
+        run_id
+    ]
+    assert sorted({m.step for m in client.get_metric_history(run_id, "train/loss")}) == [2, 4, 6, 8]
+    probe = {(m.step, m.value) for m in client.get_metric_history(run_id, "probe/toy_accuracy")}
+    assert {step for step, _ in probe} == {2, 4, 6, 8}  # (step 4 twice, as in TensorBoard)
+    assert all((r["step"], r["tasks"]["toy"]["mean"]) in probe for r in recs)
+    assert client.get_run(run_id).data.params["model.hidden_size"] == str(cfg.model.hidden_size)

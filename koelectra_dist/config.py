@@ -1,7 +1,7 @@
 """The run configuration: the root `Config` composing every stage's section, loaded from JSON.
 
 Each stage package owns its section (`corpus.config`, `pretrain.config`, `export.config`,
-`finetune.config`) and its checks; the sections shared by every stage (run, storage, model) live
+`distill.config`, `finetune.config`, `probe.config`) and its checks; the sections shared by every stage (run, storage, model) live
 here. Every field has a docstring (the string literal under it). Unknown keys are errors naming
 their dotted path; type errors and cross-field problems are collected and raised together, before
 any cluster resource is requested. Derived values are methods, never stored fields.
@@ -45,7 +45,7 @@ class RunConfig:
     """Run name: used in log lines, TensorBoard and default Hub repo names."""
     output_uri: str = "outputs/koelectra"
     """Root for everything the run writes (local path or s3://bucket/prefix); each stage's default
-    location lives below it (corpus/, checkpoints/, hf/, finetune/)."""
+    location lives below it (corpus/, checkpoints/, hf/, distill/, finetune/)."""
     stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))
     """Stages `launch.py` runs when none is named on the command line, in pipeline order."""
     mlflow_tracking_uri: str | None = None

@@ -209,8 +209,9 @@ class CorpusConfig:
     [CLS]/[SEP], position ids from 0, and attends only to itself in pre-training. For corpora whose
     documents must not be merged (with flush_documents true) yet whose rows should not be padding."""
     lines_per_block: int = 5_000
-    """About this many lines go to one Ray Data task (whole documents only; a document longer than
-    4x this is cut, closing an example there). Small blocks keep every CPU busy to the end."""
+    """About this many kept lines make one block, the unit the packing tasks work in (whole
+    documents only; a document longer than 4x this, 1x with flush_documents false, is cut, closing
+    an example there). Small blocks keep every CPU busy to the end."""
     chunk_bytes: int = 64 << 20
     """The largest byte range of a plain input file one task reads (cut at line starts; smaller
     when the corpus is small: about 4 per CPU, at least 1 MiB; a gzip file is read whole by one

@@ -1,8 +1,9 @@
-"""Fine-tuning stage: every (task, seed) run is a Ray task, on a GPU each when the cluster has them.
+"""Fine-tuning stage: every (task, seed) run is a Ray task of `finetune.cpus_per_task` CPUs and,
+when the cluster has GPUs, `finetune.gpus_per_task` GPUs.
 
 The driver checks the model folder and reads every task file first, so bad input fails before any
 run starts, with the file and line named. Runs go in parallel as far as the cluster's resources
-allow; results.md then results.json (the marker) go to `finetune output (`cfg.paths.finetune`)`.
+allow; results.md then results.json (the marker) go to `finetune.output_uri` (`cfg.paths.finetune`).
 """
 
 from __future__ import annotations

@@ -42,15 +42,17 @@ class TrainConfig:
     log_every: int = 100
     """Log metrics every this many steps."""
     init_from: str | None = None
-    """An exported pretraining/ folder to start from (continued pre-training)."""
+    """Weights to start from (continued pre-training; new optimizer state and schedule): an exported
+    pretraining/ folder, a folder holding discriminator/ and generator/, a discriminator folder alone
+    (the generator then starts fresh), or a Hub model hf://ORG/NAME (a pair's name or one repository)."""
     fused_vocab: bool = True
     """The generator's cross-entropy, Gumbel sampling and accuracy in one `torch.compile`d pass over
     the [masked x vocab] logits (same samples and loss as without; eager with a warning where
     torch.compile cannot run). Default from benchmarks/bench_vocab_pass.py (benchmarks/RESULTS.md)."""
     verify_shards: Literal["size", "sha256"] = "sha256"
     """What the driver checks of every shard before training starts: presence, size, row count and
-    each file's sha256 ("sha256": reads every shard once, about 1 s per GB on one core, so that one
-    flipped byte is caught), or only presence, size and row count ("size": a listing and each
+    each file's sha256 ("sha256": reads and hashes every shard once, so that one flipped byte is
+    caught), or only presence, size and row count ("size": a listing and each
     Parquet footer; damage inside a shard then stops the run when a worker reads it)."""
     heldout_rows: int = 1024
     """Rows of the corpus stage's validation shards on which the generator's and discriminator's
@@ -107,7 +109,8 @@ class CheckpointConfig:
     interval_steps: int = 10_000
     """Save every this many steps (and always at the end)."""
     keep_last: int = 3
-    """Committed checkpoints to keep; older ones are deleted."""
+    """Committed checkpoints to keep; older ones are deleted, except those a downstream probe still
+    needs (see probe)."""
     preemption_check_steps: int = 10
     """Every this many steps, ask Ray Train whether a node of the run is being preempted (a drain
     notice, e.g. a spot reclaim); on the first notice every worker saves a checkpoint at once, so

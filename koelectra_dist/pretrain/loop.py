@@ -1,5 +1,6 @@
-"""One Ray Train worker of the pretrain stage: build the model and its DeepSpeed engine, resume
-from the latest committed checkpoint if there is one, train, checkpoint.
+"""One Ray Train worker of a training stage (pretrain; distill with its own model): build the model
+and its DeepSpeed engine, resume from the latest committed checkpoint if there is one, train,
+checkpoint.
 
 Randomness does not depend on the worker count: before each micro-batch, torch is seeded from
 (train.seed, the micro-batch's global index in the example stream), so masking, generator sampling

@@ -51,7 +51,9 @@ class ElectraAdamW(torch.optim.Optimizer):
     """Adam with decoupled weight decay and NO bias correction, as ELECTRA's
     AdamWeightDecayOptimizer: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
     p -= lr * (m / (sqrt(v) + eps) + wd * p). Without bias correction the first updates are
-    smaller (m starts at 0), which the warm-up hides; we keep it to reproduce ELECTRA."""
+    larger than Adam's: v starts at 0 and grows more slowly than m (b2 > b1), so m / sqrt(v) is
+    about (1 - b1^t) / sqrt(1 - b2^t) times the corrected ratio: over 2x for the first 250 or so
+    steps. The warm-up damps them; we keep it to reproduce ELECTRA."""
 
     def __init__(
         self,

@@ -31,6 +31,7 @@ from koelectra_dist.pretrain.heldout import evaluate, load_heldout
 from koelectra_dist.pretrain.init_from import init_weights
 from koelectra_dist.pretrain.meta import CheckpointMeta
 from koelectra_dist.pretrain.metrics import MetricsLog
+from koelectra_dist.pretrain.position import micro_batch_indices, start_position
 from koelectra_dist.training import seed_everything
 
 log = logging.getLogger(__name__)
@@ -71,13 +72,6 @@ def micro_batch_seed(seed: int, index: int) -> int:
     [index x micro, (index + 1) x micro)): a hash of (train.seed, index), so neighbouring
     micro-batches get unrelated streams."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0])
-
-
-def micro_batch_indices(step: int, micro_batches: int, rank: int, world: int) -> list[int]:
-    """Global indices of this rank's micro-batches in optimizer step `step` (0-based), in the order
-    it trains them: micro-batch c of the stream belongs to rank c % world (data.py)."""
-    per_step = micro_batches * world
-    return [step * per_step + j * world + rank for j in range(micro_batches)]
 
 
 def train_step(
@@ -164,7 +158,7 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
     if cfg.distributed.gpus_per_worker == 0:
         torch.set_num_threads(max(1, cfg.distributed.cpus_per_worker))
     engine, model, meta = start_engine(cfg, build_model, resume, world)
-    step, consumed = (meta.step, meta.consumed_samples) if meta else (0, 0)
+    position = start_position(meta, t.global_batch_size, resume or "")
     shards = open_shards(cfg, hashes=False)  # the driver checked their sha256
     stream = ShardStream(
         shards.uris,
@@ -173,15 +167,15 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
         rank=rank,
         world_size=world,
         micro_batch=t.micro_batch_size,
-        start=consumed,
+        start=position.consumed,
         vocab_size=shards.manifest.vocab_size,
         pad_id=shards.manifest.special_ids.pad,
     )
     loader = Prefetcher(stream.batches(), pin=cfg.distributed.gpus_per_worker > 0)  # asynchronous copies to the GPU
     heldout = load_heldout(cfg, shards)
     flops = model.flops_per_token(shards.manifest.max_length)
-    metrics = MetricsLog(cfg, rank, world, cfg.paths.checkpoints, resumed_step=step, flops_per_token=flops)
-    saver = Checkpointer(cfg, rank, world, shards.manifest.vocab_sha256, resumed_step=step, metrics=metrics)
+    metrics = MetricsLog(cfg, rank, world, cfg.paths.checkpoints, resumed_step=position.step, flops_per_token=flops)
+    saver = Checkpointer(cfg, rank, world, shards.manifest.vocab_sha256, resumed_step=position.step, metrics=metrics)
     accumulation = cfg.gradient_accumulation_steps(world)
     if rank == 0:
         log.info(
@@ -189,22 +183,22 @@ def run_worker(cfg: Config, build_model: Callable[[Config], torch.nn.Module], re
             world,
             accumulation,
             t.micro_batch_size,
-            step,
+            position.step,
         )
     try:
-        while step < t.steps:
+        while position.step < t.steps:
             metrics.start_step(loader.wait_seconds, lr=engine.get_lr()[0])
-            log_step = (step + 1) % t.log_every == 0 or step + 1 == t.steps
-            seeds = [micro_batch_seed(t.seed, c) for c in micro_batch_indices(step, accumulation, rank, world)]
-            train_step(engine, loader, metrics, accumulation, log_step, seeds)
-            step += 1
-            consumed += t.global_batch_size
+            log_step = (position.step + 1) % t.log_every == 0 or position.step + 1 == t.steps
+            indices = micro_batch_indices(position.step, accumulation, rank, world)
+            train_step(engine, loader, metrics, accumulation, log_step, [micro_batch_seed(t.seed, c) for c in indices])
+            position = position.after_step()
+            step = position.step
             if heldout is not None and (step % t.log_every == 0 or step == t.steps):
                 started = time.perf_counter()
                 values = evaluate(engine.module, heldout, engine.device)
                 metrics.add_heldout(values, time.perf_counter() - started)
             metrics.end_step(step, loader.wait_seconds, engine)
-            saver.step_done(engine, step, consumed)
+            saver.step_done(engine, step, position.consumed)
         saver.finish()  # the final checkpoint is committed before the worker returns
     finally:
         saver.close()

@@ -7,6 +7,7 @@ from koelectra_dist.config import Config
 from koelectra_dist.errors import CheckpointError
 from koelectra_dist.pretrain.checkpoint import store
 from koelectra_dist.pretrain.meta import CheckpointMeta
+from koelectra_dist.pretrain.position import start_position
 
 
 def check_resume(cfg: Config, meta: CheckpointMeta, vocab_sha256: str, where: str) -> None:
@@ -24,6 +25,7 @@ def check_resume(cfg: Config, meta: CheckpointMeta, vocab_sha256: str, where: st
             f"{where} used train.global_batch_size={saved['train']['global_batch_size']}; the data position and "
             f"schedule depend on it, so resume with that value (now {cfg.train.global_batch_size})"
         )
+    start_position(meta, cfg.train.global_batch_size, where)  # its stream position is step global batches
     if meta.precision != cfg.distributed.precision:
         raise CheckpointError(
             f"{where} was trained in {meta.precision}; resume with distributed.precision={meta.precision} (the "

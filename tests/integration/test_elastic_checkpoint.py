@@ -42,7 +42,8 @@ def _worker(rank: int, world: int, port: int, out: str, stage: int, precision: s
     import torch.distributed as dist
 
     from koelectra_dist.pretrain.engine import build_engine
-    from koelectra_dist.pretrain.loop import micro_batch_indices, micro_batch_seed, pretrainer
+    from koelectra_dist.pretrain.loop import micro_batch_seed, pretrainer
+    from koelectra_dist.pretrain.position import micro_batch_indices
 
     dist.init_process_group("gloo", rank=rank, world_size=world)
     cfg = _cfg(out, stage, precision)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from koelectra_dist.pretrain.elastic import usable
-from koelectra_dist.pretrain.loop import micro_batch_indices, micro_batch_seed
+from koelectra_dist.pretrain.loop import micro_batch_seed
+from koelectra_dist.pretrain.position import micro_batch_indices
 
 
 def test_every_worker_count_trains_each_micro_batch_of_a_step_once():

@@ -131,5 +131,5 @@ def resolve_tasks(cfg: FinetuneConfig, size: str = "base") -> list[FinetuneTaskC
 
 
 def problems(cfg: Any) -> list[str]:
-    """What is wrong with the finetune section (`cfg` is the root config); checked only when the stage runs."""
+    """What is wrong with the finetune section (`cfg` is the root config); checked when run.stages holds finetune."""
     return config_problems(cfg.finetune) if "finetune" in cfg.run.stages else []

@@ -57,7 +57,12 @@ def run_config(cfg: Config) -> Config:
         cfg,
         model=student_model_config(teacher, layers, cfg.model),
         train=dataclasses.replace(
-            cfg.train, steps=d.steps, learning_rate=d.learning_rate, warmup_steps=d.warmup_steps, init_from=None
+            cfg.train,
+            steps=d.steps,
+            learning_rate=d.learning_rate,
+            warmup_steps=d.warmup_steps,
+            init_from=None,
+            heldout_rows=0,  # the held-out losses are pre-training's generator and discriminator losses
         ),
         checkpoint=dataclasses.replace(cfg.checkpoint, storage_uri=cfg.paths.distill_checkpoints),
         distill=dataclasses.replace(

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_a_bert_teacher_distils_into_a_distilbert_student_that_loads_fine_tunes_and_publishes(ray_local, tmp_path):
-    write_shard_set(str(tmp_path / "corpus"), 100, 64, [24, 20], seed=5)
+    write_shard_set(str(tmp_path / "corpus"), 100, 64, [24, 20], seed=5, validation=8)  # held-out rows: unused here
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64

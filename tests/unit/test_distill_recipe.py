@@ -68,6 +68,7 @@ def padded_batch() -> dict[str, torch.Tensor]:
 def test_defaults_follow_distilbert_for_an_mlm_teacher(tmp_path):
     cfg = run_config(tiny_config(str(tmp_path / "run"), f"distill.teacher_uri={bert_teacher(tmp_path / 'bert')}"))
     assert (cfg.distill.masking, cfg.distill.soft_targets, cfg.distill.student) == ("distilbert", "real", "teacher")
+    assert cfg.train.heldout_rows == 0  # pre-training's held-out losses do not apply to a distiller
 
 
 @pytest.mark.parametrize("where", ["real", "masked"])

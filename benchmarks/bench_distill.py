@@ -1,16 +1,23 @@
-"""Quality check of the distill stage (DistilKoBERT's table, on this project's own models):
-a 3-layer student distilled from a 12-layer teacher pre-trained by the pipeline, against the same
-3-layer shape from random initialisation and against the teacher, each fine-tuned on NSMC with the
-finetune stage over several seeds; with size and CPU inference-speed ratios.
+"""Quality check of the distill stage: does distillation transfer? On this project's own models, a
+student of fewer layers distilled from a teacher the pipeline pre-trained, against the same student
+shape from random initialisation and against the same shape pre-trained directly (ELECTRA, the
+pretrain stage) for the same compute, each fine-tuned on NSMC and KorSTS by the finetune stage over
+several seeds; with size and CPU inference-speed ratios.
 
-    python benchmarks/bench_distill.py                      # defaults below: a tiny 12-layer teacher
-    python benchmarks/bench_distill.py --set train.steps=2000 --set distill.steps=1000 --set finetune.repeats=5
-    python benchmarks/bench_distill.py --reuse              # fine-tune and time existing models only
+    python benchmarks/bench_distill.py --budget smoke          # minutes: shows the chain runs, nothing about transfer
+    python benchmarks/bench_distill.py --budget hour           # bench_quality's hour teacher (it beats random init)
+    python benchmarks/bench_distill.py --teacher DIR --budget hour   # an exported teacher: DIR/discriminator, DIR/generator
+    python benchmarks/bench_distill.py --reuse ...             # fine-tune and time the models under --out only
 
-Runs corpus -> pretrain -> export -> distill on a slice of ../shared/data/nsmc/corpus.txt.gz under
---out, then fine-tunes. Prints one JSON line per model (NSMC accuracy x100: mean, std, each seed;
-parameters; weights MiB; inference ms per batch) and a last line with the ratios, the timings and
-the overrides used.
+Runs under --out: corpus (a slice of ../shared/data/nsmc/corpus.txt.gz; with --teacher, tokenized
+with the teacher's vocabulary) -> pretrain -> export (the teacher; skipped with --teacher) ->
+distill (the student: every other teacher layer, `--layers` to choose) -> pretrain + export of the
+student's shape directly, its step count set so that its training FLOPs equal the distillation's
+(the student's forward and backward plus the frozen teacher's and generator's forwards, per token;
+the pretrain and distill objects' own `flops_per_token`). Prints one JSON line per model (scores
+x100 per task: mean, std, each seed; parameters; weights MiB; inference ms per batch) and a last
+line with the margins (student - random_init, student - direct, with their spread), ratios,
+compute, timings and the overrides used. Needs ../shared/data (skips, saying so, without it).
 """
 
 from __future__ import annotations
@@ -21,52 +28,84 @@ import json
 import logging
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from bench_quality import BUDGETS as QUALITY_BUDGETS
 from bench_quality import SHARED, corpus_slice, pipeline_config, random_init_copy
 
-# A 12-layer teacher small enough to pre-train in minutes on CPU; the student keeps layers 0, 4, 8.
+# The teacher is bench_quality's pipeline at 4 layers (so that the student has fewer than the
+# teacher and more than one); --set or a budget changes any field.
 PIPELINE = {
     "run": {"name": "distill-check", "stages": ["corpus", "pretrain", "export", "distill"]},
     "model": {
-        "vocab_size": 4000,
+        "vocab_size": 8000,
         "embedding_size": 64,
         "hidden_size": 64,
-        "num_hidden_layers": 12,
+        "num_hidden_layers": 4,
         "num_attention_heads": 1,
         "intermediate_size": 256,
-        "generator_size": 0.5,
-        "max_length": 32,
+        "generator_size": 1.0,
+        "max_length": 128,
     },
     "corpus": {
-        "vocab": {"pretokenizer": "whitespace", "num_unused": 10, "sample_lines": 50_000, "limit_alphabet": 1000},
+        "vocab": {"pretokenizer": "whitespace", "num_unused": 10, "sample_lines": 100_000},
         "examples_per_shard": 5000,
         "lines_per_block": 20_000,
     },
     "train": {
         "global_batch_size": 32,
         "micro_batch_size": 16,
-        "steps": 300,
+        "steps": 400,
         "learning_rate": 1e-3,
-        "warmup_steps": 30,
+        "warmup_steps": 40,
         "log_every": 50,
     },
-    "distill": {"layers": [0, 4, 8], "steps": 200, "learning_rate": 1e-3, "warmup_steps": 20},
+    "distill": {"steps": 200, "learning_rate": 1e-3, "warmup_steps": 20},
     "distributed": {"num_workers": 2, "gpus_per_worker": 0, "zero_stage": 1, "precision": "fp32"},
     "checkpoint": {"interval_steps": 100_000, "keep_last": 1},
     "finetune": {
-        "tasks": ["nsmc"],
+        "tasks": ["nsmc", "korsts"],
         "data_dir": str(SHARED),
         "epochs": 2,
         "learning_rate": 3e-4,
-        "max_train_examples": 2000,
-        "max_eval_examples": 1000,
+        "max_train_examples": 4000,
+        "max_eval_examples": 2000,
         "repeats": 3,
-        "max_length": 32,
+        "max_length": 64,
     },
 }
+
+BUDGETS = {
+    # A few minutes on 2 cores: every stage runs, on models too small and short to transfer anything.
+    "smoke": [
+        "model.max_length=16",
+        "model.vocab_size=2000",
+        "corpus.vocab.limit_alphabet=1000",
+        "corpus.vocab.sample_lines=20000",
+        "train.steps=60",
+        "train.warmup_steps=6",
+        "train.log_every=20",
+        "distill.steps=30",
+        "distill.warmup_steps=3",
+        "finetune.epochs=1",
+        "finetune.max_length=16",
+        "finetune.max_train_examples=300",
+        "finetune.max_eval_examples=300",
+        "finetune.repeats=2",
+    ],
+    # bench_quality's hour teacher (it beats random init on NSMC there), then a distillation of a
+    # quarter of its steps; six fine-tuning seeds on 5,000 dev rows.
+    "hour": [
+        *QUALITY_BUDGETS["hour"],
+        "distill.steps=12500",
+        "distill.warmup_steps=1250",
+        "distill.learning_rate=1e-3",
+    ],
+}
+CORPUS = SHARED / "nsmc" / "corpus.txt.gz"
 
 
 def inference_ms(model_dir: str, batch: int, length: int, repeats: int = 20) -> float:
@@ -96,63 +135,164 @@ def size_of(model_dir: str) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    from koelectra_dist import ray_runtime, storage
-    from koelectra_dist.finetune import stage as finetune_stage
-    from koelectra_dist.pipeline import run_stages
+def teacher_overrides(teacher: Path) -> list[str]:
+    """The model section and vocabulary of an exported teacher (DIR/discriminator, DIR/generator):
+    the corpus stage tokenizes with its vocabulary, the student takes its shape."""
+    disc = json.loads((teacher / "discriminator" / "config.json").read_text())
+    gen = json.loads((teacher / "generator" / "config.json").read_text())
+    return [
+        f"model.vocab_size={disc['vocab_size']}",
+        f"model.embedding_size={disc['embedding_size']}",
+        f"model.hidden_size={disc['hidden_size']}",
+        f"model.num_hidden_layers={disc['num_hidden_layers']}",
+        f"model.num_attention_heads={disc['num_attention_heads']}",
+        f"model.intermediate_size={disc['intermediate_size']}",
+        f"model.generator_size={gen['hidden_size'] / disc['hidden_size']}",
+        f"model.max_length={disc['max_position_embeddings']}",
+        f"corpus.vocab.vocab_uri={teacher / 'discriminator'}",
+        f"distill.teacher_uri={teacher / 'discriminator'}",
+        f"distill.generator_uri={teacher / 'generator'}",
+        'run.stages=["corpus", "distill"]',
+    ]
 
+
+def matched_direct_steps(cfg: Any) -> tuple[int, dict[str, float]]:
+    """Steps of direct pre-training of the student's shape whose FLOPs equal the distillation's:
+    the same batches, so steps scale with the FLOPs per token of one step of each."""
+    from koelectra_dist.distill.stage import build_distiller, run_config
+    from koelectra_dist.pretrain.model import ElectraPretrainer
+
+    distill_cfg = run_config(cfg)
+    seq = cfg.model.max_length
+    per_token = {"distill": build_distiller(distill_cfg).flops_per_token(seq)}
+    student_shape = dataclasses.replace(cfg.model, num_hidden_layers=distill_cfg.model.num_hidden_layers)
+    per_token["direct"] = ElectraPretrainer(student_shape, cfg.train.mask_prob).flops_per_token(seq)
+    steps = max(1, round(cfg.distill.steps * per_token["distill"] / per_token["direct"]))
+    return steps, per_token
+
+
+def scores(results: dict[str, Any], task: str) -> dict[str, Any]:
+    entry = results[task]
+    return {"mean": entry["mean"], "std": entry["std"], "seeds": [run["score"] for run in entry["runs"]]}
+
+
+def margin(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """a - b over the tasks' means, with the spread: the seeds' standard deviations of both."""
+    return {
+        task: {
+            "margin": round(a[task]["mean"] - b[task]["mean"], 2),
+            "std": [round(a[task]["std"], 2), round(b[task]["std"], 2)],
+        }
+        for task in a
+        if a[task]["mean"] is not None and b[task]["mean"] is not None
+    }
+
+
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="outputs/bench_distill", help="working folder (local)")
+    p.add_argument("--budget", choices=BUDGETS, default="smoke", help="a named set of overrides (see BUDGETS)")
+    p.add_argument("--teacher", type=Path, help="an exported teacher (discriminator/ and generator/): no pre-training")
     p.add_argument(
-        "--corpus-lines", type=int, default=50_000, help="pre-train and distil on the corpus's first N lines"
+        "--layers", type=json.loads, help="teacher layers the student keeps, e.g. [0,2]; default every other"
     )
+    p.add_argument("--corpus-lines", type=int, default=150_000, help="distil (and pre-train) on the first N lines")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the config above")
     p.add_argument("--reuse", action="store_true", help="reuse the models under --out (fine-tune and time only)")
     p.add_argument("--batch", type=int, default=32, help="inference timing batch size")
     args = p.parse_args()
+    if not CORPUS.exists():
+        print(
+            json.dumps(
+                {
+                    "skipped": f"needs the Korean data in {SHARED} (nsmc/corpus.txt.gz, nsmc/ratings_*.txt, "
+                    "korsts/sts-*.tsv); see benchmarks/RESULTS.md"
+                }
+            )
+        )
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from koelectra_dist import ray_runtime, storage
+    from koelectra_dist.finetune import stage as finetune_stage
+    from koelectra_dist.pipeline import run_stages
+
     out = Path(args.out).resolve()
-    cfg = pipeline_config(PIPELINE, out, args.set)
+    overrides = BUDGETS[args.budget] + (teacher_overrides(args.teacher.resolve()) if args.teacher else []) + args.set
+    cfg = pipeline_config(PIPELINE, out, overrides)
+    layers = args.layers or list(range(0, cfg.model.num_hidden_layers, 2))
+    cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, layers=layers))
     timings: dict[str, float] = {}
     ray_runtime.connect(cfg)
+    direct_dir = out / "direct"
     if not args.reuse:
         start = time.time()
-        corpus_slice(SHARED / "nsmc" / "corpus.txt.gz", out / "corpus.txt", args.corpus_lines)
-        run_stages(cfg)
-        timings["pipeline_s"] = round(time.time() - start, 1)
+        corpus_slice(CORPUS, out / "corpus.txt", args.corpus_lines)
+        reports = run_stages(cfg)
+        timings["teacher_and_distill_s"] = round(time.time() - start, 1)
+        timings["distill_s"] = reports["distill"]["seconds"]
+    direct_steps, per_token = matched_direct_steps(cfg)
+    if not args.reuse:
+        start = time.time()
+        direct = pipeline_config(
+            PIPELINE,
+            direct_dir,
+            [
+                *overrides,
+                f"model.num_hidden_layers={len(layers)}",
+                f"train.steps={direct_steps}",
+                f"train.warmup_steps={max(1, direct_steps // 10)}",
+                f"train.shards_uri={cfg.paths.shards}",
+                'run.stages=["pretrain", "export"]',
+            ],
+        )
+        run_stages(direct)
+        timings["direct_and_export_s"] = round(time.time() - start, 1)
+    teacher = cfg.distill.teacher_uri or os.path.join(cfg.paths.export, "discriminator")
     student = cfg.paths.distill_model
     models = {
-        "teacher": os.path.join(cfg.paths.export, "discriminator"),
+        "teacher": teacher,
         "student": student,
         "random_init": random_init_copy(student, str(out / "random_init"), 0),
+        "direct": str(direct_dir / "run" / "export" / "discriminator"),
     }
     lines: dict[str, dict[str, Any]] = {}
     for name, model in models.items():
         start = time.time()
         ft = dataclasses.replace(cfg.finetune, model_uri=model, output_uri=str(out / f"finetune-{name}"))
         report = finetune_stage.run(dataclasses.replace(cfg, finetune=ft))
-        nsmc = storage.read_json(storage.join(report["output_uri"], "results.json"))["tasks"]["nsmc"]
+        results = storage.read_json(storage.join(report["output_uri"], "results.json"))["tasks"]
         timings[f"finetune_{name}_s"] = round(time.time() - start, 1)
         lines[name] = {
             "model": name,
-            "nsmc_acc": nsmc["mean"],
-            "std": nsmc["std"],
-            "seeds": [run["score"] for run in nsmc["runs"]],
+            **{task: scores(results, task) for task in cfg.finetune.tasks},
             **size_of(model),
             "inference_ms": round(inference_ms(model, args.batch, cfg.finetune.max_length or 128), 2),
         }
         print(json.dumps(lines[name]), flush=True)
-    t, s, r = lines["teacher"], lines["student"], lines["random_init"]
+    t, s, r, d = (
+        {task: lines[n][task] for task in cfg.finetune.tasks} for n in ("teacher", "student", "random_init", "direct")
+    )
     summary = {
-        "student_minus_random_init": s["nsmc_acc"] - r["nsmc_acc"],
-        "student_over_teacher_score": s["nsmc_acc"] / t["nsmc_acc"],
-        "student_over_teacher_size": s["parameters"] / t["parameters"],
-        "teacher_over_student_inference_time": t["inference_ms"] / s["inference_ms"],
+        "student_minus_random_init": margin(s, r),
+        "student_minus_direct": margin(s, d),
+        "teacher_minus_random_init": margin(t, r),
+        "student_over_teacher_size": round(lines["student"]["parameters"] / lines["teacher"]["parameters"], 3),
+        "teacher_over_student_inference_time": round(
+            lines["teacher"]["inference_ms"] / lines["student"]["inference_ms"], 2
+        ),
+        "layers": layers,
+        "compute": {
+            "distill_steps": cfg.distill.steps,
+            "direct_steps": direct_steps,
+            "flops_per_token": {k: round(v) for k, v in per_token.items()},
+        },
         "timings": timings,
+        "budget": args.budget,
+        "teacher": str(args.teacher) if args.teacher else "pre-trained here",
         "overrides": args.set,
     }
     print(json.dumps(summary), flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,7 +3,8 @@
     python scripts/publish_to_hub.py EXPORT_DIR --repo-prefix ORG/NAME [--private] [--revision BRANCH] [--dry-run]
 
 creates or updates ORG/NAME-discriminator and ORG/NAME-generator, one commit each, with a model
-card. The token comes from HF_TOKEN or `hf auth login`; --dry-run prints the plan and uses no network.
+card; EXPORT_DIR may also be the distill stage's student folder (<distill>/model), published as
+ORG/NAME with a card naming its teacher. The token comes from HF_TOKEN or `hf auth login`; --dry-run prints the plan and uses no network.
 """
 
 import sys

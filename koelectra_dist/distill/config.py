@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from koelectra_dist.configbase import non_negative, positive
 
@@ -21,6 +21,26 @@ class DistillConfig:
     layers: list[int] | None = None
     """The teacher layers (0-based) the student's layers start from, in order; their count is the
     student's depth (DistilKoBERT 12 -> 3: [0, 4, 8]). None: every 4th layer from 0."""
+    student: Literal["teacher", "distilbert"] = "teacher"
+    """The student's class: "teacher": the teacher's own class with len(layers) layers (token-type
+    embeddings, pooler and head included); "distilbert": DistilBERT's shape (DistilBertForMaskedLM:
+    no token-type embeddings, no pooler), for a masked-LM teacher whose embedding width is its
+    hidden width; its folder loads with DistilBertModel and AutoModel."""
+    soft_targets: Literal["real", "masked"] | None = None
+    """Where an MLM teacher's soft targets are taken: "real": every non-pad token (DistilBERT);
+    "masked": the masked positions only. None: "real". A discriminator teacher's soft targets are
+    per-token logits, always over every real token."""
+    masking: Literal["electra", "distilbert"] | None = None
+    """How the input is masked: "electra": train.mask_prob of the real tokens, uniformly, 85% [MASK]
+    and 15% kept (ELECTRA's pre-training); "distilbert": train.mask_prob of the real tokens chosen
+    with probability proportional to count^-smoothing (rare tokens more often; counts over the
+    shards), 80% [MASK], 10% kept, 10% a random token. None: "distilbert" for an MLM teacher,
+    "electra" for a discriminator teacher (whose generator was trained on ELECTRA's masking)."""
+    smoothing: float = 0.7
+    """DistilBERT's mlm_smoothing: masking weight count^-smoothing (0: uniform over real tokens)."""
+    freeze_position_embeddings: bool = False
+    """Keep the student's position embeddings at the teacher's values (DistilBERT's
+    --freeze_pos_embs, off by default there too)."""
     temperature: float = 2.0
     """Softmax (sigmoid, for replaced-token detection) temperature of the soft-target loss."""
     soft_weight: float = 5.0
@@ -67,6 +87,8 @@ def problems(cfg: Any) -> list[str]:
             ("distill.warmup_steps", d.warmup_steps),
         ],
     )
+    if d.smoothing < 0 or not math.isfinite(d.smoothing):
+        found.append(f"distill.smoothing: a finite exponent >= 0 (DistilBERT: 0.7), got {d.smoothing}")
     if d.soft_weight + d.cosine_weight + d.student_weight <= 0:
         found.append("distill: soft_weight, cosine_weight and student_weight are all 0; nothing would be learned")
     if not math.isfinite(d.learning_rate):

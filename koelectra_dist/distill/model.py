@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from koelectra_dist.distill.loss import cosine_loss, soft_binary_loss, soft_softmax_loss
+from koelectra_dist.distill.masking import mask_tokens_smoothed
 from koelectra_dist.distill.teacher import Teacher
 from koelectra_dist.pretrain.model import (
     corrupted,
@@ -31,7 +32,8 @@ def forward_flops_per_token(model: nn.Module, seq_len: int, mask_prob: float) ->
     discriminator head (every token) or an MLM head (masked tokens only)."""
     c = model.config
     hidden, embedding = c.hidden_size, getattr(c, "embedding_size", c.hidden_size)
-    encoder = tower_flops_per_token(hidden, c.intermediate_size, c.num_hidden_layers, embedding, seq_len)
+    ffn = getattr(c, "intermediate_size", None) or c.hidden_dim  # DistilBertConfig: hidden_dim
+    encoder = tower_flops_per_token(hidden, ffn, c.num_hidden_layers, embedding, seq_len)
     if hasattr(model, "discriminator_predictions"):
         return encoder + 2 * hidden * hidden + 2 * hidden
     return encoder + mask_prob * (2 * hidden * embedding + 2 * embedding * c.vocab_size)
@@ -55,7 +57,10 @@ class Distiller(nn.Module):
         distill_cfg: Any,
         mask_prob: float,
         special: SpecialIds = DEFAULT_IDS,
+        mask_weights: Tensor | None = None,
     ):
+        """`mask_weights` [vocab]: DistilBERT's smoothed masking (`masking.masking_weights`); None:
+        ELECTRA's uniform masking."""
         super().__init__()
         self.student = student
         frozen = [m.eval().requires_grad_(False) for m in (teacher_model, generator) if m is not None]
@@ -66,6 +71,10 @@ class Distiller(nn.Module):
         self.special = special
         """The shards' special ids (what masking skips, the [MASK] id)."""
         self.cap = max(1, max_predictions(mask_prob, teacher.config["max_position_embeddings"]))
+        self.mask_weights = mask_weights
+        self.soft_over_real = distill_cfg.soft_targets != "masked"
+        # DistilBERT has no token types; the teacher sees them (all 0 but for a second segment)
+        self.student_types = getattr(student.config, "type_vocab_size", 0) > 0
 
     def flops_per_token(self, seq_len: int) -> float:
         """Matmul FLOPs of one step per real token (for MFU): the student's forward and backward,
@@ -92,7 +101,12 @@ class Distiller(nn.Module):
         the token counts, cheap enough for every micro-batch."""
         real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
         towers_mask = attention_mask if example_ids is None else example_attention_mask(example_ids)
-        masked = mask_tokens(input_ids, real, self.mask_prob, self.cap, self.special)
+        if self.mask_weights is None:
+            masked = mask_tokens(input_ids, real, self.mask_prob, self.cap, self.special)
+        else:
+            masked = mask_tokens_smoothed(
+                input_ids, real, self.mask_prob, self.cap, self.mask_weights, self.special.mask
+            )
         frozen = self._frozen_on(input_ids.device)
         teacher = frozen[0]
         if self.objective == "rtd":
@@ -110,6 +124,8 @@ class Distiller(nn.Module):
         )
         with torch.no_grad():
             t_out = teacher(input_ids=inputs, **kwargs)
+        if not self.student_types:
+            kwargs.pop("token_type_ids")
         s_out = self.student(input_ids=inputs, **kwargs)
         c, T = self.cfg, self.cfg.temperature
         if self.objective == "rtd":
@@ -118,7 +134,10 @@ class Distiller(nn.Module):
         else:
             index = masked.positions.unsqueeze(-1).expand(-1, -1, s_out.logits.size(-1))
             s_logits, t_logits = s_out.logits.gather(1, index), t_out.logits.gather(1, index)
-            soft = soft_softmax_loss(s_logits, t_logits, T, masked.valid)
+            if self.soft_over_real:  # DistilBERT: every non-pad token
+                soft = soft_softmax_loss(s_out.logits, t_out.logits, T, real)
+            else:
+                soft = soft_softmax_loss(s_logits, t_logits, T, masked.valid)
             ce = F.cross_entropy(s_logits.float().flatten(0, 1), masked.targets.flatten(), reduction="none")
             own = (ce * masked.valid.flatten()).sum() / masked.valid.sum().clamp(min=1)
         cos = cosine_loss(s_out.hidden_states[-1], t_out.hidden_states[-1], real)

@@ -13,6 +13,7 @@ the train section's schedule is distill.steps/learning_rate/warmup_steps, and ch
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import tempfile
@@ -20,12 +21,16 @@ import time
 from typing import Any
 
 from koelectra_dist import storage
-from koelectra_dist.config import Config
+from koelectra_dist.config import Config, portable, portable_config
 from koelectra_dist.corpus.shards import vocab_sha256
+from koelectra_dist.distill import distilbert
+from koelectra_dist.distill.masking import masking_weights, read_counts, token_counts, write_counts
 from koelectra_dist.distill.model import Distiller
 from koelectra_dist.distill.teacher import Teacher, make_student, resolve_teacher, student_layers, student_model_config
 from koelectra_dist.errors import ConfigError
-from koelectra_dist.export.hf_layout import TOKENIZER_FILES
+from koelectra_dist.export.hf_layout import EXPORT_INFO, ExportInfo
+from koelectra_dist.export.model_card import build_student_card
+from koelectra_dist.export.stage import corpus_statistics, fetch_vocab, write_tokenizer
 from koelectra_dist.pretrain.checkpoint import restore, store
 from koelectra_dist.pretrain.data import open_shards, shard_special_ids
 from koelectra_dist.pretrain.dropout import use_cpu_fast_dropout
@@ -36,6 +41,8 @@ from koelectra_dist.pretrain.resume import check_resume, final_checkpoint
 
 log = logging.getLogger(__name__)
 
+TOKEN_COUNTS = "token_counts.npy"
+
 
 def run_config(cfg: Config) -> Config:
     """The config the shared machinery runs with (module docstring), the teacher, generator and
@@ -43,15 +50,35 @@ def run_config(cfg: Config) -> Config:
     teacher = resolve_teacher(cfg)
     layers = student_layers(cfg, teacher)
     d = cfg.distill
+    if d.student == "distilbert":
+        distilbert.check_teacher(teacher.config, teacher.objective, teacher.uri)
+    masking = d.masking or ("distilbert" if teacher.objective == "mlm" else "electra")
     return dataclasses.replace(
         cfg,
         model=student_model_config(teacher, layers, cfg.model),
         train=dataclasses.replace(
-            cfg.train, steps=d.steps, learning_rate=d.learning_rate, warmup_steps=d.warmup_steps, init_from=None
+            cfg.train,
+            steps=d.steps,
+            learning_rate=d.learning_rate,
+            warmup_steps=d.warmup_steps,
+            init_from=None,
+            heldout_rows=0,  # the held-out losses are pre-training's generator and discriminator losses
         ),
         checkpoint=dataclasses.replace(cfg.checkpoint, storage_uri=cfg.paths.distill_checkpoints),
-        distill=dataclasses.replace(d, teacher_uri=teacher.uri, generator_uri=teacher.generator_uri, layers=layers),
+        distill=dataclasses.replace(
+            d,
+            teacher_uri=teacher.uri,
+            generator_uri=teacher.generator_uri,
+            layers=layers,
+            masking=masking,
+            soft_targets=d.soft_targets or "real",
+        ),
     )
+
+
+def counts_uri(cfg: Config) -> str:
+    """Token counts over the shards, for DistilBERT's masking (written by the driver)."""
+    return storage.join(cfg.paths.distill, TOKEN_COUNTS)
 
 
 def _teacher_class(teacher: Teacher) -> Any:
@@ -75,12 +102,20 @@ def build_distiller(cfg: Config) -> Distiller:
             generator = load_tower(ElectraForMaskedLM, teacher.generator_uri)
         else:
             generator = fresh_generator(teacher.uri, cfg.model)
-    student = make_student(teacher_model, cfg.distill.layers)
+    d = cfg.distill
+    if d.student == "distilbert":
+        student = distilbert.make_student(teacher_model, d.layers)
+    else:
+        student = make_student(teacher_model, d.layers)
+    if d.freeze_position_embeddings:
+        distilbert.position_embeddings(student).requires_grad_(False)
     student.train()
     use_cpu_fast_dropout(student)
-    return Distiller(
-        student, teacher_model, generator, teacher, cfg.distill, cfg.train.mask_prob, shard_special_ids(cfg)
-    )
+    special = shard_special_ids(cfg)
+    weights = None
+    if d.masking == "distilbert":
+        weights = masking_weights(read_counts(counts_uri(cfg)), d.smoothing, [*special.never_masked, special.unk])
+    return Distiller(student, teacher_model, generator, teacher, d, cfg.train.mask_prob, special, weights)
 
 
 def distill_loop(config: dict[str, Any]) -> None:
@@ -108,58 +143,41 @@ def check_teacher(cfg: Config, shards_sha256: str) -> None:
         )
 
 
-def model_card(cfg: Config, teacher_model: Any, student: Any, meta: Any, weights_bytes: int) -> str:
-    """README.md of the student folder: teacher, layers, sizes, objective, training."""
-    d, m = cfg.distill, cfg.model
-    own = "masked LM"
-    if hasattr(teacher_model, "discriminator_predictions"):  # an ELECTRA discriminator
-        generator = d.generator_uri or f"a fresh one (model.generator_size {m.generator_size})"
-        own = f"replaced-token detection on generator-corrupted input, generator {generator}"
-    teacher_params, student_params = teacher_model.num_parameters(), student.num_parameters()
-    return f"""---
-language: ko
-tags: [distillation, electra]
----
-# {cfg.run.name}: distilled student
-
-Distilled with koelectra_dist's `distill` stage (DistilBERT's objective) from the teacher
-`{d.teacher_uri}`.
-
-| | teacher | student |
-|---|---|---|
-| layers | {teacher_model.config.num_hidden_layers} | {m.num_hidden_layers} (from teacher layers {d.layers}, 0-based) |
-| hidden / heads / FFN | {m.hidden_size} / {m.num_attention_heads} / {m.intermediate_size} | same |
-| parameters | {teacher_params:,} | {student_params:,} ({student_params / teacher_params:.0%}) |
-| weights file | | {weights_bytes / 2**20:.1f} MiB |
-
-Objective: {d.soft_weight} x soft targets (temperature {d.temperature}) + {d.cosine_weight} x cosine
-of the last hidden states + {d.student_weight} x the student's own loss
-({own}).
-Trained {meta.step} steps of {cfg.train.global_batch_size} examples (up to {m.max_length} tokens) at peak
-learning rate {d.learning_rate}; vocabulary sha256 {meta.vocab_sha256[:12]}...
-
-Load it with `AutoModel.from_pretrained(...)` (or a task head, e.g. `AutoModelForSequenceClassification`).
-"""
-
-
 def export_student(cfg: Config, final: str, meta: Any) -> dict[str, Any]:
-    """<distill>/model: the student of checkpoint `final` as a transformers folder."""
+    """<distill>/model: the student of checkpoint `final` as a transformers folder, written by the
+    export stage's machinery: its tokenizer writer, export_info.json (kind "student") and model card,
+    so that scripts/publish_to_hub.py publishes the folder as it is."""
     distiller = build_distiller(cfg)
     load_weights(distiller, restore.consolidated_state_dict(final), final)
     student, teacher_model = distiller.student.eval(), distiller._frozen[0]
     out = cfg.paths.distill_model
+    params = {"student": student.num_parameters(), "teacher": teacher_model.num_parameters()}
+    portable_meta = dataclasses.replace(meta, config=portable_config(meta.config))
+    info = ExportInfo(
+        checkpoint=portable(final, cfg.run.output_uri),
+        step=meta.step,
+        vocab_sha256=meta.vocab_sha256,
+        exported_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        parameters=params,
+        meta=portable_meta,
+        corpus=corpus_statistics(cfg),
+        kind="student",
+    )
     with tempfile.TemporaryDirectory(prefix="koelectra-distill-") as scratch:
-        student.save_pretrained(scratch)
-        for f in storage.list_files(cfg.distill.teacher_uri):
-            if os.path.basename(f) in TOKENIZER_FILES:
-                storage.write_bytes(os.path.join(scratch, os.path.basename(f)), storage.read_bytes(f))
-        params = {"teacher": teacher_model.num_parameters(), "student": student.num_parameters()}
-        size = os.path.getsize(os.path.join(scratch, "model.safetensors"))
-        card = model_card(cfg, teacher_model, student, meta, size)
-        with open(os.path.join(scratch, "README.md"), "w", encoding="utf-8") as f:
+        vocab_dir = fetch_vocab(
+            cfg.distill.teacher_uri, os.path.join(scratch, "vocab"), meta.vocab_sha256, cfg.model.vocab_size
+        )
+        folder = os.path.join(scratch, "model")
+        student.save_pretrained(folder)
+        write_tokenizer(vocab_dir, folder, cfg.model.max_length)
+        size = os.path.getsize(os.path.join(folder, "model.safetensors"))
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            card = build_student_card(cfg.run.name, info, json.load(f), "apache-2.0", None)
+        with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
             f.write(card)
         storage.remove(out)
-        storage.upload_dir(scratch, out)
+        storage.upload_dir(folder, out)
+    storage.write_json(storage.join(out, EXPORT_INFO), info.to_json())  # last: marks a complete folder
     return {"model": out, "parameters": params, "weights_mib": round(size / 2**20, 2)}
 
 
@@ -169,6 +187,8 @@ def run(cfg: Config) -> dict[str, Any]:
     storage.use_storage_config(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)
     cfg = run_config(cfg)
     shards = open_shards(cfg)
+    if cfg.distill.masking == "distilbert":
+        write_counts(counts_uri(cfg), token_counts(shards, cfg.model.vocab_size))
     check_teacher(cfg, shards.manifest.vocab_sha256)
     root = cfg.paths.checkpoints
     latest = store.latest_verified(root)

@@ -39,11 +39,16 @@ class ExportInfo:
     exported_at: str
     """UTC time of the export, ISO 8601."""
     parameters: dict[str, int]
-    """Parameter counts of the discriminator, the generator and the joint model."""
+    """Parameter counts of the discriminator, the generator and the joint model (a student: of the
+    student and its teacher)."""
     meta: CheckpointMeta
     """The checkpoint's meta.json."""
     corpus: dict[str, Any] | None
     """The shard manifest without its per-shard list, or None when the shards were not reachable."""
+    kind: str = "pair"
+    """"pair": the export stage's discriminator/ and generator/ (parameters of both and the joint
+    model); "student": the distill stage's student folder, this file inside it (parameters of the
+    student and the teacher; the distillation settings are in meta.config's distill section)."""
     selection: dict[str, Any] | None = None
     """How the checkpoint was chosen when `export.checkpoint` was "best": the probe task, metric,
     chosen step and score, why, and the probe curve ({step, mean, std} per probed checkpoint)."""

@@ -1,7 +1,8 @@
 """Publishing an export folder to the Hugging Face Hub: `<prefix>-discriminator` and
 `<prefix>-generator`, one commit each, with a model card built from the export folder alone
 (export_info.json: the checkpoint's meta.json and corpus statistics) and, when present, the
-fine-tuning stage's results.
+fine-tuning stage's results. A distilled student's folder (the distill stage's model/, with its own
+export_info.json) goes to one repository, `<prefix>` itself, with the student's card.
 
 Every network call goes through `HubClient` (the one seam): tests substitute it and check the
 exact operations offline. The token comes from HF_TOKEN or the user's saved login and is passed
@@ -24,9 +25,11 @@ from huggingface_hub.errors import HfHubHTTPError
 from koelectra_dist import storage
 from koelectra_dist.errors import ConfigError, DataError, KoelectraError
 from koelectra_dist.export.hf_layout import EXPORT_INFO, MODEL_FILES, PRETRAINING, TOKENIZER_FILES, TOWERS, ExportInfo
-from koelectra_dist.export.model_card import build_card
+from koelectra_dist.export.model_card import build_card, build_student_card
 
 CARD = "README.md"
+STUDENT_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+"""What a student's folder must hold for AutoTokenizer (vocab.txt too when the teacher had one)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ def read_export(export_dir: str) -> tuple[ExportInfo, dict[str, dict]]:
     """export_info.json and the towers' config.json; DataError naming what is missing."""
     if not os.path.isdir(export_dir):
         raise DataError(f"export folder {export_dir} does not exist; run `launch.py --config C export` first")
+    if is_student(export_dir):
+        return read_student(export_dir)
     missing = [EXPORT_INFO] if not os.path.exists(os.path.join(export_dir, EXPORT_INFO)) else []
     for tower in TOWERS:
         missing += [
@@ -100,6 +105,24 @@ def read_export(export_dir: str) -> tuple[ExportInfo, dict[str, dict]]:
     return info, configs
 
 
+def is_student(folder: str) -> bool:
+    """A distilled student's folder (config.json beside export_info.json), not a pair's export."""
+    return os.path.isfile(os.path.join(folder, EXPORT_INFO)) and os.path.isfile(os.path.join(folder, "config.json"))
+
+
+def read_student(folder: str) -> tuple[ExportInfo, dict[str, dict]]:
+    """export_info.json and config.json of a distilled student's folder ({"student": config})."""
+    missing = [f for f in MODEL_FILES + STUDENT_TOKENIZER_FILES if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        raise DataError(
+            f"{folder} is not a complete distilled student (missing {', '.join(missing)}); run the distill stage again"
+        )
+    with open(os.path.join(folder, EXPORT_INFO), encoding="utf-8") as f:
+        info = ExportInfo.from_json(json.load(f), os.path.join(folder, EXPORT_INFO))
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+        return info, {"student": json.load(f)}
+
+
 def finetune_results(results_dir: str, repo_id: str) -> tuple[str, dict] | None:
     """The finetune stage's results.md and results.json, once complete (results.json is its
     marker), the table naming the repository instead of the fine-tuned folder."""
@@ -117,7 +140,7 @@ def _folder_files(folder: str, prefix: str = "") -> list[tuple[str, str]]:
         for name in names:
             path = os.path.join(root, name)
             rel = os.path.relpath(path, folder).replace(os.sep, "/")
-            if rel != CARD:
+            if rel not in (CARD, EXPORT_INFO):
                 files.append((prefix + rel, path))
     return sorted(files)
 
@@ -137,6 +160,10 @@ def plan(
     if repo_prefix.count("/") != 1 or not all(repo_prefix.split("/")):
         raise ConfigError(f"--repo-prefix {repo_prefix!r}: expected ORG/NAME (repos ORG/NAME-discriminator, ...)")
     info, configs = read_export(export_dir)
+    if info.kind == "student":  # one repository, named ORG/NAME itself
+        results = finetune_results(results_dir, repo_prefix) if results_dir else None
+        card = build_student_card(repo_prefix, info, configs["student"], license, results, base_model)
+        return [RepoPlan(repo_prefix, "student", _folder_files(export_dir), card, private, revision)]
     repos = {tower: f"{repo_prefix}-{tower}" for tower in TOWERS}
     results = finetune_results(results_dir, repos["discriminator"]) if results_dir else None
     plans = []
@@ -170,7 +197,11 @@ def publish(plans: list[RepoPlan], client: HubClient) -> list[str]:
         client.create_repo(p.repo_id, private=p.private)
         if p.revision and p.revision != "main":
             client.create_branch(p.repo_id, p.revision)
-        message = f"Upload KoELECTRA {p.tower} (koelectra_dist export)"
+        message = (
+            "Upload a distilled student (koelectra_dist distill)"
+            if p.tower == "student"
+            else f"Upload KoELECTRA {p.tower} (koelectra_dist export)"
+        )
         urls.append(client.commit(p.repo_id, p.operations(), message, p.revision))
     return urls
 
@@ -182,9 +213,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Publish an export folder (discriminator/, generator/) to the Hugging Face Hub."
     )
-    p.add_argument("export_dir", metavar="EXPORT_DIR", help="the export stage's output (local or s3://)")
     p.add_argument(
-        "--repo-prefix", required=True, metavar="ORG/NAME", help="creates ORG/NAME-discriminator and ORG/NAME-generator"
+        "export_dir",
+        metavar="EXPORT_DIR",
+        help="the export stage's output, or the distill stage's student folder (<distill>/model); local or s3://",
+    )
+    p.add_argument(
+        "--repo-prefix",
+        required=True,
+        metavar="ORG/NAME",
+        help="creates ORG/NAME-discriminator and ORG/NAME-generator (a distilled student: ORG/NAME itself)",
     )
     p.add_argument("--private", action="store_true", help="create private repositories")
     p.add_argument("--revision", metavar="BRANCH", help="commit to this branch (created if absent); default main")

@@ -12,7 +12,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from koelectra_dist.errors import DataError
 from koelectra_dist.export.hf_layout import ExportInfo
 
-PIPELINE_TAGS = {"discriminator": "feature-extraction", "generator": "fill-mask"}
+PIPELINE_TAGS = {"discriminator": "feature-extraction", "generator": "fill-mask", "student": "feature-extraction"}
 WIDGETS = {"discriminator": "한국어 ELECTRA를 공유합니다.", "generator": "대한민국의 수도는 [MASK]이다."}
 # The Hub's task type for each fine-tuning metric, and the Hub datasets of the built-in tasks known there.
 TASK_TYPES = {
@@ -25,6 +25,10 @@ TASK_TYPES = {
 }
 HUB_DATASETS = {"nsmc": "e9t/nsmc", "korquad": "KorQuAD/squad_kor_v1"}
 CLASSES = {"discriminator": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
+OPTIMIZERS = {
+    "electra_adam": "Adam, decoupled weight decay, no bias correction (ELECTRA's)",
+    "adamw": "AdamW, decoupled weight decay, bias-corrected",
+}
 
 
 def _table(rows: list[tuple[str, Any]]) -> list[str]:
@@ -143,7 +147,7 @@ def build_card(
                 ("peak learning rate", train.get("learning_rate")),
                 ("warm-up steps", train.get("warmup_steps")),
                 ("schedule", "lr x min(1, step/warmup) x (1 - step/total)"),
-                ("optimizer", "Adam, decoupled weight decay, no bias correction"),
+                ("optimizer", OPTIMIZERS.get(train.get("optimizer", "electra_adam"))),
                 ("weight decay", train.get("weight_decay")),
                 ("Adam betas / eps", f"{train.get('adam_betas')} / {train.get('adam_eps')}" if train else None),
                 ("gradient clipping", train.get("grad_clip")),
@@ -296,3 +300,150 @@ def validate_card(text: str, tower: str) -> None:
         problems.append("license and tags are required")
     if problems:
         raise DataError("model card metadata is wrong: " + "; ".join(problems))
+
+
+def _hub_id(uri: str | None) -> str | None:
+    """ORG/NAME of an hf:// location, else None."""
+    return uri[len("hf://") :] if uri and uri.startswith("hf://") else None
+
+
+def build_student_card(
+    repo_id: str,
+    info: ExportInfo,
+    config: dict,
+    license: str,
+    results: tuple[str, dict] | None,
+    base_model: str | None = None,
+) -> str:
+    """README.md of a distilled student (the distill stage's export, `info.kind == "student"`): its
+    teacher, the teacher layers it started from, the corpus it was distilled on (fingerprint and
+    vocabulary hash), the losses and their weights, sizes, training and downstream results."""
+    meta = info.meta
+    run_cfg = meta.config
+    train, d = run_cfg.get("train", {}), run_cfg.get("distill", {})
+    params = info.parameters
+    teacher = d.get("teacher_uri")
+    base_model = base_model or _hub_id(teacher)
+    table, scores = results if results else (None, {})
+    evals = _eval_results(scores)
+    architecture = (config.get("architectures") or ["?"])[0]
+    metadata = ModelCardData(
+        language="ko",
+        license=license,
+        library_name="transformers",
+        pipeline_tag=PIPELINE_TAGS["student"],
+        tags=["distillation", "korean", config.get("model_type", "bert"), "student"],
+        base_model=base_model,
+        datasets=sorted({HUB_DATASETS[t] for t in scores.get("tasks", {}) if t in HUB_DATASETS}) or None,
+        model_name=repo_id.split("/")[-1] if evals else None,
+        eval_results=evals or None,
+    )
+    corpus = info.corpus or {}
+    rtd = architecture == "ElectraForPreTraining"  # a discriminator student of a discriminator teacher
+    generator = d.get("generator_uri") or "a fresh generator (the teacher had none beside it)"
+    soft_where = (
+        "every real token (replaced-token logits, sigmoid)"
+        if rtd
+        else {"real": "every real (non-pad) token", "masked": "the masked positions"}.get(d.get("soft_targets"))
+    )
+    own = (
+        f"replaced-token detection on input corrupted by {generator}"
+        if rtd
+        else "masked-LM cross-entropy at the masked positions"
+    )
+    masking = {
+        "electra": "ELECTRA's: uniform over real tokens, 85% [MASK] / 15% kept",
+        "distilbert": f"DistilBERT's: weighted by token count^-{d.get('smoothing')}, 80% [MASK] / 10% kept / 10% random",
+    }.get(d.get("masking"), d.get("masking"))
+    student_params, teacher_params = params.get("student"), params.get("teacher")
+    lines = [
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"A {config.get('num_hidden_layers')}-layer student (`{architecture}`) distilled by koelectra_dist's `distill` "
+        f"stage from the teacher `{teacher}`, its layers initialised from the teacher's layers {d.get('layers')} "
+        "(0-based).",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from transformers import AutoModel, AutoTokenizer",
+        "",
+        f'model = AutoModel.from_pretrained("{repo_id}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
+        'hidden = model(**tokenizer("한국어 모델을 공유합니다.", return_tensors="pt")).last_hidden_state',
+        "```",
+        "",
+        "## Teacher and student",
+        "",
+        *_table(
+            [
+                ("teacher", f"`{teacher}`"),
+                ("teacher layers kept (0-based)", d.get("layers")),
+                ("student class", f"`{architecture}` ({d.get('student')} shape)"),
+                ("student layers", config.get("num_hidden_layers", config.get("n_layers"))),
+                ("hidden size", config.get("hidden_size", config.get("dim"))),
+                ("parameters (student / teacher)", f"{_num(student_params)} / {_num(teacher_params)}"),
+                ("size ratio", f"{student_params / teacher_params:.0%}" if student_params and teacher_params else None),
+                ("position embeddings", "frozen at the teacher's" if d.get("freeze_position_embeddings") else None),
+            ]
+        ),
+        "",
+        "## Corpus",
+        "",
+        *_table(
+            [
+                ("corpus fingerprint", f"`{corpus['fingerprint']}`" if corpus.get("fingerprint") else None),
+                ("vocab.txt sha256", f"`{info.vocab_sha256}`"),
+                ("examples", _num(corpus.get("total_rows"))),
+                ("tokens", _num(corpus.get("total_tokens"))),
+                ("max length", corpus.get("max_length")),
+            ]
+        ),
+        "",
+        "## Losses",
+        "",
+        *_table(
+            [
+                (
+                    "soft targets",
+                    f"weight {d.get('soft_weight')}, temperature {d.get('temperature')} (x T^2), over {soft_where}",
+                ),
+                ("hidden-state cosine", f"weight {d.get('cosine_weight')}, last layer, every real token"),
+                ("student's own loss", f"weight {d.get('student_weight')}, {own}"),
+                ("masking", f"{masking}, {train.get('mask_prob')} of the real tokens"),
+            ]
+        ),
+        "",
+        "## Training",
+        "",
+        *_table(
+            [
+                ("steps", _num(info.step)),
+                ("examples seen", _num(meta.consumed_samples)),
+                ("global batch size", train.get("global_batch_size")),
+                ("peak learning rate", train.get("learning_rate")),
+                ("warm-up steps", train.get("warmup_steps")),
+                ("optimizer", OPTIMIZERS.get(train.get("optimizer", "electra_adam"))),
+                (
+                    "Adam betas / eps / weight decay",
+                    f"{train.get('adam_betas')} / {train.get('adam_eps')} / {train.get('weight_decay')}",
+                ),
+                ("gradient clipping", train.get("grad_clip")),
+                ("workers / ZeRO stage / precision", f"{meta.world_size} / {meta.zero_stage} / {meta.precision}"),
+            ]
+        ),
+        "",
+        "## Downstream results",
+        "",
+        table.strip() if table else "Not evaluated yet (run the finetune stage on this folder, then publish again).",
+        "",
+        "## Limitations",
+        "",
+        f"- Distilled for {info.step:,} steps; it inherits its teacher's biases and knows no more than its teacher "
+        "and the corpus above.",
+        *([] if table else ["- Not evaluated on downstream tasks: no score vouches for it yet."]),
+        "",
+    ]
+    card = ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(lines))
+    validate_card(card.content, "student")
+    return card.content

@@ -36,10 +36,11 @@ class FinetuneConfig:
     """Runs per task with different seeds; results report each run, their mean and standard deviation."""
     task_specs: list[FinetuneTaskConfig] = field(default_factory=list)
     """New tasks, or changes to built-in ones (by name); see FinetuneTaskConfig."""
-    recipe: Literal["auto", "base", "small"] = "auto"
+    recipe: Literal["auto", "base", "small", "distilkobert"] = "auto"
     """Which of KoELECTRA's fine-tuning recipe families the built-in tasks use: its Small configs
-    differ in batch size (KorNLI 128, PAWS 64, KorQuAD 32; Base 64, 32, 8). "auto" picks from the
-    model's config.json: Small for hidden_size <= 256, Base above."""
+    differ in batch size (KorNLI 128, PAWS 64, KorQuAD 32; Base 64, 32, 8), its DistilKoBERT configs
+    too (KorNLI 128, PAWS 32, KorQuAD 32). "auto" picks from the model's config.json: Small for
+    hidden_size <= 256; wider, DistilKoBERT's below 12 layers (distilled students), Base from 12."""
     epochs: float | None = None
     """Epochs for every task, replacing the built-in recipes' (a task_specs entry still wins); None: recipes."""
     batch_size: int | None = None

@@ -22,7 +22,7 @@ from koelectra_dist.errors import ConfigError, DataError
 from koelectra_dist.finetune.config import FinetuneConfig, resolve_tasks
 from koelectra_dist.finetune.data import TaskData, read_split, split_uri
 from koelectra_dist.finetune.report import markdown, summarize
-from koelectra_dist.finetune.task_specs import SMALL_MAX_HIDDEN, FinetuneTaskConfig, recipe_size
+from koelectra_dist.finetune.task_specs import BASE_LAYERS, SMALL_MAX_HIDDEN, FinetuneTaskConfig, recipe_size
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,15 @@ def pick_recipe(ft: FinetuneConfig, model_uri: str) -> dict[str, str]:
     """KoELECTRA's recipe family for this model ("base" or "small") and why it was chosen."""
     if ft.recipe != "auto":
         return {"size": ft.recipe, "why": f"finetune.recipe={ft.recipe}"}
-    hidden = storage.read_json(storage.join(model_uri, "config.json")).get("hidden_size")
-    if not isinstance(hidden, int):
-        return {"size": "base", "why": "the model's config.json has no hidden_size; Base is the default"}
+    config = storage.read_json(storage.join(model_uri, "config.json"))
+    hidden = config.get("hidden_size", config.get("dim"))  # DistilBERT names them dim and n_layers
+    layers = config.get("num_hidden_layers", config.get("n_layers"))
+    if not isinstance(hidden, int) or not isinstance(layers, int):
+        return {"size": "base", "why": "the model's config.json has no hidden_size or layer count; Base is the default"}
     return {
-        "size": recipe_size(hidden),
-        "why": f"hidden_size {hidden} in the model's config.json (Small recipes up to {SMALL_MAX_HIDDEN}, Base above)",
+        "size": recipe_size(hidden, layers),
+        "why": f"hidden_size {hidden}, {layers} layers in the model's config.json (Small recipes up to "
+        f"{SMALL_MAX_HIDDEN} wide; wider: DistilKoBERT's below {BASE_LAYERS} layers, Base from {BASE_LAYERS})",
     }
 
 

@@ -194,20 +194,33 @@ SMALL_RECIPES: dict[str, dict[str, object]] = {
     "paws": {"batch_size": 64},
     "korquad": {"batch_size": 32},
 }
+# KoELECTRA's configs for DistilKoBERT (finetune/config/<task>/distilkobert.json): 768 wide, 3 layers.
+DISTILKOBERT_RECIPES: dict[str, dict[str, object]] = {
+    "kornli": {"batch_size": 128},
+    "paws": {"batch_size": 32},
+    "korquad": {"batch_size": 32},
+}
+RECIPES = {"small": SMALL_RECIPES, "distilkobert": DISTILKOBERT_RECIPES}
 SMALL_MAX_HIDDEN = 256
 """Models this wide or narrower get the Small recipes (KoELECTRA-Small is 256 wide, Base 768)."""
+BASE_LAYERS = 12
+"""Wider models with fewer layers than Base (distilled students) get DistilKoBERT's recipes."""
 
 
-def recipe_size(hidden_size: int) -> str:
-    """Which of KoELECTRA's recipe families fits a model of this width: "small" or "base"."""
-    return "small" if hidden_size <= SMALL_MAX_HIDDEN else "base"
+def recipe_size(hidden_size: int, num_layers: int = BASE_LAYERS) -> str:
+    """Which of KoELECTRA's recipe families fits a model of this shape: "small" (up to 256 wide),
+    "distilkobert" (wider, fewer layers than Base) or "base"."""
+    if hidden_size <= SMALL_MAX_HIDDEN:
+        return "small"
+    return "distilkobert" if num_layers < BASE_LAYERS else "base"
 
 
 def builtin_tasks(size: str) -> dict[str, FinetuneTaskConfig]:
-    """The built-in tasks with the recipes of KoELECTRA's `size` ("base" or "small") configs."""
+    """The built-in tasks with the recipes of KoELECTRA's `size` ("base", "small" or
+    "distilkobert") configs."""
     if size == "base":
         return dict(BUILTIN_TASKS)
-    return {name: merge_spec(spec, SMALL_RECIPES.get(name, {})) for name, spec in BUILTIN_TASKS.items()}
+    return {name: merge_spec(spec, RECIPES[size].get(name, {})) for name, spec in BUILTIN_TASKS.items()}
 
 
 _REQUIRED = ("train_file", "metric", "epochs", "batch_size", "learning_rate", "max_length")

@@ -25,6 +25,10 @@ class TrainConfig:
     """Linear warm-up steps (ELECTRA multiplies warm-up and linear decay)."""
     weight_decay: float = 0.01
     """Decoupled weight decay, not applied to LayerNorm or bias."""
+    optimizer: Literal["electra_adam", "adamw"] = "electra_adam"
+    """"electra_adam": ELECTRA's Adam with decoupled weight decay and no bias correction (its first
+    updates are larger than the nominal rate); "adamw": torch's AdamW, bias-corrected (DistilBERT,
+    DistilKoBERT). Both take adam_betas, adam_eps, weight_decay and grad_clip."""
     adam_eps: float = 1e-6
     """Adam epsilon."""
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])

@@ -171,10 +171,12 @@ def fused_adam_available() -> bool:
 
 
 def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """ELECTRA's update: DeepSpeed's FusedAdam without bias correction, decoupled decay (one kernel
-    for all parameters) on GPUs where its op is available, else ElectraAdamW (the same math)."""
+    """`train.optimizer`'s update with decoupled decay: ELECTRA's (no bias correction) or AdamW's
+    (bias-corrected); DeepSpeed's FusedAdam (one kernel for all parameters) on GPUs where its op is
+    available, else ElectraAdamW or torch's AdamW (the same math)."""
     t = cfg.train
     groups = param_groups(model, t.weight_decay)
+    bias_correction = t.optimizer == "adamw"
     if cfg.distributed.gpus_per_worker and fused_adam_available():
         from deepspeed.ops.adam import FusedAdam
 
@@ -183,9 +185,11 @@ def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer
             lr=t.learning_rate,
             betas=tuple(t.adam_betas),
             eps=t.adam_eps,
-            bias_correction=False,
+            bias_correction=bias_correction,
             adam_w_mode=True,
         )
+    if bias_correction:
+        return torch.optim.AdamW(groups, lr=t.learning_rate, betas=tuple(t.adam_betas), eps=t.adam_eps)
     return ElectraAdamW(groups, lr=t.learning_rate, betas=tuple(t.adam_betas), eps=t.adam_eps)
 
 

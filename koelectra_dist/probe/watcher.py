@@ -80,7 +80,8 @@ class ProbeWatcher:
         ft = finetune_section(cfg.finetune, p)
         # probes score dev (never test: picking a checkpoint on test would leak it)
         self.specs = [
-            dataclasses.replace(s, eval_split="dev") for s in resolve_tasks(ft, recipe_size(cfg.model.hidden_size))
+            dataclasses.replace(s, eval_split="dev")
+            for s in resolve_tasks(ft, recipe_size(cfg.model.hidden_size, cfg.model.num_hidden_layers))
         ]
         self.data = {
             s.name: {

@@ -122,7 +122,7 @@ def test_distill_a_4_layer_teacher_into_a_2_layer_student(ray_local, published, 
     assert model.config.num_hidden_layers == 2
     assert AutoTokenizer.from_pretrained(model_dir).convert_tokens_to_ids("w1") == 6
     card = (Path(model_dir) / "README.md").read_text()
-    assert f"{published}/pair/discriminator" in card and "[1, 3]" in card
+    assert "teacher `discriminator`" in card and "[1, 3]" in card  # a local teacher: named, not its machine path
     assert report["parameters"]["student"] < report["parameters"]["teacher"]
 
 
@@ -167,7 +167,7 @@ def test_hub_ids_continue_distil_and_fine_tune(ray_local, published, tmp_path):
     assert resolve_teacher(cfg).generator_uri is None  # a discriminator alone: a fresh generator
     report = distill.run(cfg)
     assert report["steps"] == 2
-    assert "generator a fresh one" in (Path(report["model"]) / "README.md").read_text()
+    assert "corrupted by a fresh generator" in (Path(report["model"]) / "README.md").read_text()
 
     rows = ["id\tdocument\tlabel"] + [f"{i}\tw{i % 7 + 5} w{i % 3 + 20} w30\t{int(i % 7 < 3)}" for i in range(40)]
     (tmp_path / "toy").mkdir()

@@ -96,7 +96,15 @@ def test_an_mlm_teacher_is_distilled_at_masked_positions(tmp_path):
     )
     BertForMaskedLM(config).save_pretrained(tmp_path / "bert")
     (tmp_path / "bert" / "vocab.txt").write_bytes(VOCAB)
-    cfg = run_config(tiny_config(str(tmp_path / "run"), f"distill.teacher_uri={tmp_path}/bert", "distill.layers=[2]"))
+    cfg = run_config(
+        tiny_config(
+            str(tmp_path / "run"),
+            f"distill.teacher_uri={tmp_path}/bert",
+            "distill.layers=[2]",
+            "distill.masking=electra",
+            "distill.soft_targets=masked",
+        )
+    )
     assert resolve_teacher(cfg).objective == "mlm"
     distiller = build_distiller(cfg)
     assert torch.equal(

@@ -135,6 +135,21 @@ def test_recipes_by_model_size():
     assert [recipe_size(h) for h in (64, 256, 768)] == ["small", "small", "base"]
 
 
+def test_distilled_students_get_distilkoberts_recipes(tmp_path):
+    """768 wide with fewer layers than Base (DistilKoBERT's shape, DistilBERT's config.json names):
+    KoELECTRA's distilkobert.json batches."""
+    from koelectra_dist.finetune.stage import pick_recipe
+
+    assert [recipe_size(768, n) for n in (3, 6, 12)] == ["distilkobert", "distilkobert", "base"]
+    assert recipe_size(256, 3) == "small"
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "distilbert", "dim": 768, "n_layers": 3}))
+    picked = pick_recipe(FinetuneConfig(), str(tmp_path))
+    assert picked["size"] == "distilkobert" and "3 layers" in picked["why"]
+    tasks = ["kornli", "paws", "korquad", "nsmc"]
+    distil = {s.name: s for s in resolve_tasks(FinetuneConfig(tasks=tasks), "distilkobert")}
+    assert [distil[t].batch_size for t in tasks] == [128, 32, 32, 32]
+
+
 def test_same_file_for_training_and_evaluation_is_refused(caplog):
     same = FinetuneTaskConfig(name="nsmc", dev_file="ratings_train.txt")
     cfg = FinetuneConfig(tasks=["nsmc"], task_specs=[same], data_dir="/data")

@@ -259,3 +259,79 @@ def test_an_unreachable_hub_is_one_line(export_dir, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("publish_to_hub network error: the Hub cannot be reached") and "\n" not in err
     assert SECRET not in err
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory) -> Path:
+    """A distilled student's folder as the distill stage writes it: a DistilBERT student, the export
+    stage's tokenizer files, export_info.json (kind student) and the finetune stage's results beside it."""
+    from transformers import DistilBertConfig, DistilBertForMaskedLM
+
+    from koelectra_dist.export.hf_layout import ExportInfo
+    from koelectra_dist.export.stage import write_tokenizer
+
+    root = tmp_path_factory.mktemp("student")
+    cfg = tiny_config(
+        str(root / "run"),
+        "distill.teacher_uri=hf://org/kobert-lm",
+        "distill.layers=[0,4,8]",
+        "distill.student=distilbert",
+        "distill.masking=distilbert",
+        "distill.soft_targets=real",
+        "distill.soft_weight=0.33",
+        "train.optimizer=adamw",
+    )
+    vocab_sha = write_vocab(root / "vocab", cfg)
+    folder = root / "distill" / "model"
+    config = DistilBertConfig(vocab_size=1000, dim=32, n_layers=3, n_heads=2, hidden_dim=64)
+    DistilBertForMaskedLM(config).save_pretrained(folder)
+    write_tokenizer(str(root / "vocab"), str(folder), 64)
+    meta = CheckpointMeta(
+        step=30,
+        consumed_samples=960,
+        world_size=2,
+        zero_stage=1,
+        precision="fp32",
+        vocab_sha256=vocab_sha,
+        metrics={},
+        config=cfg.to_dict(),
+    )
+    info = ExportInfo(
+        checkpoint="distill/checkpoints/step-00000030",
+        step=30,
+        vocab_sha256=vocab_sha,
+        exported_at="2026-12-07T00:00:00Z",
+        parameters={"student": 60_000, "teacher": 92_000_000},
+        meta=meta,
+        corpus={"fingerprint": "c0ffee12", "total_rows": 321, "total_tokens": 17_654, "max_length": 64},
+        kind="student",
+    )
+    storage.write_json(str(folder / EXPORT_INFO), info.to_json())
+    return folder
+
+
+def test_a_distilled_student_is_one_repository_with_a_card_naming_its_teacher(student_dir, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    RecordingClient.instances.clear()
+    assert hub.main([str(student_dir), "--repo-prefix", PREFIX], client_factory=RecordingClient) == 0
+    (client,) = RecordingClient.instances
+    assert [c[:2] for c in client.calls] == [("create_repo", PREFIX), ("commit", PREFIX)]
+    ops = client.calls[1][2]
+    uploaded = [op.path_in_repo for op in ops]
+    assert {"config.json", "model.safetensors", "tokenizer.json", "vocab.txt"} <= set(uploaded)
+    assert EXPORT_INFO not in uploaded and uploaded[-1] == "README.md"
+    card = op_bytes(ops[-1]).decode("utf-8")
+    assert "from the teacher `hf://org/kobert-lm`" in card and "teacher's layers [0, 4, 8]" in card
+    assert "base_model: org/kobert-lm" in card  # a Hub teacher is the card's base model
+    assert "`c0ffee12`" in card and "weight 0.33, temperature 2.0" in card and "every real (non-pad) token" in card
+    assert "count^-0.7, 80% [MASK] / 10% kept / 10% random" in card and "AdamW" in card
+    assert "`DistilBertForMaskedLM` (distilbert shape)" in card and "| student layers | 3 |" in card
+    validate_card(card, "student")
+
+
+def test_an_incomplete_student_folder_is_refused(student_dir, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(student_dir, broken)
+    os.remove(broken / "model.safetensors")
+    assert hub.main([str(broken), "--repo-prefix", PREFIX, "--dry-run"]) == 2
+    assert "not a complete distilled student (missing model.safetensors)" in capsys.readouterr().err

@@ -96,4 +96,11 @@ def consolidated_state_dict(uri: str) -> dict[str, torch.Tensor]:
             return {k: v.float() for k, v in module.items()}
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        return dict(get_fp32_state_dict_from_zero_checkpoint(local, tag=store.DEEPSPEED_TAG))
+        state = dict(get_fp32_state_dict_from_zero_checkpoint(local, tag=store.DEEPSPEED_TAG))
+        if meta.zero_stage == 1:
+            # ZeRO 1 records frozen parameters (requires_grad False, e.g. distill's frozen position
+            # embeddings) only in the module states, which hold every parameter whole at this stage
+            path = os.path.join(local, store.DEEPSPEED_TAG, "mp_rank_00_model_states.pt")
+            module = torch.load(path, map_location="cpu", weights_only=False)["module"]
+            state |= {k: v.float() for k, v in module.items() if k not in state}
+        return state

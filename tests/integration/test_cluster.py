@@ -386,9 +386,10 @@ def free_port_base() -> int:
     raise RuntimeError("no free port base")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def local_cluster():
-    """Head (no CPUs, like the AWS head) + 2 worker nodes of 1 CPU each, via the script."""
+    """Head (no CPUs, like the AWS head) + 2 worker nodes of 1 CPU each, via the script; one for the
+    module (each job leaves the cluster idle: its workers end with it)."""
     base = free_port_base()
     env = {**os.environ, "KOELECTRA_RAY_PORT": str(base), "HEAD_CPUS": "0", "WORKER_CPUS": "1"}
     script = [str(ROOT / "scripts" / "local_cluster.sh")]

@@ -6,7 +6,7 @@ several seeds; with size and CPU inference-speed ratios.
 
     python benchmarks/bench_distill.py --budget smoke          # minutes: shows the chain runs, nothing about transfer
     python benchmarks/bench_distill.py --budget hour           # bench_quality's hour teacher (it beats random init)
-    python benchmarks/bench_distill.py --teacher DIR --budget hour   # an exported teacher: DIR/discriminator, DIR/generator
+    python benchmarks/bench_distill.py --teacher DIR --budget hour   # an exported teacher (DIR/discriminator, DIR/generator)
     python benchmarks/bench_distill.py --reuse ...             # fine-tune and time the models under --out only
 
 Runs under --out: corpus (a slice of ../shared/data/nsmc/corpus.txt.gz; with --teacher, tokenized
@@ -136,24 +136,31 @@ def size_of(model_dir: str) -> dict[str, float]:
 
 
 def teacher_overrides(teacher: Path) -> list[str]:
-    """The model section and vocabulary of an exported teacher (DIR/discriminator, DIR/generator):
-    the corpus stage tokenizes with its vocabulary, the student takes its shape."""
-    disc = json.loads((teacher / "discriminator" / "config.json").read_text())
-    gen = json.loads((teacher / "generator" / "config.json").read_text())
-    return [
+    """The model section and vocabulary of an exported teacher (a folder with discriminator/ and
+    generator/, or a discriminator folder, its generator/ beside it when there is one): the corpus
+    stage tokenizes with its vocabulary, the student takes its shape."""
+    disc_dir = teacher if (teacher / "config.json").exists() else teacher / "discriminator"
+    gen_dir = teacher.parent / "generator" if disc_dir == teacher else teacher / "generator"
+    disc = json.loads((disc_dir / "config.json").read_text())
+    overrides = [
         f"model.vocab_size={disc['vocab_size']}",
         f"model.embedding_size={disc['embedding_size']}",
         f"model.hidden_size={disc['hidden_size']}",
         f"model.num_hidden_layers={disc['num_hidden_layers']}",
         f"model.num_attention_heads={disc['num_attention_heads']}",
         f"model.intermediate_size={disc['intermediate_size']}",
-        f"model.generator_size={gen['hidden_size'] / disc['hidden_size']}",
         f"model.max_length={disc['max_position_embeddings']}",
-        f"corpus.vocab.vocab_uri={teacher / 'discriminator'}",
-        f"distill.teacher_uri={teacher / 'discriminator'}",
-        f"distill.generator_uri={teacher / 'generator'}",
+        f"corpus.vocab.vocab_uri={disc_dir}",
+        f"distill.teacher_uri={disc_dir}",
         'run.stages=["corpus", "distill"]',
     ]
+    if (gen_dir / "config.json").exists():  # else the distill stage corrupts with a fresh generator
+        gen = json.loads((gen_dir / "config.json").read_text())
+        overrides += [
+            f"model.generator_size={gen['hidden_size'] / disc['hidden_size']}",
+            f"distill.generator_uri={gen_dir}",
+        ]
+    return overrides
 
 
 def matched_direct_steps(cfg: Any) -> tuple[int, dict[str, float]]:
@@ -192,7 +199,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="outputs/bench_distill", help="working folder (local)")
     p.add_argument("--budget", choices=BUDGETS, default="smoke", help="a named set of overrides (see BUDGETS)")
-    p.add_argument("--teacher", type=Path, help="an exported teacher (discriminator/ and generator/): no pre-training")
+    p.add_argument(
+        "--teacher",
+        type=Path,
+        help="an exported teacher (a folder with discriminator/ and generator/, or a discriminator folder): "
+        "no teacher pre-training; the corpus is tokenized with its vocabulary",
+    )
     p.add_argument(
         "--layers", type=json.loads, help="teacher layers the student keeps, e.g. [0,2]; default every other"
     )
@@ -242,6 +254,7 @@ def main() -> None:
                 f"train.steps={direct_steps}",
                 f"train.warmup_steps={max(1, direct_steps // 10)}",
                 f"train.shards_uri={cfg.paths.shards}",
+                f"export.vocab_uri={cfg.paths.vocab}",
                 'run.stages=["pretrain", "export"]',
             ],
         )

@@ -6,7 +6,7 @@ several seeds; with size and CPU inference-speed ratios.
 
     python benchmarks/bench_distill.py --budget smoke          # minutes: shows the chain runs, nothing about transfer
     python benchmarks/bench_distill.py --budget hour           # bench_quality's hour teacher (it beats random init)
-    python benchmarks/bench_distill.py --teacher DIR --budget hour   # an exported teacher: DIR/discriminator, DIR/generator
+    python benchmarks/bench_distill.py --teacher DIR --budget hour   # an exported teacher (DIR/discriminator, DIR/generator)
     python benchmarks/bench_distill.py --reuse ...             # fine-tune and time the models under --out only
 
 Runs under --out: corpus (a slice of ../shared/data/nsmc/corpus.txt.gz; with --teacher, tokenized
@@ -27,7 +27,6 @@ import dataclasses
 import json
 import logging
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -108,8 +107,9 @@ BUDGETS = {
 CORPUS = SHARED / "nsmc" / "corpus.txt.gz"
 
 
-def inference_ms(model_dir: str, batch: int, length: int, repeats: int = 20) -> float:
-    """Median milliseconds of one forward pass of AutoModel on a [batch, length] input (CPU, no grad)."""
+def inference_ms(model_dir: str, batch: int, length: int, repeats: int = 30) -> float:
+    """Fastest of `repeats` forward passes of AutoModel on a [batch, length] input, in milliseconds
+    (CPU, no grad): the minimum, because other jobs on a shared machine only ever add time."""
     import torch
     from transformers import AutoModel
 
@@ -122,7 +122,7 @@ def inference_ms(model_dir: str, batch: int, length: int, repeats: int = 20) -> 
             start = time.perf_counter()
             model(input_ids=ids)
             times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * min(times)
 
 
 def size_of(model_dir: str) -> dict[str, float]:
@@ -136,24 +136,31 @@ def size_of(model_dir: str) -> dict[str, float]:
 
 
 def teacher_overrides(teacher: Path) -> list[str]:
-    """The model section and vocabulary of an exported teacher (DIR/discriminator, DIR/generator):
-    the corpus stage tokenizes with its vocabulary, the student takes its shape."""
-    disc = json.loads((teacher / "discriminator" / "config.json").read_text())
-    gen = json.loads((teacher / "generator" / "config.json").read_text())
-    return [
+    """The model section and vocabulary of an exported teacher (a folder with discriminator/ and
+    generator/, or a discriminator folder, its generator/ beside it when there is one): the corpus
+    stage tokenizes with its vocabulary, the student takes its shape."""
+    disc_dir = teacher if (teacher / "config.json").exists() else teacher / "discriminator"
+    gen_dir = teacher.parent / "generator" if disc_dir == teacher else teacher / "generator"
+    disc = json.loads((disc_dir / "config.json").read_text())
+    overrides = [
         f"model.vocab_size={disc['vocab_size']}",
         f"model.embedding_size={disc['embedding_size']}",
         f"model.hidden_size={disc['hidden_size']}",
         f"model.num_hidden_layers={disc['num_hidden_layers']}",
         f"model.num_attention_heads={disc['num_attention_heads']}",
         f"model.intermediate_size={disc['intermediate_size']}",
-        f"model.generator_size={gen['hidden_size'] / disc['hidden_size']}",
         f"model.max_length={disc['max_position_embeddings']}",
-        f"corpus.vocab.vocab_uri={teacher / 'discriminator'}",
-        f"distill.teacher_uri={teacher / 'discriminator'}",
-        f"distill.generator_uri={teacher / 'generator'}",
+        f"corpus.vocab.vocab_uri={disc_dir}",
+        f"distill.teacher_uri={disc_dir}",
         'run.stages=["corpus", "distill"]',
     ]
+    if (gen_dir / "config.json").exists():  # else the distill stage corrupts with a fresh generator
+        gen = json.loads((gen_dir / "config.json").read_text())
+        overrides += [
+            f"model.generator_size={gen['hidden_size'] / disc['hidden_size']}",
+            f"distill.generator_uri={gen_dir}",
+        ]
+    return overrides
 
 
 def matched_direct_steps(cfg: Any) -> tuple[int, dict[str, float]]:
@@ -192,7 +199,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="outputs/bench_distill", help="working folder (local)")
     p.add_argument("--budget", choices=BUDGETS, default="smoke", help="a named set of overrides (see BUDGETS)")
-    p.add_argument("--teacher", type=Path, help="an exported teacher (discriminator/ and generator/): no pre-training")
+    p.add_argument(
+        "--teacher",
+        type=Path,
+        help="an exported teacher (a folder with discriminator/ and generator/, or a discriminator folder): "
+        "no teacher pre-training; the corpus is tokenized with its vocabulary",
+    )
     p.add_argument(
         "--layers", type=json.loads, help="teacher layers the student keeps, e.g. [0,2]; default every other"
     )
@@ -223,7 +235,6 @@ def main() -> None:
     cfg = dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, layers=layers))
     timings: dict[str, float] = {}
     ray_runtime.connect(cfg)
-    direct_dir = out / "direct"
     if not args.reuse:
         start = time.time()
         corpus_slice(CORPUS, out / "corpus.txt", args.corpus_lines)
@@ -231,20 +242,21 @@ def main() -> None:
         timings["teacher_and_distill_s"] = round(time.time() - start, 1)
         timings["distill_s"] = reports["distill"]["seconds"]
     direct_steps, per_token = matched_direct_steps(cfg)
+    direct = pipeline_config(
+        PIPELINE,
+        out / "direct",
+        [
+            *overrides,
+            f"model.num_hidden_layers={len(layers)}",
+            f"train.steps={direct_steps}",
+            f"train.warmup_steps={max(1, direct_steps // 10)}",
+            f"train.shards_uri={cfg.paths.shards}",
+            f"export.vocab_uri={cfg.paths.vocab}",
+            'run.stages=["pretrain", "export"]',
+        ],
+    )
     if not args.reuse:
         start = time.time()
-        direct = pipeline_config(
-            PIPELINE,
-            direct_dir,
-            [
-                *overrides,
-                f"model.num_hidden_layers={len(layers)}",
-                f"train.steps={direct_steps}",
-                f"train.warmup_steps={max(1, direct_steps // 10)}",
-                f"train.shards_uri={cfg.paths.shards}",
-                'run.stages=["pretrain", "export"]',
-            ],
-        )
         run_stages(direct)
         timings["direct_and_export_s"] = round(time.time() - start, 1)
     teacher = cfg.distill.teacher_uri or os.path.join(cfg.paths.export, "discriminator")
@@ -253,7 +265,7 @@ def main() -> None:
         "teacher": teacher,
         "student": student,
         "random_init": random_init_copy(student, str(out / "random_init"), 0),
-        "direct": str(direct_dir / "run" / "export" / "discriminator"),
+        "direct": os.path.join(direct.paths.export, "discriminator"),
     }
     lines: dict[str, dict[str, Any]] = {}
     for name, model in models.items():

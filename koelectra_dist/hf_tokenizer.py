@@ -48,11 +48,12 @@ def fetch(uri: str, dest: str) -> str:
 
 
 def files_sha256(folder: str) -> str:
-    """One sha256 over a local folder's files (name and content, in name order)."""
+    """One sha256 over a local folder's files but weights (`tokenizer_files`: name and content, in
+    name order)."""
     digest = hashlib.sha256()
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
-        if os.path.isfile(path):
+        if os.path.isfile(path) and not name.endswith(WEIGHT_SUFFIXES):
             with open(path, "rb") as f:
                 digest.update(f"{name}\0{hashlib.sha256(f.read()).hexdigest()}\n".encode())
     return digest.hexdigest()
@@ -196,19 +197,23 @@ def describe(tok: Any, uri: str, sha256: str) -> dict[str, Any]:
     }
 
 
-def check_uri(uri: str, key: str) -> list[str]:
-    """Problems with a tokenizer URI setting, found without network (for --check)."""
-    if uri.startswith("hf://"):
-        try:
-            storage.hf_repo(uri)
-        except StorageError as e:
-            return [f"{key}: {e}"]
-        return []
-    if storage.is_s3(uri) or uri.startswith("pkg://"):
-        return []
-    if not os.path.isdir(uri):
-        return [
-            f"{key}={uri}: no such folder; name a Hugging Face tokenizer folder (local, s3:// or hf://ORG/NAME) "
-            "holding tokenizer.json or vocab.txt, or a KoBERT-style SentencePiece .model + vocab.txt"
-        ]
-    return []
+def vocab_sha256(tok: Any) -> str:
+    """sha256 of the tokenizer's vocab.txt as `save` writes it: what a shard manifest's
+    vocab_sha256 is for shards built with that tokenizer."""
+    return hashlib.sha256(("\n".join(vocab_list(tok)) + "\n").encode("utf-8")).hexdigest()
+
+
+def copy_loadable(src: str, dest: str, names: tuple[str, ...]) -> None:
+    """Give the local folder `dest` the tokenizer of the folder `src` (any URI) in a form
+    AutoTokenizer loads: a KoBERT-family one converted (`save`), any other's files `names` copied
+    as they are."""
+    with tempfile.TemporaryDirectory(prefix="koelectra-tokenizer-") as scratch:
+        local = storage.local_path(src)
+        local = local if local and os.path.isdir(local) else fetch(src, scratch)
+        if is_kobert_folder(local):
+            save(kobert_tokenizer(local), dest)
+            return
+        for name in names:
+            if os.path.exists(os.path.join(local, name)):
+                with open(os.path.join(local, name), "rb") as f, open(os.path.join(dest, name), "wb") as out:
+                    out.write(f.read())

@@ -196,7 +196,10 @@ def fetch_vocab(vocab_uri: str, local_dir: str, expected_sha256: str | None, voc
             f"{vocab_txt_uri(vocab_uri)} is not the vocabulary the checkpoint was trained with (sha256 differs "
             "from meta.json's vocab_sha256); point export.vocab_uri at the right vocab/ folder"
         )
-    check_vocab_tokens(load_vocab(vocab_uri), vocab_size, vocab_txt_uri(vocab_uri))
+    config = storage.join(vocab_uri, "tokenizer_config.json")
+    named = storage.read_json(config).get("tokenizer_class") if storage.exists(config) else None
+    ours = named in (None, "ElectraTokenizer")  # else a teacher's tokenizer (corpus.tokenizer_uri)
+    check_vocab_tokens(load_vocab(vocab_uri), vocab_size, vocab_txt_uri(vocab_uri), ours)
     for f in storage.list_files(vocab_uri):
         if os.path.basename(f) in TOKENIZER_FILES:
             storage.write_bytes(os.path.join(local_dir, os.path.basename(f)), storage.read_bytes(f))

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
-import shutil
 import time
 from typing import Any
 
@@ -158,12 +156,9 @@ def finetune(
     score, extra = head.score(scored, scored_enc, predict(model, head, scored_enc, pad_id, device))
     if save_dir is not None:
         model.save_pretrained(save_dir)
-        if hf_tokenizer.is_kobert_folder(model_dir):  # converted: loadable without KoBertTokenizer
-            hf_tokenizer.save(tokenizer, save_dir)
-        else:  # the source folder's tokenizer files as they are (transformers 5 would write no vocab.txt)
-            for name in TOKENIZER_FILES:
-                if os.path.exists(os.path.join(model_dir, name)):
-                    shutil.copy(os.path.join(model_dir, name), os.path.join(save_dir, name))
+        # the source folder's tokenizer files as they are (transformers 5 would write no vocab.txt),
+        # a KoBERT-family one converted
+        hf_tokenizer.copy_loadable(model_dir, save_dir, TOKENIZER_FILES)
     tail = losses[-max(1, len(losses) // 10) :]
     result = {
         "task": spec.name,

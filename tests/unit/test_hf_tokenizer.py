@@ -84,8 +84,24 @@ def test_not_a_tokenizer_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(DataError, match="corpus.tokenizer_uri"):
         hf_tokenizer.load_tokenizer(str(tmp_path), "corpus.tokenizer_uri")
-    assert hf_tokenizer.check_uri(str(tmp_path / "absent"), "corpus.tokenizer_uri")[0].startswith(
-        "corpus.tokenizer_uri="
-    )
-    assert hf_tokenizer.check_uri("hf://only-org", "corpus.tokenizer_uri")
-    assert hf_tokenizer.check_uri("hf://org/name", "corpus.tokenizer_uri") == []
+
+
+def test_check_names_the_key_and_the_fix(tmp_path):
+    from koelectra_dist.config import load_config
+    from koelectra_dist.errors import ConfigError
+    from tests.helpers import TINY_CONFIG
+
+    def check(*overrides):
+        try:
+            load_config(TINY_CONFIG, [f"run.output_uri={tmp_path}", *overrides])
+        except ConfigError as e:
+            return str(e)
+        return ""
+
+    assert check(f"corpus.tokenizer_uri={tmp_path}") == ""
+    assert check("corpus.tokenizer_uri=hf://org/name") == ""
+    assert "corpus.tokenizer_uri=" in check(f"corpus.tokenizer_uri={tmp_path / 'absent'}")
+    assert "no such folder" in check(f"corpus.tokenizer_uri={tmp_path / 'absent'}")
+    assert "hf://ORG/NAME" in check("corpus.tokenizer_uri=hf://only-org")
+    both = check(f"corpus.tokenizer_uri={tmp_path}", f"corpus.vocab.vocab_uri={tmp_path}")
+    assert "corpus.vocab.vocab_uri: set with corpus.tokenizer_uri" in both

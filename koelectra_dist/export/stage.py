@@ -130,7 +130,18 @@ def training_config(meta: CheckpointMeta, uri: str) -> Config:
 def write_tokenizer(vocab_dir: str, out_dir: str, max_length: int) -> None:
     """The tokenizer files a KoELECTRA user expects: vocab.txt (the slow path, old transformers),
     tokenizer.json (fast), tokenizer_config.json (cased: do_lower_case false) and
-    special_tokens_map.json. transformers 5 writes neither vocab.txt nor the special tokens map."""
+    special_tokens_map.json. transformers 5 writes neither vocab.txt nor the special tokens map.
+    A teacher's tokenizer (corpus.tokenizer_uri: vocab/ names another class) is copied as it is."""
+    config_file = os.path.join(vocab_dir, "tokenizer_config.json")
+    named = "ElectraTokenizer"  # a bare vocab.txt is ours
+    if os.path.exists(config_file):
+        with open(config_file, encoding="utf-8") as f:
+            named = json.load(f).get("tokenizer_class", named)
+    if named != "ElectraTokenizer":
+        for name in TOKENIZER_FILES:
+            if os.path.exists(os.path.join(vocab_dir, name)):
+                shutil.copyfile(os.path.join(vocab_dir, name), os.path.join(out_dir, name))
+        return
     tokenizer = ElectraTokenizerFast.from_pretrained(
         vocab_dir, do_lower_case=False, strip_accents=False, model_max_length=max_length, local_files_only=True
     )

@@ -5,11 +5,11 @@ vocab.txt; the converted folder loads with AutoTokenizer; other folders load as 
 from __future__ import annotations
 
 import pytest
+from helpers import korean_lines, write_kobert_folder
 
 from koelectra_dist import hf_tokenizer
 from koelectra_dist.errors import DataError
 from koelectra_dist.tokens import SpecialIds
-from tests.helpers import korean_lines, write_kobert_folder
 
 spm = pytest.importorskip("sentencepiece", reason="sentencepiece trains the test's KoBERT-style model")
 
@@ -87,9 +87,10 @@ def test_not_a_tokenizer_is_a_clear_error(tmp_path):
 
 
 def test_check_names_the_key_and_the_fix(tmp_path):
+    from helpers import TINY_CONFIG
+
     from koelectra_dist.config import load_config
     from koelectra_dist.errors import ConfigError
-    from tests.helpers import TINY_CONFIG
 
     def check(*overrides):
         try:
@@ -105,3 +106,18 @@ def test_check_names_the_key_and_the_fix(tmp_path):
     assert "hf://ORG/NAME" in check("corpus.tokenizer_uri=hf://only-org")
     both = check(f"corpus.tokenizer_uri={tmp_path}", f"corpus.vocab.vocab_uri={tmp_path}")
     assert "corpus.vocab.vocab_uri: set with corpus.tokenizer_uri" in both
+
+
+def test_export_writes_a_teachers_tokenizer_as_it_is(kobert, tmp_path):
+    """An ELECTRA pre-trained on a teacher's tokenizer exports that tokenizer, not an ElectraTokenizer."""
+    from transformers import AutoTokenizer
+
+    from koelectra_dist.export.stage import write_tokenizer
+
+    vocab_dir, out = tmp_path / "vocab", tmp_path / "out"
+    out.mkdir()
+    tok = hf_tokenizer.load_tokenizer(str(kobert), "test")
+    hf_tokenizer.save(tok, str(vocab_dir))
+    write_tokenizer(str(vocab_dir), str(out), 64)
+    text = korean_lines()[7]
+    assert AutoTokenizer.from_pretrained(str(out))(text)["input_ids"] == tok(text)["input_ids"]

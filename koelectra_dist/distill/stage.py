@@ -22,7 +22,7 @@ from typing import Any
 
 from koelectra_dist import hf_tokenizer, layout, storage
 from koelectra_dist.config import Config, portable, portable_config
-from koelectra_dist.corpus.shards import ShardManifest, read_manifest, vocab_sha256
+from koelectra_dist.corpus.shards import read_manifest, vocab_sha256
 from koelectra_dist.distill import distilbert
 from koelectra_dist.distill.masking import masking_weights, read_counts, token_counts, write_counts
 from koelectra_dist.distill.model import Distiller
@@ -123,17 +123,17 @@ def distill_loop(config: dict[str, Any]) -> None:
     run_worker(config["cfg"], build_distiller, config["resume"])
 
 
-def check_teacher(cfg: Config, manifest: ShardManifest) -> None:
+def check_teacher(cfg: Config, shards_sha256: str, shards_tokenizer: dict[str, Any] | None = None) -> None:
     """Refuse, before any worker starts, a teacher (or generator) of another vocabulary than the
     shards', or one whose weights do not load; warn when a discriminator alone gets a fresh generator.
-    Shards built with a teacher's tokenizer (corpus.tokenizer_uri) are compared through the teacher's
-    tokenizer as `hf_tokenizer` loads it."""
+    Shards built with a teacher's tokenizer (corpus.tokenizer_uri: `shards_tokenizer`, the manifest's
+    record) are compared through the teacher's tokenizer as `hf_tokenizer` loads it."""
     d = cfg.distill
-    if manifest.tokenizer is None:
+    if shards_tokenizer is None:
         found = vocab_sha256(d.teacher_uri)
     else:
         found = hf_tokenizer.vocab_sha256(hf_tokenizer.load_tokenizer(d.teacher_uri, "distill.teacher_uri"))
-    check_vocabulary("distill.teacher_uri", d.teacher_uri, found, manifest.vocab_sha256, d.teacher_uri)
+    check_vocabulary("distill.teacher_uri", d.teacher_uri, found, shards_sha256, d.teacher_uri)
     if d.generator_uri:
         if not storage.exists(storage.join(d.generator_uri, "config.json")):
             raise ConfigError(
@@ -197,7 +197,7 @@ def run(cfg: Config) -> dict[str, Any]:
     shards = open_shards(cfg)
     if cfg.distill.masking == "distilbert":
         write_counts(counts_uri(cfg), token_counts(shards, cfg.model.vocab_size))
-    check_teacher(cfg, shards.manifest)
+    check_teacher(cfg, shards.manifest.vocab_sha256, shards.manifest.tokenizer)
     root = cfg.paths.checkpoints
     latest = store.latest_verified(root)
     if latest:

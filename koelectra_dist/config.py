@@ -248,6 +248,7 @@ LOCATION_FIELDS = (
     "corpus.output_uri",
     "corpus.vocab.vocab_uri",
     "corpus.vocab.merge_with",
+    "corpus.tokenizer_uri",
     "train.shards_uri",
     "train.init_from",
     "distributed.deepspeed_config",

@@ -246,3 +246,58 @@ class SwitchableProxy:
                 dst.sendall(data)
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
+
+
+def korean_lines() -> list[str]:
+    """Real Korean text that ships with a dependency (konlpy's constitution and assembly bills):
+    non-empty lines, stripped."""
+    lines = []
+    for name in ["kolaw/constitution.txt", *(f"kobill/18098{i:02d}.txt" for i in range(90, 100))]:
+        text = storage.read_bytes(f"pkg://konlpy/data/corpus/{name}").decode("utf-8")
+        lines += [line.strip() for line in text.splitlines() if line.strip()]
+    return lines
+
+
+KOBERT_MODEL_NAME = "tokenizer_78b3253a26.model"  # KoBERT's file name
+
+
+def write_kobert_folder(folder: Path, pieces: int = 1000) -> Path:
+    """A KoBERT-family tokenizer folder, trained here: a SentencePiece unigram model on
+    `korean_lines()` (its own ids: <unk>=0, <s>=1, </s>=2, then pieces) and a vocab.txt in KoBERT's
+    order, [UNK]=0 [PAD]=1 [CLS]=2 [SEP]=3 [MASK]=4 then the pieces (so the two orders differ), with
+    a tokenizer_config naming KoBertTokenizer (a class transformers lacks)."""
+    import json
+
+    import sentencepiece as spm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(korean_lines()),
+        model_writer=model,
+        vocab_size=pieces,
+        model_type="unigram",
+        character_coverage=0.9995,
+        num_threads=1,
+        minloglevel=2,
+    )
+    (folder / KOBERT_MODEL_NAME).write_bytes(model.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    own = [sp.id_to_piece(i) for i in range(sp.get_piece_size()) if not (sp.is_unknown(i) or sp.is_control(i))]
+    (folder / "vocab.txt").write_text("\n".join(["[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]", *own]) + "\n")
+    config = {
+        "tokenizer_class": "KoBertTokenizer",
+        "auto_map": {"AutoTokenizer": ["tokenization_kobert.KoBertTokenizer", None]},
+        "do_lower_case": False,
+        "model_max_length": 512,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    specials = {
+        "unk_token": "[UNK]",
+        "pad_token": "[PAD]",
+        "cls_token": "[CLS]",
+        "sep_token": "[SEP]",
+        "mask_token": "[MASK]",
+    }
+    (folder / "special_tokens_map.json").write_text(json.dumps(specials))
+    return folder

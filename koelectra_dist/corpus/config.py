@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -196,6 +197,12 @@ class CorpusConfig:
     """Text cleaning rules."""
     vocab: VocabConfig = field(default_factory=VocabConfig)
     """Vocabulary training."""
+    tokenizer_uri: str | None = None
+    """A teacher's Hugging Face tokenizer folder (local, s3:// or hf://ORG/NAME; WordPiece or
+    SentencePiece, any special-token ids; a KoBERT-style SentencePiece .model + vocab.txt is
+    converted) to tokenize with instead of training a vocabulary: the corpus's vocab/ folder gets it
+    as a standard fast tokenizer, and the manifest records it. model.vocab_size must equal its size;
+    the vocab section is then unused (vocab_uri and merge_with must be unset)."""
     examples_per_shard: int = 100_000
     """Packed examples per Parquet shard file."""
     single_segment_prob: float = 0.1
@@ -257,6 +264,7 @@ def problems(cfg: Any) -> list[str]:
             "from which every token is built; KoELECTRA uses 6000)"
         )
     found += _merge_problems(c.vocab, m.vocab_size)
+    found += _tokenizer_problems(c)
     rules = c.cleaning.rules()
     non_negative(
         found,
@@ -267,7 +275,7 @@ def problems(cfg: Any) -> list[str]:
         ],
     )
     found += _encoding_problems(c.encoding)
-    if m.vocab_size > 0 and m.vocab_size <= c.vocab.num_unused + 5:
+    if not c.tokenizer_uri and 0 < m.vocab_size <= c.vocab.num_unused + 5:
         found.append(
             f"model.vocab_size ({m.vocab_size}) leaves no room beyond 5 special tokens and "
             f"corpus.vocab.num_unused ({c.vocab.num_unused}) [unused] tokens"
@@ -295,6 +303,31 @@ def _encoding_problems(encoding: str) -> list[str]:
             f"corpus.encoding: {encoding!r} is not ASCII-compatible (lines are split at b'\\n'); convert the files to UTF-8"
         ]
     return []
+
+
+def _tokenizer_problems(c: CorpusConfig) -> list[str]:
+    """corpus.tokenizer_uri against the vocab section, and its form (no network: a local folder
+    must exist; hf:// must name ORG/NAME)."""
+    uri = c.tokenizer_uri
+    if uri is None:
+        return []
+    found = [
+        f"corpus.{key}: set with corpus.tokenizer_uri, which tokenizes with that tokenizer as it is; drop one"
+        for key, value in (("vocab.vocab_uri", c.vocab.vocab_uri), ("vocab.merge_with", c.vocab.merge_with))
+        if value
+    ]
+    if uri.startswith("hf://"):
+        parts = uri[len("hf://") :].strip("/").split("/")
+        if len(parts) < 2 or not all(parts[:2]):
+            found.append(
+                f"corpus.tokenizer_uri={uri}: a Hugging Face Hub URI is hf://ORG/NAME (e.g. hf://monologg/kobert)"
+            )
+    elif "://" not in uri and not os.path.isdir(uri):
+        found.append(
+            f"corpus.tokenizer_uri={uri}: no such folder; name a Hugging Face tokenizer folder (local, s3:// or "
+            "hf://ORG/NAME) holding tokenizer.json or vocab.txt, or a KoBERT-style SentencePiece .model + vocab.txt"
+        )
+    return found
 
 
 def _merge_problems(v: VocabConfig, vocab_size: int) -> list[str]:

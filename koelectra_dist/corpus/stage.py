@@ -1,10 +1,12 @@
-"""The corpus stage: raw text -> vocab/ (WordPiece) and shards/ (packed Parquet + manifest.json).
+"""The corpus stage: raw text -> vocab/ (WordPiece, or a teacher's tokenizer) and shards/ (packed
+Parquet + manifest.json).
 
 The driver plans and tracks Ray tasks (corpus/ray_tasks.py); the tasks read, hash, clean, tokenize,
 pack and write. (1) Survey: each chunk of the input is read once, its lines hashed and split by
 hash range; one task per range finds the repeated lines (dedup.py). (2) The driver scans the
 chunks' per-document counts to number the blocks (blocks.py), and the vocabulary is trained on a
-sample drawn by the tasks, or on every block (skipped when corpus.vocab.vocab_uri names one).
+sample drawn by the tasks, or on every block (skipped when corpus.vocab.vocab_uri names one, or
+when corpus.tokenizer_uri names a teacher's tokenizer: it is written to vocab/ as it tokenizes).
 (3) Pack tasks re-read their chunks and pack their blocks; write tasks turn each
 `examples_per_shard` rows into a Parquet shard at its destination. The manifest is written last
 and records a fingerprint of the inputs (names, sizes, mtimes/ETags) and of the config, so a
@@ -18,6 +20,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -26,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from koelectra_dist import ray_runtime, storage
+from koelectra_dist import hf_tokenizer, ray_runtime, storage
 from koelectra_dist.config import Config
 from koelectra_dist.corpus import dedup, ray_tasks
 from koelectra_dist.corpus.blocks import CutState, PackOptions, advance, block_limit
@@ -54,6 +58,7 @@ from koelectra_dist.corpus.vocab import (
     write_vocab_dir,
 )
 from koelectra_dist.errors import DataError, StorageError, bullets, user_error_in
+from koelectra_dist.tokens import DEFAULT_IDS, SpecialIds
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +86,10 @@ _RULES_BEFORE_PRESETS = {
 _NO_OP_RULES = dataclasses.asdict(PRESETS["koelectra_v3"])
 
 
-def fingerprint(cfg: Config, files: list[InputFile]) -> str:
+def fingerprint(cfg: Config, files: list[InputFile], tokenizer_sha256: str | None = None) -> str:
     corpus = dataclasses.asdict(cfg.corpus)
+    if corpus["tokenizer_uri"] is None:  # unset: the fingerprints of earlier shard sets hold
+        corpus.pop("tokenizer_uri")
     for name in ("output_uri", "chunk_bytes", "dedup_partitions"):  # where and how, not what
         corpus.pop(name)
     for name in ("merge_with", "train_size"):
@@ -103,6 +110,8 @@ def fingerprint(cfg: Config, files: list[InputFile]) -> str:
         "model": {"vocab_size": cfg.model.vocab_size, "max_length": cfg.model.max_length},
         "vocab_source": vocab_sha256(cfg.corpus.vocab.vocab_uri) if cfg.corpus.vocab.vocab_uri else None,
     }
+    if tokenizer_sha256:
+        payload["tokenizer_source"] = tokenizer_sha256
     if cfg.corpus.vocab.merge_with:  # unset: the fingerprints of earlier shard sets hold
         merged = load_vocab(cfg.corpus.vocab.merge_with, "corpus.vocab.merge_with")
         payload["merge_source"] = hashlib.sha256(vocab_text(merged)).hexdigest()
@@ -424,7 +433,7 @@ def _cleaning_report(s: Survey, counts: Counter[str]) -> dict[str, Any]:
 
 
 def pack_shards(
-    cfg: Config, s: Survey, options: ReadOptions, tokenizer_json: str, cpus: int
+    cfg: Config, s: Survey, options: ReadOptions, tokenizer_json: str, cpus: int, special: SpecialIds = DEFAULT_IDS
 ) -> tuple[list[ShardFile], list[ShardFile], Counter[str]]:
     """Pack every block and write the shards; return them, the held-out shards and the counts."""
     import ray
@@ -441,6 +450,7 @@ def pack_shards(
         c.flush_documents,
         c.seed,
         c.several_examples_per_row,
+        special,
     )
 
     def submit(job: Job):
@@ -460,6 +470,44 @@ def pack_shards(
     return ray.get(plan.written), ray.get(plan.validation), counts
 
 
+@dataclass
+class TeacherTokenizer:
+    """corpus.tokenizer_uri, loaded: the fast tokenizer, the sha256 of its files, its vocabulary."""
+
+    tokenizer: Any
+    sha256: str
+    vocab: list[str]
+
+
+def load_teacher_tokenizer(cfg: Config) -> TeacherTokenizer:
+    """The tokenizer corpus.tokenizer_uri names; DataError unless its size is model.vocab_size and
+    it has the five special tokens."""
+    uri = cfg.corpus.tokenizer_uri
+    key = f"corpus.tokenizer_uri={uri}"
+    with tempfile.TemporaryDirectory(prefix="koelectra-tokenizer-") as scratch:
+        local = storage.local_path(uri)
+        local = local if local and os.path.isdir(local) else hf_tokenizer.fetch(uri, scratch)
+        tok = hf_tokenizer.load_local(local, key)
+        sha = hf_tokenizer.files_sha256(local)
+    hf_tokenizer.special_ids(tok, key)
+    vocab = hf_tokenizer.vocab_list(tok)
+    if len(vocab) != cfg.model.vocab_size:
+        raise DataError(
+            f"{key} has {len(vocab)} tokens but model.vocab_size is {cfg.model.vocab_size}; set model.vocab_size "
+            f"to {len(vocab)}"
+        )
+    return TeacherTokenizer(tok, sha, vocab)
+
+
+def write_teacher_tokenizer(teacher: TeacherTokenizer, uri: str) -> None:
+    """The teacher's tokenizer as the corpus's vocab/ folder: a standard fast tokenizer folder with
+    vocab.txt in id order (`hf_tokenizer.save`)."""
+    with tempfile.TemporaryDirectory(prefix="koelectra-vocab-") as scratch:
+        hf_tokenizer.save(teacher.tokenizer, scratch)
+        storage.remove(uri)
+        storage.upload_dir(scratch, uri)
+
+
 def run(cfg: Config) -> dict[str, Any]:
     import ray
 
@@ -467,7 +515,8 @@ def run(cfg: Config) -> dict[str, Any]:
     c, m = cfg.corpus, cfg.model
     out, vocab_uri, shards_uri = cfg.paths.corpus, cfg.paths.vocab, cfg.paths.corpus_shards
     files = resolve_inputs(c.inputs)
-    fp = fingerprint(cfg, files)
+    teacher = load_teacher_tokenizer(cfg) if c.tokenizer_uri else None
+    fp = fingerprint(cfg, files, teacher.sha256 if teacher else None)
     previous = _previous(shards_uri)
     if _finished(shards_uri, vocab_uri, fp, previous):
         log.info("corpus: %s is complete for these inputs and config; skipping", shards_uri)
@@ -475,22 +524,31 @@ def run(cfg: Config) -> dict[str, Any]:
     existing = _vocab_sha(vocab_uri)
     # The vocabulary of a finished run with the same inputs and config is kept as it is (only the
     # shards are rebuilt): checkpoints may have been trained with it.
-    keep = not c.vocab.vocab_uri and previous is not None and previous.fingerprint == fp
+    keep = not c.vocab.vocab_uri and not teacher and previous is not None and previous.fingerprint == fp
     keep = keep and existing == previous.vocab_sha256
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     options = ReadOptions(c.encoding, c.text_field)
     started = time.time()
     try:
-        sample_k = c.vocab.sample_lines if not c.vocab.vocab_uri and c.vocab.sample_lines and not keep else 0
+        trains = not (c.vocab.vocab_uri or keep or teacher)
+        sample_k = c.vocab.sample_lines if trains and c.vocab.sample_lines else 0
         found = survey(cfg, files, options, sample_k, cpus)
-        if c.vocab.vocab_uri or keep:
+        if teacher:
+            vocab = teacher.vocab
+        elif c.vocab.vocab_uri or keep:
             source = c.vocab.vocab_uri or vocab_uri
             vocab = load_vocab(source)
             check_vocab_tokens(vocab, m.vocab_size, source)
         else:
             vocab = build_vocab(cfg, found, options, cpus)
         sha = hashlib.sha256(vocab_text(vocab)).hexdigest()
-        if existing == sha or (
+        special = hf_tokenizer.special_ids(teacher.tokenizer, c.tokenizer_uri) if teacher else DEFAULT_IDS
+        if teacher:
+            if existing not in (None, sha) and (used_by := _checkpoints_using(cfg, existing)):
+                raise _refuse_replacing(cfg, vocab_uri, used_by)
+            write_teacher_tokenizer(teacher, vocab_uri)
+            tokenizer = teacher.tokenizer.backend_tokenizer
+        elif existing == sha or (
             c.vocab.vocab_uri and _same_file(vocab_txt_uri(c.vocab.vocab_uri), vocab_txt_uri(vocab_uri))
         ):
             tokenizer = build_tokenizer(vocab)  # this very vocabulary is already in place
@@ -500,7 +558,7 @@ def run(cfg: Config) -> dict[str, Any]:
             tokenizer = write_vocab_dir(vocab, vocab_uri, m.max_length)
         vocab_seconds = time.time() - started
         storage.remove(shards_uri)  # a partial or damaged earlier output is never reused
-        shards, validation, counts = pack_shards(cfg, found, options, tokenizer.to_str(), cpus)
+        shards, validation, counts = pack_shards(cfg, found, options, tokenizer.to_str(), cpus, special)
     except Exception as e:  # a task's own error reaches the user as it was raised
         user = user_error_in(e)
         if user is None:
@@ -536,6 +594,7 @@ def run(cfg: Config) -> dict[str, Any]:
         config={"corpus": dataclasses.asdict(c), "model": dataclasses.asdict(m)},
         fingerprint=fp,
         validation=validation,
+        tokenizer=hf_tokenizer.describe(teacher.tokenizer, c.tokenizer_uri, teacher.sha256) if teacher else None,
     )
     write_manifest(shards_uri, manifest)
     # The timings go to the report only: the manifest is the same bytes run after run.

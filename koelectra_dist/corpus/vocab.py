@@ -186,8 +186,10 @@ def build_tokenizer(vocab: list[str]) -> Tokenizer:
     return tokenizer
 
 
-def check_vocab_tokens(vocab: list[str], vocab_size: int, where: str) -> None:
-    if list(vocab[: len(SPECIAL_TOKENS)]) != list(SPECIAL_TOKENS):
+def check_vocab_tokens(vocab: list[str], vocab_size: int, where: str, ours: bool = True) -> None:
+    """DataError unless `vocab` has `vocab_size` distinct tokens, the five special ones first in our
+    order when `ours` (a teacher's tokenizer, corpus.tokenizer_uri, has them anywhere)."""
+    if ours and list(vocab[: len(SPECIAL_TOKENS)]) != list(SPECIAL_TOKENS):
         raise DataError(
             f"{where}: the first tokens must be {' '.join(SPECIAL_TOKENS)} (ids 0-4), got {' '.join(vocab[:5])}"
         )

@@ -20,9 +20,9 @@ import tempfile
 import time
 from typing import Any
 
-from koelectra_dist import storage
+from koelectra_dist import hf_tokenizer, layout, storage
 from koelectra_dist.config import Config, portable, portable_config
-from koelectra_dist.corpus.shards import vocab_sha256
+from koelectra_dist.corpus.shards import read_manifest, vocab_sha256
 from koelectra_dist.distill import distilbert
 from koelectra_dist.distill.masking import masking_weights, read_counts, token_counts, write_counts
 from koelectra_dist.distill.model import Distiller
@@ -123,11 +123,17 @@ def distill_loop(config: dict[str, Any]) -> None:
     run_worker(config["cfg"], build_distiller, config["resume"])
 
 
-def check_teacher(cfg: Config, shards_sha256: str) -> None:
+def check_teacher(cfg: Config, shards_sha256: str, shards_tokenizer: dict[str, Any] | None = None) -> None:
     """Refuse, before any worker starts, a teacher (or generator) of another vocabulary than the
-    shards', or one whose weights do not load; warn when a discriminator alone gets a fresh generator."""
+    shards', or one whose weights do not load; warn when a discriminator alone gets a fresh generator.
+    Shards built with a teacher's tokenizer (corpus.tokenizer_uri: `shards_tokenizer`, the manifest's
+    record) are compared through the teacher's tokenizer as `hf_tokenizer` loads it."""
     d = cfg.distill
-    check_vocabulary("distill.teacher_uri", d.teacher_uri, vocab_sha256(d.teacher_uri), shards_sha256, d.teacher_uri)
+    if shards_tokenizer is None:
+        found = vocab_sha256(d.teacher_uri)
+    else:
+        found = hf_tokenizer.vocab_sha256(hf_tokenizer.load_tokenizer(d.teacher_uri, "distill.teacher_uri"))
+    check_vocabulary("distill.teacher_uri", d.teacher_uri, found, shards_sha256, d.teacher_uri)
     if d.generator_uri:
         if not storage.exists(storage.join(d.generator_uri, "config.json")):
             raise ConfigError(
@@ -164,9 +170,11 @@ def export_student(cfg: Config, final: str, meta: Any) -> dict[str, Any]:
         kind="student",
     )
     with tempfile.TemporaryDirectory(prefix="koelectra-distill-") as scratch:
-        vocab_dir = fetch_vocab(
-            cfg.distill.teacher_uri, os.path.join(scratch, "vocab"), meta.vocab_sha256, cfg.model.vocab_size
-        )
+        # the tokenizer the shards were built with: the teacher's, or (corpus.tokenizer_uri) the
+        # corpus's vocab/, where a KoBERT-family one is already converted
+        converted = read_manifest(cfg.paths.shards).tokenizer is not None
+        source = layout.vocab_beside(cfg.paths.shards) if converted else cfg.distill.teacher_uri
+        vocab_dir = fetch_vocab(source, os.path.join(scratch, "vocab"), meta.vocab_sha256, cfg.model.vocab_size)
         folder = os.path.join(scratch, "model")
         student.save_pretrained(folder)
         write_tokenizer(vocab_dir, folder, cfg.model.max_length)
@@ -189,7 +197,7 @@ def run(cfg: Config) -> dict[str, Any]:
     shards = open_shards(cfg)
     if cfg.distill.masking == "distilbert":
         write_counts(counts_uri(cfg), token_counts(shards, cfg.model.vocab_size))
-    check_teacher(cfg, shards.manifest.vocab_sha256)
+    check_teacher(cfg, shards.manifest.vocab_sha256, shards.manifest.tokenizer)
     root = cfg.paths.checkpoints
     latest = store.latest_verified(root)
     if latest:

@@ -45,11 +45,11 @@ def resolve_teacher(cfg: Config) -> Teacher:
     """The teacher `distill.teacher_uri` names; ConfigError when it is not one we can distil."""
     d = cfg.distill
     uri = d.teacher_uri or storage.join(cfg.paths.export, "discriminator")
-    for name in ("config.json", "vocab.txt"):
-        if not storage.exists(storage.join(uri, name)):
+    for names in (("config.json",), ("vocab.txt", "tokenizer.json")):  # a tokenizer: WordPiece, KoBERT's, any
+        if not any(storage.exists(storage.join(uri, name)) for name in names):
             raise ConfigError(
-                f"distill.teacher_uri={uri}: no {name}; name a transformers model folder with its tokenizer "
-                "(the export stage's discriminator/, a BERT/ELECTRA masked-LM folder, or hf://ORG/NAME)"
+                f"distill.teacher_uri={uri}: no {' or '.join(names)}; name a transformers model folder with its "
+                "tokenizer (the export stage's discriminator/, a BERT/ELECTRA masked-LM folder, or hf://ORG/NAME)"
             )
     config = storage.read_json(storage.join(uri, "config.json"))
     architectures = config.get("architectures") or []

@@ -130,7 +130,18 @@ def training_config(meta: CheckpointMeta, uri: str) -> Config:
 def write_tokenizer(vocab_dir: str, out_dir: str, max_length: int) -> None:
     """The tokenizer files a KoELECTRA user expects: vocab.txt (the slow path, old transformers),
     tokenizer.json (fast), tokenizer_config.json (cased: do_lower_case false) and
-    special_tokens_map.json. transformers 5 writes neither vocab.txt nor the special tokens map."""
+    special_tokens_map.json. transformers 5 writes neither vocab.txt nor the special tokens map.
+    A teacher's tokenizer (corpus.tokenizer_uri: vocab/ names another class) is copied as it is."""
+    config_file = os.path.join(vocab_dir, "tokenizer_config.json")
+    named = "ElectraTokenizer"  # a bare vocab.txt is ours
+    if os.path.exists(config_file):
+        with open(config_file, encoding="utf-8") as f:
+            named = json.load(f).get("tokenizer_class", named)
+    if named != "ElectraTokenizer":
+        for name in TOKENIZER_FILES:
+            if os.path.exists(os.path.join(vocab_dir, name)):
+                shutil.copyfile(os.path.join(vocab_dir, name), os.path.join(out_dir, name))
+        return
     tokenizer = ElectraTokenizerFast.from_pretrained(
         vocab_dir, do_lower_case=False, strip_accents=False, model_max_length=max_length, local_files_only=True
     )
@@ -196,7 +207,10 @@ def fetch_vocab(vocab_uri: str, local_dir: str, expected_sha256: str | None, voc
             f"{vocab_txt_uri(vocab_uri)} is not the vocabulary the checkpoint was trained with (sha256 differs "
             "from meta.json's vocab_sha256); point export.vocab_uri at the right vocab/ folder"
         )
-    check_vocab_tokens(load_vocab(vocab_uri), vocab_size, vocab_txt_uri(vocab_uri))
+    config = storage.join(vocab_uri, "tokenizer_config.json")
+    named = storage.read_json(config).get("tokenizer_class") if storage.exists(config) else None
+    ours = named in (None, "ElectraTokenizer")  # else a teacher's tokenizer (corpus.tokenizer_uri)
+    check_vocab_tokens(load_vocab(vocab_uri), vocab_size, vocab_txt_uri(vocab_uri), ours)
     for f in storage.list_files(vocab_uri):
         if os.path.basename(f) in TOKENIZER_FILES:
             storage.write_bytes(os.path.join(local_dir, os.path.basename(f)), storage.read_bytes(f))

@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
-import shutil
 import time
 from typing import Any
 
 import torch
 
+from koelectra_dist import hf_tokenizer
 from koelectra_dist.export.hf_layout import TOKENIZER_FILES
 from koelectra_dist.finetune.data import TaskData
 from koelectra_dist.finetune.heads import Encoded, Head, head_for
@@ -40,10 +39,9 @@ def total_steps(n_examples: int, batch_size: int, epochs: float) -> int:
 
 
 def load_model(model_dir: str, head: Head) -> tuple[Any, torch.nn.Module]:
-    """The folder's tokenizer and the task's head on its encoder."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_dir), head.model(model_dir)
+    """The folder's tokenizer (a KoBERT-family one converted, `hf_tokenizer`) and the task's head
+    on its encoder."""
+    return hf_tokenizer.load_local(model_dir, model_dir), head.model(model_dir)
 
 
 def inputs(enc: Encoded | Windows, indexes: list[int], pad_id: int) -> dict[str, torch.Tensor]:
@@ -158,10 +156,9 @@ def finetune(
     score, extra = head.score(scored, scored_enc, predict(model, head, scored_enc, pad_id, device))
     if save_dir is not None:
         model.save_pretrained(save_dir)
-        # the source folder's tokenizer files as they are (transformers 5 would write no vocab.txt)
-        for name in TOKENIZER_FILES:
-            if os.path.exists(os.path.join(model_dir, name)):
-                shutil.copy(os.path.join(model_dir, name), os.path.join(save_dir, name))
+        # the source folder's tokenizer files as they are (transformers 5 would write no vocab.txt),
+        # a KoBERT-family one converted
+        hf_tokenizer.copy_loadable(model_dir, save_dir, TOKENIZER_FILES)
     tail = losses[-max(1, len(losses) // 10) :]
     result = {
         "task": spec.name,

@@ -7,13 +7,13 @@ import random
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_MODEL
 
 from koelectra_dist.corpus.examples import ExampleBuilder
 from koelectra_dist.corpus.shards import ShardManifest
 from koelectra_dist.pretrain.data import collate
 from koelectra_dist.pretrain.model import ElectraPretrainer, mask_tokens
 from koelectra_dist.tokens import DEFAULT_IDS, SpecialIds
-from tests.helpers import TINY_MODEL
 
 KOBERT = SpecialIds(pad=1, unk=0, cls=2, sep=3, mask=4)
 SHIFTED = SpecialIds(pad=7, unk=8, cls=9, sep=10, mask=11)  # none of them 0-4

@@ -5,7 +5,7 @@ pretrain stage) for the same compute, each fine-tuned on NSMC and KorSTS by the 
 several seeds; with size and CPU inference-speed ratios.
 
     python benchmarks/bench_distill.py --budget smoke          # minutes: shows the chain runs, nothing about transfer
-    python benchmarks/bench_distill.py --budget hour           # bench_quality's hour teacher (it beats random init)
+    python benchmarks/bench_distill.py --budget hour           # bench_quality's hour budget, a 4-layer teacher
     python benchmarks/bench_distill.py --teacher DIR --budget hour   # an exported teacher (DIR/discriminator, DIR/generator)
     python benchmarks/bench_distill.py --reuse ...             # fine-tune and time the models under --out only
 
@@ -95,8 +95,8 @@ BUDGETS = {
         "finetune.max_eval_examples=300",
         "finetune.repeats=2",
     ],
-    # bench_quality's hour teacher (it beats random init on NSMC there), then a distillation of a
-    # quarter of its steps; six fine-tuning seeds on 5,000 dev rows.
+    # bench_quality's hour budget (its 2-layer teacher beats random init on NSMC; here 4 layers), then a
+    # distillation of a quarter of its steps; six fine-tuning seeds on 5,000 dev rows.
     "hour": [
         *QUALITY_BUDGETS["hour"],
         "distill.steps=12500",

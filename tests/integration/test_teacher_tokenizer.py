@@ -128,3 +128,29 @@ def test_kobert_teacher_distils_exports_loads_and_fine_tunes(teacher_run, tmp_pa
     result = finetune(model_dir, spec, train, dev, seed=1, save_dir=str(saved))
     assert result["steps"] > 0 and 0 <= result["score"] <= 100
     assert AutoTokenizer.from_pretrained(str(saved)).pad_token_id == KOBERT_IDS.pad
+
+
+def test_kobert_teacher_distils_into_a_distilbert_student(teacher_run, tmp_path):
+    """DistilKoBERT's shape: a DistilBertForMaskedLM student of the [PAD]=1 teacher, loadable by
+    DistilBertModel and AutoTokenizer with the teacher's ids."""
+    from transformers import DistilBertModel
+
+    root, teacher, cfg, _ = teacher_run
+    cfg = tiny_config(
+        str(root / "run"),
+        f"corpus.tokenizer_uri={teacher}",
+        f"model.vocab_size={cfg.model.vocab_size}",
+        f"distill.teacher_uri={teacher}",
+        "distill.student=distilbert",
+        "distill.layers=[0,2]",
+        "distill.steps=2",
+        "distill.warmup_steps=0",
+        f"distill.output_uri={tmp_path / 'distill'}",
+    )
+    report = distill.run(cfg)
+    model = DistilBertModel.from_pretrained(report["model"])
+    assert model.config.n_layers == 2 and model.config.pad_token_id == KOBERT_IDS.pad
+    tokenizer = AutoTokenizer.from_pretrained(report["model"])
+    assert SpecialIds.from_tokenizer(tokenizer) == KOBERT_IDS
+    text = korean_lines()[9]
+    assert tokenizer(text)["input_ids"] == hf_tokenizer.load_tokenizer(str(teacher), "test")(text)["input_ids"]

@@ -302,6 +302,13 @@ def validate_card(text: str, tower: str) -> None:
         raise DataError("model card metadata is wrong: " + "; ".join(problems))
 
 
+def _tokenizer(record: dict[str, Any] | None) -> str:
+    """The shards' tokenizer as the manifest records it (corpus.tokenizer_uri), else the project's own."""
+    if not record:
+        return "the project's WordPiece vocabulary (corpus stage)"
+    return f"`{record.get('uri')}` ({record.get('class')}, special ids {record.get('special_ids')})"
+
+
 def _hub_id(uri: str | None) -> str | None:
     """ORG/NAME of an hf:// location, else None."""
     return uri[len("hf://") :] if uri and uri.startswith("hf://") else None
@@ -394,6 +401,7 @@ def build_student_card(
             [
                 ("corpus fingerprint", f"`{corpus['fingerprint']}`" if corpus.get("fingerprint") else None),
                 ("vocab.txt sha256", f"`{info.vocab_sha256}`"),
+                ("tokenizer", _tokenizer(corpus.get("tokenizer"))),
                 ("examples", _num(corpus.get("total_rows"))),
                 ("tokens", _num(corpus.get("total_tokens"))),
                 ("max length", corpus.get("max_length")),

@@ -240,7 +240,7 @@ def test_distilkobert_config_is_distilkoberts_published_settings():
         5.0,
         0.15,
     )
-    assert "distill" in cfg.run.stages
+    assert "distill" in cfg.run.stages and cfg.corpus.tokenizer_uri == d.teacher_uri  # shards in KoBERT's pieces
 
 
 def test_the_checkpoint_holds_the_distilbert_student_alone(tmp_path):

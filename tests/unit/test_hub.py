@@ -303,7 +303,13 @@ def student_dir(tmp_path_factory) -> Path:
         exported_at="2026-12-07T00:00:00Z",
         parameters={"student": 60_000, "teacher": 92_000_000},
         meta=meta,
-        corpus={"fingerprint": "c0ffee12", "total_rows": 321, "total_tokens": 17_654, "max_length": 64},
+        corpus={
+            "fingerprint": "c0ffee12",
+            "total_rows": 321,
+            "total_tokens": 17_654,
+            "max_length": 64,
+            "tokenizer": {"uri": "hf://org/kobert-lm", "class": "BertTokenizerFast", "special_ids": {"pad": 1}},
+        },
         kind="student",
     )
     storage.write_json(str(folder / EXPORT_INFO), info.to_json())
@@ -326,6 +332,7 @@ def test_a_distilled_student_is_one_repository_with_a_card_naming_its_teacher(st
     assert "`c0ffee12`" in card and "weight 0.33, temperature 2.0" in card and "every real (non-pad) token" in card
     assert "count^-0.7, 80% [MASK] / 10% kept / 10% random" in card and "AdamW" in card
     assert "`DistilBertForMaskedLM` (distilbert shape)" in card and "| student layers | 3 |" in card
+    assert "| tokenizer | `hf://org/kobert-lm` (BertTokenizerFast" in card
     validate_card(card, "student")
 
 

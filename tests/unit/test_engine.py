@@ -132,6 +132,33 @@ def test_a_users_deepspeed_config_is_merged_but_may_not_set_what_the_project_own
 def test_the_cpu_optimizer_is_electras():
     model = torch.nn.Linear(3, 3)
     assert isinstance(make_optimizer(cfg_with(distributed={"gpus_per_worker": 0}), model), ElectraAdamW)
+    adamw = make_optimizer(cfg_with(distributed={"gpus_per_worker": 0}, train={"optimizer": "adamw"}), model)
+    assert type(adamw) is torch.optim.AdamW
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (DeepSpeed's FusedAdam)")
+def test_fused_adam_makes_adamws_update_with_train_optimizer_adamw():
+    """train.optimizer=adamw on a GPU: FusedAdam with bias correction, the update of torch's AdamW."""
+    from deepspeed.ops.adam import FusedAdam
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(64, 64).cuda()
+    twin = torch.nn.Linear(64, 64).cuda()
+    twin.load_state_dict(model.state_dict())
+    cfg = cfg_with(distributed={"gpus_per_worker": 1}, train={"optimizer": "adamw", "adam_betas": [0.9, 0.98]})
+    fused = make_optimizer(cfg, model)
+    assert isinstance(fused, FusedAdam)
+    groups = [{"params": [twin.weight], "weight_decay": 0.01}, {"params": [twin.bias], "weight_decay": 0.0}]
+    ours = torch.optim.AdamW(groups, lr=cfg.train.learning_rate, betas=(0.9, 0.98), eps=cfg.train.adam_eps)
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in model.parameters()]
+        for p, t, g in zip(model.parameters(), twin.parameters(), grads, strict=True):
+            p.grad, t.grad = g.clone(), g.clone()
+        fused.step()
+        ours.step()
+    for p, t in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(p, t, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.gpu

@@ -62,6 +62,33 @@ def teacher_run(ray_local, tmp_path_factory):
     return root, teacher, cfg, corpus.run(cfg)
 
 
+def sentiment_task(folder):
+    """A small sentiment task (NSMC layout) in `folder`: its resolved spec, train and dev data."""
+    rng = random.Random(0)
+    words = ["대한민국", "국민", "법률", "헌법", "국회", "정부"]
+    for split, n in [("train", 48), ("dev", 16)]:
+        lines = ["id\tdocument\tlabel"]
+        for i in range(n):
+            label = rng.choice("01")
+            key = "좋다" if label == "1" else "싫다"
+            lines.append(f"{i}\t{' '.join(rng.choices(words, k=4))} {key}\t{label}")
+        (folder / "sentiment").mkdir(exist_ok=True)
+        (folder / "sentiment" / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    spec = FinetuneTaskConfig(
+        name="sentiment",
+        train_file="train.txt",
+        dev_file="dev.txt",
+        text_columns=["document"],
+        label_column="label",
+        labels=["0", "1"],
+        metric="accuracy",
+    )
+    (spec,) = resolve_tasks(
+        FinetuneConfig(tasks=["sentiment"], task_specs=[spec], epochs=1, learning_rate=1e-3, max_length=32)
+    )
+    return spec, read_split(str(folder), spec, "train"), read_split(str(folder), spec, "dev")
+
+
 def test_corpus_builds_shards_with_the_teachers_tokenizer(teacher_run):
     root, teacher, cfg, report = teacher_run
     assert not report["skipped"]
@@ -101,29 +128,7 @@ def test_kobert_teacher_distils_exports_loads_and_fine_tunes(teacher_run, tmp_pa
     assert tokenizer(text)["input_ids"] == teacher_tok(text)["input_ids"]
 
     # fine-tunes a few steps on a sentiment task, through the finetune stage's trainer
-    rng = random.Random(0)
-    words = ["대한민국", "국민", "법률", "헌법", "국회", "정부"]
-    for split, n in [("train", 48), ("dev", 16)]:
-        lines = ["id\tdocument\tlabel"]
-        for i in range(n):
-            label = rng.choice("01")
-            key = "좋다" if label == "1" else "싫다"
-            lines.append(f"{i}\t{' '.join(rng.choices(words, k=4))} {key}\t{label}")
-        (tmp_path / "sentiment").mkdir(exist_ok=True)
-        (tmp_path / "sentiment" / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    spec = FinetuneTaskConfig(
-        name="sentiment",
-        train_file="train.txt",
-        dev_file="dev.txt",
-        text_columns=["document"],
-        label_column="label",
-        labels=["0", "1"],
-        metric="accuracy",
-    )
-    (spec,) = resolve_tasks(
-        FinetuneConfig(tasks=["sentiment"], task_specs=[spec], epochs=1, learning_rate=1e-3, max_length=32)
-    )
-    train, dev = read_split(str(tmp_path), spec, "train"), read_split(str(tmp_path), spec, "dev")
+    spec, train, dev = sentiment_task(tmp_path)
     saved = tmp_path / "saved"
     result = finetune(model_dir, spec, train, dev, seed=1, save_dir=str(saved))
     assert result["steps"] > 0 and 0 <= result["score"] <= 100
@@ -154,3 +159,16 @@ def test_kobert_teacher_distils_into_a_distilbert_student(teacher_run, tmp_path)
     assert SpecialIds.from_tokenizer(tokenizer) == KOBERT_IDS
     text = korean_lines()[9]
     assert tokenizer(text)["input_ids"] == hf_tokenizer.load_tokenizer(str(teacher), "test")(text)["input_ids"]
+
+
+def test_a_kobert_folder_fine_tunes_as_published(teacher_run, tmp_path):
+    """The teacher folder itself (KoBertTokenizer's files, no tokenizer.json): fine-tuning loads it
+    without code from the Hub (scored as a baseline) and saves a folder AutoTokenizer loads."""
+    _, teacher, _, _ = teacher_run
+    spec, train, dev = sentiment_task(tmp_path)
+    saved = tmp_path / "saved"
+    result = finetune(str(teacher), spec, train, dev, seed=1, save_dir=str(saved))
+    assert result["steps"] > 0
+    text = korean_lines()[11]
+    reloaded = AutoTokenizer.from_pretrained(str(saved))
+    assert reloaded(text)["input_ids"] == hf_tokenizer.load_tokenizer(str(teacher), "test")(text)["input_ids"]

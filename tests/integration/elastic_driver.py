@@ -7,7 +7,8 @@ worker loop (`loop.run_worker`), on a model that records every micro-batch it tr
 Each micro-batch appends one JSON line to RECORD_DIR/<pid>.jsonl: the torch seed it was trained
 under (which names its global index, see loop.micro_batch_seed), the world size and rank, the first
 body token of each example (which names the example, see helpers.write_shard_set), its loss and
-the time. DELAY_S seconds of sleep per micro-batch stretch the run so that resizes happen mid-run.
+the time. DELAY_S seconds of sleep per micro-batch stretch the run so that resizes happen mid-run,
+until the test creates RECORD_DIR/no-delay (once the events it waits for have happened).
 The report (JSON) is the last line of stdout.
 """
 
@@ -25,6 +26,8 @@ from helpers import TINY_CONFIG  # noqa: E402
 
 from koelectra_dist.config import load_config  # noqa: E402
 
+NO_DELAY = "no-delay"
+
 
 def recording_loop(record_dir: str, delay_s: float):
     """The pretrain stage's worker loop on a recording model (pickled by value: this is __main__)."""
@@ -38,6 +41,7 @@ def recording_loop(record_dir: str, delay_s: float):
         ctx = ray.train.get_context()
         rank, world = ctx.get_world_rank(), ctx.get_world_size()
         path = os.path.join(record_dir, f"{os.getpid()}.jsonl")
+        no_delay = os.path.join(record_dir, NO_DELAY)
 
         def build(cfg):
             model = pretrainer(cfg)
@@ -46,7 +50,8 @@ def recording_loop(record_dir: str, delay_s: float):
             def recorded(input_ids, *args, **kwargs):
                 seed = torch.initial_seed()
                 out = forward(input_ids, *args, **kwargs)
-                time.sleep(delay_s)
+                if not os.path.exists(no_delay):
+                    time.sleep(delay_s)
                 line = {
                     "seed": seed,
                     "world": world,

@@ -28,6 +28,7 @@ from helpers import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from autoscaling_cluster import AutoscalingCluster  # noqa: E402
+from elastic_driver import NO_DELAY  # noqa: E402
 
 from koelectra_dist.pretrain.checkpoint import store  # noqa: E402
 from koelectra_dist.pretrain.data import ShardStream, open_shards  # noqa: E402
@@ -94,6 +95,17 @@ def wait(proc: subprocess.Popen, timeout: float) -> str:
     return proc.log_path.read_text()
 
 
+def full_speed_once_resumed(driver: subprocess.Popen, records: Path, since: float) -> None:
+    """Once the run trains on one worker again after `since` (the node removal), it needs no more
+    stretching: stop the driver's per-micro-batch delay (elastic_driver.NO_DELAY)."""
+    deadline = time.monotonic() + 300
+    while driver.poll() is None and time.monotonic() < deadline:
+        if any(r["world"] == 1 and r["time"] > since for r in read_records(records)):
+            break
+        time.sleep(0.5)
+    (records / NO_DELAY).touch()
+
+
 @pytest.fixture
 def cluster():
     with AutoscalingCluster(node_cpus=1, max_nodes=2, replace_lost_nodes=False) as c:
@@ -117,7 +129,9 @@ def test_elastic_run_grows_with_the_autoscaler_and_finishes_after_losing_a_node(
     # ...then a node goes away without notice and is not replaced
     nodes = cluster.worker_nodes()
     assert len(nodes) == 2
+    removed = time.time()
     cluster.remove_node(nodes[-1])
+    full_speed_once_resumed(driver, records, removed)
     log = wait(driver, 480)
     assert driver.returncode == 0, log[-8000:]
     report = json.loads(next(line for line in reversed(log.splitlines()) if line.startswith('{"checkpoint"')))
@@ -202,7 +216,9 @@ def test_a_preemption_notice_checkpoints_at_once_and_the_run_resumes_there(clust
         time.sleep(0.2)
     saved = _steps(root)
     assert saved and saved[0] < 60, "no checkpoint was written at the notice: " + wait(driver, 1)[-6000:]
+    removed = time.time()
     cluster.remove_node(node)  # the reclaim
+    full_speed_once_resumed(driver, records, removed)
     log = wait(driver, 480)
     assert driver.returncode == 0, log[-8000:]
     assert f"checkpointing step {saved[0]} now" in log

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import socket
 import threading
 from pathlib import Path
@@ -301,3 +302,24 @@ def write_kobert_folder(folder: Path, pieces: int = 1000) -> Path:
     }
     (folder / "special_tokens_map.json").write_text(json.dumps(specials))
     return folder
+
+
+def toy_finetune_config(folder: Path, model_uri: str) -> Config:
+    """A finetune-only config of one epoch on a toy two-class task over the words w5..w30 (written
+    under `folder`/toy; 40 rows scored on themselves): enough to show a model fine-tunes."""
+    rows = ["id\tdocument\tlabel"] + [f"{i}\tw{i % 7 + 5} w{i % 3 + 20} w30\t{int(i % 7 < 3)}" for i in range(40)]
+    (folder / "toy").mkdir()
+    for name in ("train.txt", "test.txt"):
+        (folder / "toy" / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    spec = {"name": "toy", "train_file": "train.txt", "test_file": "test.txt", "text_columns": ["document"]}
+    spec |= {"label_column": "label", "labels": ["0", "1"], "metric": "accuracy", "eval_split": "test"}
+    return tiny_config(
+        str(folder / "ft"),
+        f"finetune.model_uri={model_uri}",
+        f"finetune.data_dir={folder}",
+        'finetune.tasks=["toy"]',
+        f"finetune.task_specs=[{json.dumps(spec)}]",
+        "finetune.epochs=1",
+        "finetune.allow_same_files=true",
+        'run.stages=["finetune"]',
+    )

@@ -31,6 +31,22 @@ OPTIMIZERS = {
 }
 
 
+def _training_rows(info: ExportInfo, train: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The schedule and optimizer rows every card's training table starts with (pre-training, distillation)."""
+    return [
+        ("steps", _num(info.step)),
+        ("examples seen", _num(info.meta.consumed_samples)),
+        ("global batch size", train.get("global_batch_size")),
+        ("peak learning rate", train.get("learning_rate")),
+        ("warm-up steps", train.get("warmup_steps")),
+        ("schedule", "lr x min(1, step/warmup) x (1 - step/total)"),
+        ("optimizer", OPTIMIZERS.get(train.get("optimizer", "electra_adam"))),
+        ("weight decay", train.get("weight_decay")),
+        ("Adam betas / eps", f"{train.get('adam_betas')} / {train.get('adam_eps')}" if train else None),
+        ("gradient clipping", train.get("grad_clip")),
+    ]
+
+
 def _table(rows: list[tuple[str, Any]]) -> list[str]:
     return ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows if v is not None)]
 
@@ -140,24 +156,12 @@ def build_card(
         "## Pre-training",
         "",
         *_table(
-            [
-                ("steps", _num(info.step)),
-                ("examples seen", _num(meta.consumed_samples)),
-                ("global batch size", train.get("global_batch_size")),
-                ("peak learning rate", train.get("learning_rate")),
-                ("warm-up steps", train.get("warmup_steps")),
-                ("schedule", "lr x min(1, step/warmup) x (1 - step/total)"),
-                ("optimizer", OPTIMIZERS.get(train.get("optimizer", "electra_adam"))),
-                ("weight decay", train.get("weight_decay")),
-                ("Adam betas / eps", f"{train.get('adam_betas')} / {train.get('adam_eps')}" if train else None),
-                ("gradient clipping", train.get("grad_clip")),
+            _training_rows(info, train)
+            + [
                 ("mask probability", train.get("mask_prob")),
                 ("loss weights (generator / discriminator)", f"{train.get('gen_weight')} / {train.get('disc_weight')}"),
                 ("generator size", run_cfg.get("model", {}).get("generator_size")),
-                (
-                    "workers / ZeRO stage / precision",
-                    f"{meta.world_size} / {meta.zero_stage} / {meta.precision}",
-                ),
+                ("workers / ZeRO stage / precision", f"{meta.world_size} / {meta.zero_stage} / {meta.precision}"),
             ]
         ),
         "",
@@ -425,20 +429,8 @@ def build_student_card(
         "## Training",
         "",
         *_table(
-            [
-                ("steps", _num(info.step)),
-                ("examples seen", _num(meta.consumed_samples)),
-                ("global batch size", train.get("global_batch_size")),
-                ("peak learning rate", train.get("learning_rate")),
-                ("warm-up steps", train.get("warmup_steps")),
-                ("optimizer", OPTIMIZERS.get(train.get("optimizer", "electra_adam"))),
-                (
-                    "Adam betas / eps / weight decay",
-                    f"{train.get('adam_betas')} / {train.get('adam_eps')} / {train.get('weight_decay')}",
-                ),
-                ("gradient clipping", train.get("grad_clip")),
-                ("workers / ZeRO stage / precision", f"{meta.world_size} / {meta.zero_stage} / {meta.precision}"),
-            ]
+            _training_rows(info, train)
+            + [("workers / ZeRO stage / precision", f"{meta.world_size} / {meta.zero_stage} / {meta.precision}")]
         ),
         "",
         "## Downstream results",

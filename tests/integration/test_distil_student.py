@@ -6,14 +6,13 @@ scripts/publish_to_hub.py --dry-run prints a card naming the teacher, its layers
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_config, write_shard_set
+from helpers import tiny_config, toy_finetune_config, write_shard_set
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertForMaskedLM, DistilBertModel
 
 from koelectra_dist import storage
@@ -72,22 +71,7 @@ def test_a_bert_teacher_distils_into_a_distilbert_student_that_loads_fine_tunes_
     assert hidden.shape == (1, 5, 32)
 
     # the finetune stage fine-tunes it (a toy task: a few steps)
-    rows = ["id\tdocument\tlabel"] + [f"{i}\tw{i % 7 + 5} w{i % 3 + 20} w30\t{int(i % 7 < 3)}" for i in range(40)]
-    (tmp_path / "toy").mkdir()
-    for name in ("train.txt", "test.txt"):
-        (tmp_path / "toy" / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
-    spec = {"name": "toy", "train_file": "train.txt", "test_file": "test.txt", "text_columns": ["document"]}
-    spec |= {"label_column": "label", "labels": ["0", "1"], "metric": "accuracy", "eval_split": "test"}
-    ft = tiny_config(
-        str(tmp_path / "ft"),
-        f"finetune.model_uri={model_dir}",
-        f"finetune.data_dir={tmp_path}",
-        'finetune.tasks=["toy"]',
-        f"finetune.task_specs=[{json.dumps(spec)}]",
-        "finetune.epochs=1",
-        "finetune.allow_same_files=true",
-        'run.stages=["finetune"]',
-    )
+    ft = toy_finetune_config(tmp_path, model_dir)
     scores = finetune.run(ft)["scores"]["toy"]
     assert 0 <= scores["mean"] <= 100
 

@@ -5,12 +5,11 @@ student (initialised from the chosen layers, learning, resuming exactly, exporte
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import publish_to_hub_cache, tiny_config, write_electra_pair, write_shard_set
+from helpers import publish_to_hub_cache, tiny_config, toy_finetune_config, write_electra_pair, write_shard_set
 from transformers import AutoModel, AutoTokenizer, ElectraForMaskedLM, ElectraForPreTraining
 
 from koelectra_dist import storage
@@ -169,22 +168,7 @@ def test_hub_ids_continue_distil_and_fine_tune(ray_local, published, tmp_path):
     assert report["steps"] == 2
     assert "corrupted by a fresh generator" in (Path(report["model"]) / "README.md").read_text()
 
-    rows = ["id\tdocument\tlabel"] + [f"{i}\tw{i % 7 + 5} w{i % 3 + 20} w30\t{int(i % 7 < 3)}" for i in range(40)]
-    (tmp_path / "toy").mkdir()
-    for name in ("train.txt", "test.txt"):
-        (tmp_path / "toy" / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
-    spec = {"name": "toy", "train_file": "train.txt", "test_file": "test.txt", "text_columns": ["document"]}
-    spec |= {"label_column": "label", "labels": ["0", "1"], "metric": "accuracy", "eval_split": "test"}
-    cfg = tiny_config(
-        str(tmp_path / "ft"),
-        "finetune.model_uri=hf://org/published-single",
-        f"finetune.data_dir={tmp_path}",
-        'finetune.tasks=["toy"]',
-        f"finetune.task_specs=[{json.dumps(spec)}]",
-        "finetune.epochs=1",
-        "finetune.allow_same_files=true",
-        'run.stages=["finetune"]',
-    )
+    cfg = toy_finetune_config(tmp_path, "hf://org/published-single")
     report = finetune.run(cfg)
     assert 0 <= report["scores"]["toy"]["mean"] <= 100
     assert storage.read_json(f"{report['output_uri']}/results.json")["model"] == "hf://org/published-single"

@@ -14,10 +14,13 @@ digit + comma is scored down, as transformers' ALBERT converter does for the sam
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 from koelectra_dist import storage
@@ -150,13 +153,22 @@ def load_local(folder: str, where: str) -> Any:
     return tok
 
 
-def load_tokenizer(uri: str, where: str) -> Any:
-    """`load_local` on a tokenizer folder at any URI (weights are not fetched)."""
+@contextlib.contextmanager
+def local_folder(uri: str) -> Iterator[str]:
+    """The folder at `uri` as a local folder: itself when it is one, else a temporary copy of its
+    tokenizer files (weights are not fetched)."""
     local = storage.local_path(uri)
     if local and os.path.isdir(local):
-        return load_local(local, where)
+        yield local
+        return
     with tempfile.TemporaryDirectory(prefix="koelectra-tokenizer-") as scratch:
-        return load_local(fetch(uri, scratch), where)
+        yield fetch(uri, scratch)
+
+
+def load_tokenizer(uri: str, where: str) -> Any:
+    """`load_local` on a tokenizer folder at any URI."""
+    with local_folder(uri) as folder:
+        return load_local(folder, where)
 
 
 def special_ids(tok: Any, where: str) -> SpecialIds:
@@ -181,7 +193,7 @@ def save(tok: Any, folder: str) -> None:
     shards' vocab_sha256 hashes)."""
     tok.save_pretrained(folder)
     with open(os.path.join(folder, "vocab.txt"), "w", encoding="utf-8") as f:
-        f.write("\n".join(vocab_list(tok)) + "\n")
+        f.write(_vocab_text(tok))
 
 
 def describe(tok: Any, uri: str, sha256: str) -> dict[str, Any]:
@@ -192,7 +204,7 @@ def describe(tok: Any, uri: str, sha256: str) -> dict[str, Any]:
         "sha256": sha256,
         "class": type(tok).__name__,
         "model": json.loads(tok.backend_tokenizer.to_str())["model"]["type"],
-        "special_ids": {"pad": ids.pad, "unk": ids.unk, "cls": ids.cls, "sep": ids.sep, "mask": ids.mask},
+        "special_ids": dataclasses.asdict(ids),
         "vocab_size": len(tok),
     }
 
@@ -200,16 +212,18 @@ def describe(tok: Any, uri: str, sha256: str) -> dict[str, Any]:
 def vocab_sha256(tok: Any) -> str:
     """sha256 of the tokenizer's vocab.txt as `save` writes it: what a shard manifest's
     vocab_sha256 is for shards built with that tokenizer."""
-    return hashlib.sha256(("\n".join(vocab_list(tok)) + "\n").encode("utf-8")).hexdigest()
+    return hashlib.sha256(_vocab_text(tok).encode("utf-8")).hexdigest()
+
+
+def _vocab_text(tok: Any) -> str:
+    return "\n".join(vocab_list(tok)) + "\n"
 
 
 def copy_loadable(src: str, dest: str, names: tuple[str, ...]) -> None:
     """Give the local folder `dest` the tokenizer of the folder `src` (any URI) in a form
     AutoTokenizer loads: a KoBERT-family one converted (`save`), any other's files `names` copied
     as they are."""
-    with tempfile.TemporaryDirectory(prefix="koelectra-tokenizer-") as scratch:
-        local = storage.local_path(src)
-        local = local if local and os.path.isdir(local) else fetch(src, scratch)
+    with local_folder(src) as local:
         if is_kobert_folder(local):
             save(kobert_tokenizer(local), dest)
             return

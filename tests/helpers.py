@@ -19,6 +19,7 @@ import pytest
 from koelectra_dist import storage
 from koelectra_dist.config import Config, ModelConfig, load_config
 from koelectra_dist.corpus.shards import ShardFile, ShardManifest, vocab_sha256, write_manifest
+from koelectra_dist.finetune.task_specs import FinetuneTaskConfig
 from koelectra_dist.tokens import CLS_ID, SEP_ID, SPECIAL_TOKENS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -323,3 +324,16 @@ def toy_finetune_config(folder: Path, model_uri: str) -> Config:
         "finetune.allow_same_files=true",
         'run.stages=["finetune"]',
     )
+
+
+# A two-class task in NSMC's layout (id, document, label) under <data_dir>/sentiment/{train,dev}.txt,
+# written by the fine-tuning tests that use it.
+SENTIMENT_SPEC = FinetuneTaskConfig(
+    name="sentiment",
+    train_file="train.txt",
+    dev_file="dev.txt",
+    text_columns=["document"],
+    label_column="label",
+    labels=["0", "1"],
+    metric="accuracy",
+)

@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import tempfile
 import time
 from collections import Counter, deque
@@ -472,11 +471,13 @@ def pack_shards(
 
 @dataclass
 class TeacherTokenizer:
-    """corpus.tokenizer_uri, loaded: the fast tokenizer, the sha256 of its files, its vocabulary."""
+    """corpus.tokenizer_uri, loaded: the fast tokenizer, the sha256 of its files, its vocabulary
+    and its special ids."""
 
     tokenizer: Any
     sha256: str
     vocab: list[str]
+    special: SpecialIds
 
 
 def load_teacher_tokenizer(cfg: Config) -> TeacherTokenizer:
@@ -484,19 +485,17 @@ def load_teacher_tokenizer(cfg: Config) -> TeacherTokenizer:
     it has the five special tokens."""
     uri = cfg.corpus.tokenizer_uri
     key = f"corpus.tokenizer_uri={uri}"
-    with tempfile.TemporaryDirectory(prefix="koelectra-tokenizer-") as scratch:
-        local = storage.local_path(uri)
-        local = local if local and os.path.isdir(local) else hf_tokenizer.fetch(uri, scratch)
+    with hf_tokenizer.local_folder(uri) as local:
         tok = hf_tokenizer.load_local(local, key)
         sha = hf_tokenizer.files_sha256(local)
-    hf_tokenizer.special_ids(tok, key)
+    special = hf_tokenizer.special_ids(tok, key)
     vocab = hf_tokenizer.vocab_list(tok)
     if len(vocab) != cfg.model.vocab_size:
         raise DataError(
             f"{key} has {len(vocab)} tokens but model.vocab_size is {cfg.model.vocab_size}; set model.vocab_size "
             f"to {len(vocab)}"
         )
-    return TeacherTokenizer(tok, sha, vocab)
+    return TeacherTokenizer(tok, sha, vocab, special)
 
 
 def write_teacher_tokenizer(teacher: TeacherTokenizer, uri: str) -> None:
@@ -542,7 +541,7 @@ def run(cfg: Config) -> dict[str, Any]:
         else:
             vocab = build_vocab(cfg, found, options, cpus)
         sha = hashlib.sha256(vocab_text(vocab)).hexdigest()
-        special = hf_tokenizer.special_ids(teacher.tokenizer, c.tokenizer_uri) if teacher else DEFAULT_IDS
+        special = teacher.special if teacher else DEFAULT_IDS
         if teacher:
             if existing not in (None, sha) and (used_by := _checkpoints_using(cfg, existing)):
                 raise _refuse_replacing(cfg, vocab_uri, used_by)

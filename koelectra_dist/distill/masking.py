@@ -5,11 +5,15 @@ position becomes [MASK] (80%), stays (10%) or becomes a uniformly random token (
 DistilBERT draws ceil(15% of the batch's tokens) over the whole batch; here each row gets
 round(mask_prob x its real tokens), capped as ELECTRA caps them, so the result has the prediction
 slots (`MaskedBatch`) the rest of the objective reads. The token counts come from one pass over the
-shards (`token_counts`), made by the driver and read by every worker."""
+shards (`token_counts`), made by the driver once per shard set (`ensure_counts`: a resumed or
+restarted run reuses them) and read by every worker."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
+import json
 
 import numpy as np
 import torch
@@ -35,6 +39,18 @@ def write_counts(uri: str, counts: np.ndarray) -> None:
     buf = io.BytesIO()
     np.save(buf, counts)
     storage.write_bytes(uri, buf.getvalue())
+
+
+def ensure_counts(uri: str, shards: ShardSet, vocab_size: int) -> None:
+    """`token_counts` of `shards` at `uri` (a .npy), unless the counts there are of the same shard
+    set: the pass reads every shard, so it is made once, not at every start of the driver. The shard
+    set's key (its manifest's per-shard entries) is written beside them, last."""
+    key_uri = uri.removesuffix(".npy") + ".json"
+    key = hashlib.sha256(json.dumps([dataclasses.astuple(s) for s in shards.manifest.shards]).encode()).hexdigest()
+    if storage.exists(key_uri) and storage.read_json(key_uri).get("shards") == key and storage.exists(uri):
+        return
+    write_counts(uri, token_counts(shards, vocab_size))
+    storage.write_json(key_uri, {"shards": key})
 
 
 def read_counts(uri: str) -> np.ndarray:

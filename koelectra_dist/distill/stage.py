@@ -21,16 +21,16 @@ import time
 from typing import Any
 
 from koelectra_dist import hf_tokenizer, layout, storage
-from koelectra_dist.config import Config, portable, portable_config
+from koelectra_dist.config import Config
 from koelectra_dist.corpus.shards import read_manifest, vocab_sha256
 from koelectra_dist.distill import distilbert
-from koelectra_dist.distill.masking import masking_weights, read_counts, token_counts, write_counts
+from koelectra_dist.distill.masking import ensure_counts, masking_weights, read_counts
 from koelectra_dist.distill.model import Distiller
 from koelectra_dist.distill.teacher import Teacher, make_student, resolve_teacher, student_layers, student_model_config
 from koelectra_dist.errors import ConfigError
-from koelectra_dist.export.hf_layout import EXPORT_INFO, ExportInfo
+from koelectra_dist.export.hf_layout import EXPORT_INFO
 from koelectra_dist.export.model_card import build_student_card
-from koelectra_dist.export.stage import corpus_statistics, fetch_vocab, write_tokenizer
+from koelectra_dist.export.stage import export_info, fetch_vocab, write_tokenizer
 from koelectra_dist.pretrain.checkpoint import restore, store
 from koelectra_dist.pretrain.data import open_shards, shard_special_ids
 from koelectra_dist.pretrain.dropout import use_cpu_fast_dropout
@@ -158,17 +158,7 @@ def export_student(cfg: Config, final: str, meta: Any) -> dict[str, Any]:
     student, teacher_model = distiller.student.eval(), distiller._frozen[0]
     out = cfg.paths.distill_model
     params = {"student": student.num_parameters(), "teacher": teacher_model.num_parameters()}
-    portable_meta = dataclasses.replace(meta, config=portable_config(meta.config))
-    info = ExportInfo(
-        checkpoint=portable(final, cfg.run.output_uri),
-        step=meta.step,
-        vocab_sha256=meta.vocab_sha256,
-        exported_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        parameters=params,
-        meta=portable_meta,
-        corpus=corpus_statistics(cfg),
-        kind="student",
-    )
+    info = export_info(params, cfg, meta, final, kind="student")
     with tempfile.TemporaryDirectory(prefix="koelectra-distill-") as scratch:
         # the tokenizer the shards were built with: the teacher's, or (corpus.tokenizer_uri) the
         # corpus's vocab/, where a KoBERT-family one is already converted
@@ -196,7 +186,7 @@ def run(cfg: Config) -> dict[str, Any]:
     cfg = run_config(cfg)
     shards = open_shards(cfg)
     if cfg.distill.masking == "distilbert":
-        write_counts(counts_uri(cfg), token_counts(shards, cfg.model.vocab_size))
+        ensure_counts(counts_uri(cfg), shards, cfg.model.vocab_size)
     check_teacher(cfg, shards.manifest.vocab_sha256, shards.manifest.tokenizer)
     root = cfg.paths.checkpoints
     latest = store.latest_verified(root)

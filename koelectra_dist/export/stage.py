@@ -217,27 +217,35 @@ def fetch_vocab(vocab_uri: str, local_dir: str, expected_sha256: str | None, voc
     return local_dir
 
 
+def pair_parameters(model: ElectraPretrainer) -> dict[str, int]:
+    return {
+        "discriminator": model.discriminator.num_parameters(),
+        "generator": model.generator.num_parameters(),
+        "pretraining": sum(p.numel() for p in model.parameters()),
+    }
+
+
 def export_info(
-    model: ElectraPretrainer,
+    parameters: dict[str, int],
     train_cfg: Config,
     meta: CheckpointMeta,
     checkpoint_uri: str,
     selection: dict[str, Any] | None = None,
+    kind: str = "pair",
 ) -> ExportInfo:
-    """export_info.json: everything the model card states, so that it needs the export folder only."""
+    """export_info.json: everything the model card states, so that it needs the export folder only
+    (a pair's, or with kind "student" a distilled student's). Nothing exported names this machine's
+    folders: the checkpoint and the config's locations are made relative to the run's output root."""
     return ExportInfo(
         selection=selection,
-        checkpoint=checkpoint_uri,
+        checkpoint=portable(checkpoint_uri, train_cfg.run.output_uri),
         step=meta.step,
         vocab_sha256=meta.vocab_sha256,
         exported_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        parameters={
-            "discriminator": model.discriminator.num_parameters(),
-            "generator": model.generator.num_parameters(),
-            "pretraining": sum(p.numel() for p in model.parameters()),
-        },
-        meta=meta,
+        parameters=parameters,
+        meta=dataclasses.replace(meta, config=portable_config(meta.config)),
         corpus=corpus_statistics(train_cfg),
+        kind=kind,
     )
 
 
@@ -316,8 +324,7 @@ def run(cfg: Config) -> dict[str, Any]:
             remove_file(storage.join(out, *name.split("/")))
         storage.upload_dir(staged, out)
     selection = best_probed(cfg) if cfg.export.checkpoint == BEST else None
-    portable_meta = dataclasses.replace(meta, config=portable_config(meta.config))
-    info = export_info(model, train_cfg, portable_meta, ckpt_name, selection)
+    info = export_info(pair_parameters(model), train_cfg, meta, ckpt, selection)
     storage.write_json(storage.join(out, EXPORT_INFO), info.to_json())
     return {
         "checkpoint": ckpt,

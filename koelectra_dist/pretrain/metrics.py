@@ -155,11 +155,11 @@ class MetricsLog:
         self._sums, self._counts = {}, {}
         self._window = {"steps": 0, "seconds": 0.0, "wait": 0.0}
         if self._writer is not None:
-            for k, v in out.items():
-                if k != "step":
-                    self._writer.add_scalar(f"train/{k}", v, step)
+            scalars = {f"train/{k}": v for k, v in out.items() if k != "step"}
+            for tag, v in scalars.items():
+                self._writer.add_scalar(tag, v, step)
             if self._tracker:
-                self._tracker.log({f"train/{k}": v for k, v in out.items() if k != "step"}, step)
+                self._tracker.log(scalars, step)
             print(self.format(out), flush=True)
         if report_due or step == self.cfg.train.steps:  # the last step's metrics are the run's result
             ray.train.report(out)

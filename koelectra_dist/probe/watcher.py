@@ -253,12 +253,14 @@ class ProbeWatcher:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(self._tb_local)
+        scalars = {}
         for name, t in record["tasks"].items():
-            self._writer.add_scalar(f"probe/{name}_{t['metric']}", t["mean"], record["step"])
-            self._writer.add_scalar(f"probe/{name}_{t['metric']}_std", t["std"], record["step"])
+            scalars[f"probe/{name}_{t['metric']}"] = t["mean"]
+            scalars[f"probe/{name}_{t['metric']}_std"] = t["std"]
+        for tag, value in scalars.items():
+            self._writer.add_scalar(tag, value, record["step"])
         if self._tracker:
-            scores = {f"probe/{n}_{t['metric']}": t["mean"] for n, t in record["tasks"].items()}
-            self._tracker.log(scores, record["step"])
+            self._tracker.log(scalars, record["step"])
         self._writer.flush()
         if storage.local_path(self._tb_uri) is None:
             storage.upload_dir(self._tb_local, self._tb_uri)

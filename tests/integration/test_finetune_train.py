@@ -9,7 +9,7 @@ import random
 
 import pytest
 import torch
-from helpers import require_shared_data
+from helpers import SENTIMENT_SPEC, require_shared_data
 
 from koelectra_dist import storage
 from koelectra_dist.config import config_from_dict
@@ -18,7 +18,6 @@ from koelectra_dist.finetune import stage
 from koelectra_dist.finetune.config import FinetuneConfig, resolve_tasks
 from koelectra_dist.finetune.data import read_split
 from koelectra_dist.finetune.heads import head_for, tag_names, word_tags
-from koelectra_dist.finetune.task_specs import FinetuneTaskConfig
 from koelectra_dist.finetune.trainer import finetune, load_model, lr_at, predict, total_steps
 
 FILLERS = "영화 배우 연기 스토리 정말 너무 이 그 음악 감독 장면 결말".split()
@@ -93,17 +92,6 @@ def write_tagging_task(folder, n_train: int = 300, n_dev: int = 100) -> None:
                     tags.append("O")
             rows.append(f"{' '.join(words)}\t{' '.join(tags)}")
         (folder / "naver-ner" / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-
-
-SENTIMENT_SPEC = FinetuneTaskConfig(
-    name="sentiment",
-    train_file="train.txt",
-    dev_file="dev.txt",
-    text_columns=["document"],
-    label_column="label",
-    labels=["0", "1"],
-    metric="accuracy",
-)
 
 
 @pytest.fixture(scope="module")

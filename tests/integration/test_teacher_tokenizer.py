@@ -9,7 +9,7 @@ import random
 import shutil
 
 import pytest
-from helpers import korean_lines, tiny_config, write_kobert_folder
+from helpers import SENTIMENT_SPEC, korean_lines, tiny_config, write_kobert_folder
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertForMaskedLM
 
 from koelectra_dist import hf_tokenizer
@@ -18,7 +18,6 @@ from koelectra_dist.corpus.shards import check_vocab, read_manifest
 from koelectra_dist.distill import stage as distill
 from koelectra_dist.finetune.config import FinetuneConfig, resolve_tasks
 from koelectra_dist.finetune.data import read_split
-from koelectra_dist.finetune.task_specs import FinetuneTaskConfig
 from koelectra_dist.finetune.trainer import finetune
 from koelectra_dist.pretrain.data import open_shards, read_shard
 from koelectra_dist.tokens import SpecialIds
@@ -74,17 +73,8 @@ def sentiment_task(folder):
             lines.append(f"{i}\t{' '.join(rng.choices(words, k=4))} {key}\t{label}")
         (folder / "sentiment").mkdir(exist_ok=True)
         (folder / "sentiment" / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    spec = FinetuneTaskConfig(
-        name="sentiment",
-        train_file="train.txt",
-        dev_file="dev.txt",
-        text_columns=["document"],
-        label_column="label",
-        labels=["0", "1"],
-        metric="accuracy",
-    )
     (spec,) = resolve_tasks(
-        FinetuneConfig(tasks=["sentiment"], task_specs=[spec], epochs=1, learning_rate=1e-3, max_length=32)
+        FinetuneConfig(tasks=["sentiment"], task_specs=[SENTIMENT_SPEC], epochs=1, learning_rate=1e-3, max_length=32)
     )
     return spec, read_split(str(folder), spec, "train"), read_split(str(folder), spec, "dev")
 

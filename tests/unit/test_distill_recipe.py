@@ -5,12 +5,13 @@ configs/distilkobert.json resolving to DistilKoBERT's published settings."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_config
+from helpers import tiny_config, write_shard_set
 from transformers import BertConfig, BertForMaskedLM, DistilBertForMaskedLM, ElectraForPreTraining
 
 from koelectra_dist.config import load_config
@@ -247,3 +248,25 @@ def test_the_checkpoint_holds_the_distilbert_student_alone(tmp_path):
     _, distiller = distiller_for(tmp_path, "distill.student=distilbert")
     assert set(distiller.state_dict()) == {f"student.{k}" for k in distiller.student.state_dict()}
     assert not isinstance(distiller._frozen[0], ElectraForPreTraining)
+
+
+def test_token_counts_are_made_once_per_shard_set(tmp_path, monkeypatch):
+    from koelectra_dist.distill import masking
+    from koelectra_dist.pretrain.data import open_shards
+
+    cfg = tiny_config(str(tmp_path), f"model.vocab_size={VOCAB_SIZE}", "model.max_length=16")
+    write_shard_set(f"{tmp_path}/corpus", VOCAB_SIZE, 16, [7, 5])
+    shards = open_shards(cfg)
+    uri = str(tmp_path / "counts.npy")
+    masking.ensure_counts(uri, shards, VOCAB_SIZE)
+    expected = masking.token_counts(shards, VOCAB_SIZE)
+    assert (masking.read_counts(uri) == expected).all() and expected.sum() > 0
+    passes = []
+    monkeypatch.setattr(masking, "token_counts", lambda *a: passes.append(a) or expected)
+    masking.ensure_counts(uri, shards, VOCAB_SIZE)  # a restarted driver: no second pass
+    assert passes == []
+    other = dataclasses.replace(
+        shards, manifest=dataclasses.replace(shards.manifest, shards=shards.manifest.shards[:1])
+    )
+    masking.ensure_counts(uri, other, VOCAB_SIZE)  # another shard set: counted again
+    assert len(passes) == 1

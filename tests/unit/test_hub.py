@@ -21,7 +21,7 @@ from koelectra_dist.errors import DataError
 from koelectra_dist.export import hub
 from koelectra_dist.export.hf_layout import EXPORT_INFO, MODEL_FILES, TOKENIZER_FILES
 from koelectra_dist.export.model_card import validate_card
-from koelectra_dist.export.stage import export_info, write_folders
+from koelectra_dist.export.stage import export_info, pair_parameters, write_folders
 from koelectra_dist.finetune.report import markdown, summarize
 from koelectra_dist.pretrain.meta import CheckpointMeta
 from koelectra_dist.pretrain.model import ElectraPretrainer
@@ -64,7 +64,9 @@ def export_dir(tmp_path_factory) -> Path:
     model = ElectraPretrainer(cfg.model).eval()
     provenance = {"checkpoint": "s3://bucket/ckpt/step-00000008", "step": 8, "vocab_sha256": vocab_sha}
     write_folders(model, cfg, str(Path(corpus) / "vocab"), str(hf), provenance)
-    storage.write_json(str(hf / EXPORT_INFO), export_info(model, cfg, meta, provenance["checkpoint"]).to_json())
+    storage.write_json(
+        str(hf / EXPORT_INFO), export_info(pair_parameters(model), cfg, meta, provenance["checkpoint"]).to_json()
+    )
     run = {"task": "nsmc", "metric": "accuracy", "score": 81.25, "seed": 42, "train_examples": 1000}
     run |= {"eval_examples": 200, "epochs": 1, "batch_size": 32, "learning_rate": 5e-5}
     run |= {"eval_split": "test", "eval_file": "/data/nsmc/ratings_test.txt", "selection": {"on": "/d/ratings_dev.txt"}}

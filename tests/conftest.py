@@ -11,6 +11,10 @@ import tempfile
 # Workers must not fight over 2 cores with their own thread pools (set before torch is imported).
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Ray Train's controller polls its workers every 2 s by default, and a run's end and each metrics
+# report wait for that poll; runs here last seconds, so it polls often (set before Ray starts, so
+# that every controller, here or in a subprocess's cluster, inherits it).
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 # A Hugging Face Hub cache of the session's own (tests publish tiny models into it with
 # helpers.publish_to_hub_cache) and no Hub: set before Ray starts, so that its workers see them too.
 os.environ["HF_HUB_CACHE"] = HUB_CACHE = tempfile.mkdtemp(prefix="koelectra-test-hub-")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from types import ModuleType
 from typing import Any, Protocol
 
 import torch
@@ -149,10 +151,26 @@ def user_ds_config(uri: str | None) -> dict[str, Any]:
     return user
 
 
+def import_deepspeed() -> ModuleType:
+    """DeepSpeed, imported with MLflow hidden: its autotuner, which this project never runs, imports
+    MLflow at import time when it is installed (the `[mlflow]` extra), 1-2 s in every worker process.
+    A `None` in `sys.modules` makes `import mlflow` raise ImportError, DeepSpeed's "not installed"."""
+    if "deepspeed" not in sys.modules and "mlflow" not in sys.modules:
+        sys.modules["mlflow"] = None  # type: ignore[assignment]
+        try:
+            import deepspeed
+        finally:
+            del sys.modules["mlflow"]
+    import deepspeed
+
+    return deepspeed
+
+
 def skip_cpu_shm_build() -> None:
     """DeepSpeed's CPU accelerator JIT-compiles a shared-memory op (g++, minutes on a fresh machine)
     when its comm backend starts. It only serves inference all-reduce, never training, so we mark
     it incompatible: DeepSpeed then uses the process group (gloo) for everything."""
+    import_deepspeed()
     import deepspeed.ops
 
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
@@ -198,7 +216,7 @@ def build_engine(
 ) -> tuple[Engine, torch.optim.Optimizer, Any]:
     """`deepspeed.initialize` over an already-initialised torch process group (Ray Train's), with
     `make_optimizer`'s optimizer unless another is given; `load_universal` as in `ds_config`."""
-    import deepspeed
+    deepspeed = import_deepspeed()
 
     if cfg.distributed.gpus_per_worker == 0:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")

@@ -212,3 +212,20 @@ def test_the_scheduler_deepspeed_steps_gives_each_optimizer_step_its_lr():
         scheduler.step()
     assert used == pytest.approx([lr_at(s, cfg) for s in range(10)])
     assert used[:5] == pytest.approx([0.0, 1e-3 * 0.25 * 0.9, 1e-3 * 0.5 * 0.8, 1e-3 * 0.75 * 0.7, 1e-3 * 0.6])
+
+
+def test_deepspeed_is_imported_without_mlflow_which_stays_importable():
+    """Every worker imports DeepSpeed; its autotuner would import MLflow (seconds) when installed."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from koelectra_dist.pretrain.engine import import_deepspeed\n"
+        "ds = import_deepspeed()\n"
+        "assert ds.__name__ == 'deepspeed' and 'mlflow' not in sys.modules, sorted(m for m in sys.modules if 'mlflow' in m)\n"
+        "import importlib.util\n"
+        "assert importlib.util.find_spec('mlflow') is None or __import__('mlflow')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -17,6 +17,7 @@ makes the workers checkpoint at once, and the run resumes from that checkpoint."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -56,7 +57,9 @@ def settings(shards: str, workers: str) -> list[str]:
 
 
 def start_driver(cluster, out: Path, records: Path, delay_s: float, overrides: list[str]) -> subprocess.Popen:
-    env = {**cluster.env, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    """The driver on `cluster`, or with `cluster=None` on a local Ray of its own."""
+    base = cluster.env if cluster else {**os.environ, "RAY_ADDRESS": "local"}
+    env = {**base, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     args = [sys.executable, str(DRIVER), str(out), str(records), str(delay_s)]
     args += [a for o in overrides for a in ("--set", o)]
     log = out.parent / f"{out.name}.log"
@@ -112,7 +115,19 @@ def cluster():
         yield c
 
 
-def test_elastic_run_grows_with_the_autoscaler_and_finishes_after_losing_a_node(cluster, tiny_shards, tmp_path):
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM first: the driver then shuts down the Ray it started."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_elastic_run_grows_with_the_autoscaler_and_finishes_after_losing_a_node(
+    cluster, tiny_shards, tmp_path, request
+):
     corpus, _ = tiny_shards
     shards = f"{corpus}/shards"
     assert cluster.worker_nodes() == [], "the cluster starts without worker nodes"
@@ -126,6 +141,12 @@ def test_elastic_run_grows_with_the_autoscaler_and_finishes_after_losing_a_node(
         time.sleep(0.5)
     assert driver.poll() is None, wait(driver, 1)[-6000:]
     assert committed_by(root, 2), "the run never grew to 2 workers: " + wait(driver, 1)[-6000:]
+    # The losses of an uninterrupted one-worker run, the reference: on a local Ray of its own, beside
+    # the rest of the elastic run (which mostly sleeps), so that the test does not wait for it
+    # afterwards. Not earlier: it would slow the first worker's start past the autoscaler's grow.
+    ref_out, ref_records = tmp_path / "fixed", tmp_path / "ref-records"
+    ref = start_driver(None, ref_out, ref_records, 0.0, settings(shards, "1"))
+    request.addfinalizer(lambda: stop(ref))  # when an assertion below fails first
     # ...then a node goes away without notice and is not replaced
     nodes = cluster.worker_nodes()
     assert len(nodes) == 2
@@ -166,9 +187,7 @@ def test_elastic_run_grows_with_the_autoscaler_and_finishes_after_losing_a_node(
     worlds = [r["world"] for r in seen]
     assert worlds[0] == 1 and 2 in worlds and worlds[-1] == 1, "not 1 -> 2 -> 1 workers"
 
-    # the losses of the uninterrupted one-worker run, on the node left
-    ref_out, ref_records = tmp_path / "fixed", tmp_path / "ref-records"
-    ref = start_driver(cluster, ref_out, ref_records, 0.0, settings(shards, "1"))
+    # every loss equals the uninterrupted one-worker run's
     ref_log = wait(ref, 480)
     assert ref.returncode == 0, ref_log[-8000:]
     reference = {index[r["seed"]]: r["loss"] for r in read_records(ref_records)}

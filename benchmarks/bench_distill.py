@@ -6,6 +6,7 @@ several seeds; with size and CPU inference-speed ratios.
 
     python benchmarks/bench_distill.py --budget smoke          # minutes: shows the chain runs, nothing about transfer
     python benchmarks/bench_distill.py --budget hour           # bench_quality's hour budget, a 4-layer teacher
+    python benchmarks/bench_distill.py --budget hour --set model.num_hidden_layers=2   # its 2-layer teacher (RESULTS.md)
     python benchmarks/bench_distill.py --teacher DIR --budget hour   # an exported teacher (DIR/discriminator, DIR/generator)
     python benchmarks/bench_distill.py --reuse ...             # fine-tune and time the models under --out only
 

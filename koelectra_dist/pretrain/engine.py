@@ -169,8 +169,8 @@ def import_deepspeed() -> ModuleType:
 def skip_cpu_shm_build() -> None:
     """DeepSpeed's CPU accelerator JIT-compiles a shared-memory op (g++, minutes on a fresh machine)
     when its comm backend starts. It only serves inference all-reduce, never training, so we mark
-    it incompatible: DeepSpeed then uses the process group (gloo) for everything."""
-    import_deepspeed()
+    it incompatible: DeepSpeed then uses the process group (gloo) for everything. (Called after
+    `import_deepspeed`.)"""
     import deepspeed.ops
 
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False

@@ -224,8 +224,7 @@ def test_deepspeed_is_imported_without_mlflow_which_stays_importable():
         "from koelectra_dist.pretrain.engine import import_deepspeed\n"
         "ds = import_deepspeed()\n"
         "assert ds.__name__ == 'deepspeed' and 'mlflow' not in sys.modules, sorted(m for m in sys.modules if 'mlflow' in m)\n"
-        "import importlib.util\n"
-        "assert importlib.util.find_spec('mlflow') is None or __import__('mlflow')\n"
+        "import mlflow\n"  # still importable afterwards: the project's tracking uses it
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -1,5 +1,5 @@
 """A checkpoint written by 2 workers resumes on 1 and on 3 (ZeRO 1, 2, 3): real DeepSpeed engines
-on gloo process groups (torch.multiprocessing, no Ray: the re-cut is the engine's business), saved
+on gloo process groups (forked processes, no Ray: the re-cut is the engine's business), saved
 and loaded by the product's checkpoint module. The restored fp32 master weights and Adam moments
 equal the saved ones exactly: the resumed engine saves again, and both checkpoints' per-parameter
 full tensors (DeepSpeed's universal form) are compared bit for bit, and so are both checkpoints'
@@ -12,7 +12,7 @@ import os
 
 import pytest
 import torch
-from helpers import free_port, tiny_config
+from helpers import free_port, spawn_ranks, tiny_config
 
 from koelectra_dist.pretrain.checkpoint import restore, store, upload
 from koelectra_dist.pretrain.meta import CheckpointMeta
@@ -87,9 +87,7 @@ def _worker(rank: int, world: int, port: int, out: str, stage: int, precision: s
 
 
 def _spawn(world: int, *args) -> None:
-    import torch.multiprocessing as mp
-
-    mp.spawn(_worker, args=(world, free_port(), *args), nprocs=world)
+    spawn_ranks(_worker, world, free_port(), *args)
 
 
 def _universal_tensors(state_dir: str, scratch: str) -> dict[str, torch.Tensor | int]:

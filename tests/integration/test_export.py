@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
-from helpers import ROOT, free_port, tiny_config, write_vocab
+from helpers import ROOT, free_port, spawn_ranks, tiny_config, write_vocab
 
 from koelectra_dist import storage
 from koelectra_dist.config import Config, ModelConfig, load_config
@@ -207,7 +206,7 @@ def trained(vocab, tmp_path_factory, s3_endpoint) -> dict[int, tuple[Config, Pat
         cfg = export_config(output, stage, **{"export.vocab_uri": str(vocab_dir)})
         runs.append((cfg, checkpoint_meta(cfg, vocab_sha), str(base / f"ref{stage}.pt")))
         out[stage] = (cfg, base / f"ref{stage}.pt")
-    mp.spawn(_train_rank, args=(2, free_port(), runs), nprocs=2)
+    spawn_ranks(_train_rank, 2, free_port(), runs)
     return out
 
 

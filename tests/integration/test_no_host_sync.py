@@ -28,8 +28,9 @@ from koelectra_dist.pretrain.metrics import MetricsLog
 
 out = tempfile.mkdtemp()
 write_shard_set(f"{out}/corpus", 1000, 64, [40, 40], several=sys.argv[2] == "several")
-cfg = tiny_config(out, "distributed.num_workers=1", "distributed.precision=bf16", "train.log_every=1000")
-engine, _, _ = build_engine(cfg, pretrainer(cfg))  # as configured (train.fused_vocab: compiled)
+# the product's default vocab pass (compiled), which configs/tiny.json turns off
+cfg = tiny_config(out, "distributed.num_workers=1", "distributed.precision=bf16", "train.log_every=1000", "train.fused_vocab=true")
+engine, _, _ = build_engine(cfg, pretrainer(cfg))
 shards = open_shards(cfg)
 stream = ShardStream(shards.uris, shards.rows, seed=0, rank=0, world_size=1, micro_batch=cfg.train.micro_batch_size, start=0)
 loader = Prefetcher(stream.batches())

@@ -440,7 +440,7 @@ def test_job_submit_pretrains_on_local_multinode_cluster(local_cluster, tmp_path
 @pytest.mark.slow
 def test_job_submit_with_a_worker_range_resumes_after_the_job_is_stopped(local_cluster, tmp_path):
     env = local_cluster
-    steps = 60  # ~0.5 s a step here: the stop (seconds of CLI start-up) must land before the end
+    steps = 40  # ~0.5 s a step here: the stop (seconds of CLI start-up) must land before the end
     overrides = [
         f"run.output_uri={tmp_path / 'run'}",
         f"train.steps={steps}",

@@ -431,10 +431,8 @@ def test_job_submit_pretrains_on_local_multinode_cluster(local_cluster, tmp_path
     root = cfg.paths.checkpoints
     assert committed_steps(root)[-1] == cfg.train.steps
     assert "stage pretrain: done" in job.stdout, job.stdout[-4000:]
-    # Submitting the same job again resumes from the last committed checkpoint (here: the final one).
-    again = subprocess.run(cmd[:-2] + ["pretrain"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
-    assert f'"resumed_from": "{root}/step-{cfg.train.steps:08d}"' in again.stdout, again.stdout[-4000:]
+    # (a resubmitted job resumes: the worker-range test below; a finished run run again returns at
+    # once: test_train.py)
 
 
 @pytest.mark.slow

@@ -234,6 +234,21 @@ def test_a_damaged_latest_step_falls_back_and_the_run_ends_as_the_uninterrupted_
 
 
 @pytest.mark.slow
+def test_a_finished_run_run_again_returns_its_final_checkpoint_without_training(
+    reference, shards, s3_endpoint, monkeypatch
+):
+    root = reference(1, "fp32")
+    monkeypatch.setattr(train, "fit", lambda *_: pytest.fail("a finished run started its workers again"))
+    cfg = tiny_config(root.rsplit("/", 1)[0], shards, *run_overrides(1, "fp32", s3_endpoint))
+    seal = storage.join(store.step_uri(root, STEPS), store.COMMITTED)
+    sealed = storage.read_bytes(seal)  # holds each file's hash: a run that trained again rewrites it
+    report = train.run(cfg)
+    assert report["resumed_from"] == report["checkpoint"] == store.step_uri(root, STEPS)
+    assert report["steps"] == STEPS and report["metrics"]["loss"] > 0
+    assert store.committed_steps(root) == [INTERVAL, STEPS] and storage.read_bytes(seal) == sealed
+
+
+@pytest.mark.slow
 def test_a_precision_change_on_resume_is_refused_before_any_worker_starts(reference, shards, s3_endpoint):
     out = reference(1, "fp32").rsplit("/", 1)[0]
     cfg = tiny_config(out, shards, *run_overrides(1, "bf16", s3_endpoint), "train.steps=9")

@@ -374,10 +374,18 @@ def test_no_secrets_in_cluster_files():
 
 
 def free_port_base() -> int:
-    """A port base whose GCS, dashboard and client ports are free (the script derives the rest)."""
-    for base in range(43000, 60000, 997):
+    """A port base whose every port the script derives for a head and 2 workers (GCS, dashboard,
+    client, each node's fixed ports and worker ports) is free, below the kernel's ephemeral range:
+    there no outgoing connection of this busy test session (S3 clients, Ray's own) can take one of
+    them between this check and the nodes' start."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral = int(f.read().split()[0])
+    # above Ray's default worker ports (10002-19999), which the session's own Ray uses
+    for base in range(20000, ephemeral - 500, 997):
+        fixed = [base + 10 + 10 * node + i for node in range(3) for i in range(6)]
+        ports = [base, base + 1, base + 2, *fixed, *range(base + 200, base + 500)]
         try:
-            for port in (base, base + 1, base + 2):
+            for port in ports:
                 with socket.socket() as s:
                     s.bind(("127.0.0.1", port))
             return base
@@ -438,7 +446,7 @@ def test_job_submit_pretrains_on_local_multinode_cluster(local_cluster, tmp_path
 @pytest.mark.slow
 def test_job_submit_with_a_worker_range_resumes_after_the_job_is_stopped(local_cluster, tmp_path):
     env = local_cluster
-    steps = 40  # ~0.5 s a step here: the stop (seconds of CLI start-up) must land before the end
+    steps = 60  # ~0.5 s a step here: the stop (seconds of CLI start-up) must land before the end
     overrides = [
         f"run.output_uri={tmp_path / 'run'}",
         f"train.steps={steps}",
